@@ -1,0 +1,81 @@
+"""The kernel registry and the choice of implementation for each call.
+
+Kernel modules register themselves here (dispatch imports none of them). `select()` answers: for
+this op, shape and backend, which implementation runs and with which parameters. Parameters come
+from the implementation's heuristic default; the tuning store (see the tuning issue) will be read
+here first once it exists.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+from . import cpu
+
+
+@dataclasses.dataclass(frozen=True)
+class Implementation:
+    op: str                      # e.g. "gemm_i8"
+    backend: str                 # "cpu" or "gpu"
+    path: str                    # e.g. "avx512vnni"; the name users pass as backend="cpu:<path>"
+    level: cpu.IsaLevel | None   # the ISA level it needs (CPU paths)
+    entry: Any                   # the object the op's front end calls
+    tuning_space: dict[str, Any] = dataclasses.field(default_factory=dict)
+    default_params: Callable[..., dict[str, Any]] | None = None
+
+    @property
+    def qualified_name(self) -> str:
+        return f"{self.backend}:{self.path}"
+
+    def available(self) -> tuple[bool, str]:
+        """(can run here, reason if not)."""
+        if self.backend == "cpu" and self.level is not None:
+            missing = cpu.missing_features(self.level)
+            if missing:
+                return False, "CPU lacks " + ", ".join(missing)
+        return True, ""
+
+
+_REGISTRY: dict[str, dict[str, Implementation]] = {}
+
+
+def register(impl: Implementation) -> Implementation:
+    _REGISTRY.setdefault(impl.op, {})[impl.qualified_name] = impl
+    return impl
+
+
+def implementations(op: str) -> list[Implementation]:
+    return list(_REGISTRY.get(op, {}).values())
+
+
+def _cpu_choice(op: str, level: cpu.IsaLevel) -> Implementation:
+    for impl in implementations(op):
+        if impl.backend == "cpu" and impl.level == level:
+            return impl
+    raise RuntimeError(f"no CPU implementation of {op!r} is registered for path {level.path_name!r}")
+
+
+def resolve(op: str, backend: str | None = None) -> Implementation:
+    """The implementation for `backend` ("cpu", "cpu:<path>", or None = the default CPU path)."""
+    if backend is None or backend == "cpu":
+        return _cpu_choice(op, cpu.best_level())
+    if not isinstance(backend, str):
+        raise TypeError(f"backend: expected a string such as 'cpu' or 'cpu:avx2', got {backend!r}")
+    kind, _, path = backend.partition(":")
+    if kind == "cpu" and path:
+        level = cpu.parse_level(path, argument="backend")
+        cpu.require(level, f"backend={backend!r}")
+        return _cpu_choice(op, level)
+    if kind == "gpu":
+        raise RuntimeError(f"backend={backend!r}: the GPU path is not available yet (WGSL issue)")
+    raise ValueError(f"backend: expected 'cpu', 'cpu:<path>' or 'gpu', got {backend!r}")
+
+
+def select(op: str, shape: tuple[int, ...], dtype: Any = None, backend: str | None = None,
+           threads: int | None = None) -> tuple[Implementation, dict[str, Any]]:
+    """Implementation and parameters for one call of `op` on `shape`."""
+    impl = resolve(op, backend)
+    params = impl.default_params(shape, threads=threads) if impl.default_params else {}
+    return impl, params

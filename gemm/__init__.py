@@ -1,0 +1,25 @@
+"""int8 GEMM: quantize, prepare B once, multiply exactly (int32) or with a fused float epilogue.
+
+    import gemm
+    pb = gemm.prepare_b(W, quant_mult)             # W: K x N float32
+    C  = gemm.gemm_i8(A, pb, a_quant_mult=qa, bias=bias)   # A: M x K float32 -> M x N float32
+    Ci = gemm.gemm_i8(gemm.quantize(A, qa), pb)    # int8 A -> exact int32 Aq @ Bq
+    C2 = gemm.gemm_i8(A, pb.select_columns(ids), a_quant_mult=qa)   # shortlisted output layer
+
+See api.py for the conventions and gemm/cpu/ for the per-ISA paths.
+"""
+
+from . import cpu  # noqa: F401  (registers the CPU paths with dispatch)
+from .api import gemm_i8, quantize
+from .prepared import (
+    PreparedB,
+    prepare_b,
+    prepare_b_quantized,
+    prepare_b_quantized_transposed,
+    prepare_b_transposed,
+)
+
+__all__ = [
+    "PreparedB", "gemm_i8", "prepare_b", "prepare_b_quantized", "prepare_b_quantized_transposed",
+    "prepare_b_transposed", "quantize",
+]

@@ -1,0 +1,177 @@
+"""The public GEMM calls: quantize and gemm_i8.
+
+Quantization convention (intgemm's, and Firefox's WebAssembly 8-bit gemm):
+    q = clamp(round_half_to_even(x * quant_mult), -127, 127)   as int8
+    C = (Aq @ Bq) * unquant_mult + bias,  unquant_mult = 1 / (a_quant_mult * b_quant_mult_j)
+-127..127 is symmetric, so negating a quantized value never overflows. Every CPU path multiplies
+int8 A of the full range [-128, 127] exactly; the sign-trick paths (avx2, avx512bw) reject a B
+holding -128, which `prepare_b*` never produce from float weights.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+import dispatch
+
+from .cpu import driver
+from .prepared import PreparedB, prepare_b_quantized
+from .validate import check_int, check_quant_mult
+
+_EMPTY_I32 = np.zeros(0, np.int32)
+_EMPTY_F32 = np.zeros(0, np.float32)
+_A_DTYPES = (np.dtype(np.int8), np.dtype(np.uint8), np.dtype(np.float32))
+
+
+def quantize(a: np.ndarray, quant_mult) -> np.ndarray:
+    """float32 array (any shape) -> int8: clamp(round_half_even(a * quant_mult), -127, 127)."""
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"A: expected a numpy float32 array, got {type(a).__name__}")
+    if a.dtype != np.float32:
+        raise TypeError(f"A: expected dtype float32, got {a.dtype}")
+    qm = np.float32(check_quant_mult(quant_mult, "quant_mult"))
+    flat = np.ascontiguousarray(a).reshape(1, -1) if a.ndim != 2 else a
+    out = np.empty(flat.shape, np.int8)
+    if flat.size and not driver.quantize_into(flat, qm, out):
+        raise ValueError("A: contains NaN or infinity")
+    return out.reshape(a.shape)
+
+
+def gemm_i8(a: np.ndarray, b, *, a_quant_mult=None, bias=None, relu: bool = False, out=None,
+            a_zero_point: int = 0, b_zero_point=0, backend: str | None = None,
+            threads: int | None = None) -> np.ndarray:
+    """C = (A - a_zero_point) @ (B - b_zero_point), exactly, as int32 (M x N);
+    or, with a_quant_mult, C = that * 1/(a_quant_mult * b_quant_mult) + bias as float32.
+
+    a:            M x K int8 or uint8 (already quantized), or float32 (quantized here with
+                  a_quant_mult). Any memory layout: A is always copied into the kernel's panel.
+    b:            a PreparedB (prepare once, multiply many times), or a K x N int8 array
+                  (prepared on every call: slower).
+    a_quant_mult: A's quantization multiplier; requires B prepared with a quant_mult, and
+                  makes the output float32.
+    bias:         float32, N values, added in the same pass (float output only).
+    relu:         max(C, 0) in the same pass (float output only).
+    out:          a C-contiguous M x N array of the output dtype (int32 or float32), written.
+    a_zero_point: scalar; b_zero_point: scalar or N per-column values (ONNX MatMulInteger).
+    backend:      "cpu" or "cpu:<path>" (generic, avx2, avxvnni, avx512bw, avx512vnni); the
+                  default is I8GEMM_CPU_PATH or the best path of this CPU.
+    threads:      threads to use; default I8GEMM_NUM_THREADS or all cores.
+    """
+    # -- A ---------------------------------------------------------------------------------
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"A: expected a numpy array, got {type(a).__name__}")
+    if a.ndim != 2:
+        raise ValueError(f"A: expected a 2-D array (M x K), got shape {a.shape}")
+    if a.dtype not in _A_DTYPES:
+        raise TypeError(f"A: expected dtype int8, uint8 or float32, got {a.dtype}")
+    m, k = a.shape
+    if m == 0 or k == 0:
+        raise ValueError(f"A: expected M >= 1 and K >= 1, got shape {a.shape}")
+
+    # -- B ---------------------------------------------------------------------------------
+    if not isinstance(b, PreparedB):
+        if isinstance(b, np.ndarray) and b.dtype != np.int8:
+            raise TypeError(f"B: expected an int8 array or a PreparedB, got dtype {b.dtype} "
+                            "(prepare float weights with gemm.prepare_b)")
+        if not isinstance(b, np.ndarray):
+            raise TypeError(f"B: expected an int8 array or a PreparedB, got {type(b).__name__}")
+        b = prepare_b_quantized(b)
+    if b.k != k:
+        raise ValueError(f"B: has K={b.k} rows, but A has K={k} columns")
+    n = b.n
+
+    # -- output kind -------------------------------------------------------------------------
+    float_out = a_quant_mult is not None
+    if a.dtype == np.float32 and not float_out:
+        raise ValueError("a_quant_mult: required when A is float32 (it quantizes A)")
+    if float_out:
+        qa = np.float32(check_quant_mult(a_quant_mult, "a_quant_mult"))
+        if b.quant_mult is None:
+            raise ValueError("B: has no quant_mult, which float output needs; prepare it with "
+                             "prepare_b/prepare_b_transposed or pass quant_mult when preparing")
+        inv_qa, inv_qb = np.float32(1.0) / qa, b.inv_quant_mult
+        out_dtype = np.float32
+    else:
+        inv_qa, inv_qb = np.float32(1.0), _EMPTY_F32
+        out_dtype = np.int32
+        if bias is not None:
+            raise ValueError("bias: only allowed with float output (pass a_quant_mult)")
+        if relu:
+            raise ValueError("relu: only allowed with float output (pass a_quant_mult)")
+
+    if bias is None:
+        bias = _EMPTY_F32
+    else:
+        if not isinstance(bias, np.ndarray) or bias.dtype != np.float32:
+            raise TypeError(f"bias: expected a float32 array of {n} values")
+        if bias.shape != (n,):
+            raise ValueError(f"bias: expected shape ({n},), got {bias.shape}")
+        bias = np.ascontiguousarray(bias)
+
+    if out is None:
+        out = np.empty((m, n), out_dtype)
+    else:
+        if not isinstance(out, np.ndarray) or out.dtype != out_dtype:
+            got = out.dtype if isinstance(out, np.ndarray) else type(out).__name__
+            raise TypeError(f"out: expected a {np.dtype(out_dtype).name} array, got {got}")
+        if out.shape != (m, n):
+            raise ValueError(f"out: expected shape {(m, n)}, got {out.shape}")
+        if not out.flags.c_contiguous or not out.flags.writeable:
+            raise ValueError("out: must be C-contiguous and writable")
+    if n == 0:
+        return out
+
+    # -- path and parameters -----------------------------------------------------------------
+    impl, params = dispatch.select("gemm_i8", (m, k, n), a.dtype, backend=backend, threads=threads)
+    path: driver.CpuPath = impl.entry
+    tile = params["tile"]
+    b_panels = b.packed(path, tile.nr)
+
+    # -- pack A --------------------------------------------------------------------------------
+    k4 = b.k4
+    a_stride = 4 * k4
+    packed_a = np.empty((m, a_stride), path.a_dtype)
+    rowsum = np.empty(m, np.int32)
+    if float_out and a.dtype == np.float32:
+        shift = path.a_shift(np.int8)
+        if not driver.quantize_pack_a(a, qa, shift, packed_a, rowsum):
+            raise ValueError("A: contains NaN or infinity")
+    else:
+        shift = path.a_shift(a.dtype)
+        driver.pack_a_int(a, shift, packed_a, rowsum)
+
+    # -- zero points ---------------------------------------------------------------------------
+    za = 0
+    if a_zero_point is not None and not (isinstance(a_zero_point, int) and a_zero_point == 0):
+        lo, hi = (0, 255) if a.dtype == np.uint8 else (-128, 127)
+        za = check_int(a_zero_point, "a_zero_point", lo, hi)
+    zb = _b_zero_points(b_zero_point, n)
+    colterm = b.colterm(shift + za)
+    if zb.size:
+        colterm = (colterm.astype(np.int64) + k * za * zb.astype(np.int64)).astype(np.int32)
+
+    # -- run -----------------------------------------------------------------------------------
+    if params["threads"] == 1:
+        driver.run_serial(tile, packed_a.reshape(-1), a_stride, k4, m, b_panels, n, out, rowsum,
+                          colterm, zb, inv_qa, inv_qb, bias, bool(relu))
+    else:
+        numba.set_num_threads(params["threads"])
+        driver.run_parallel(tile, packed_a.reshape(-1), a_stride, k4, m, b_panels, n, out, rowsum,
+                            colterm, zb, inv_qa, inv_qb, bias, bool(relu), params["m_block"],
+                            params["p_block"])
+    return out
+
+
+def _b_zero_points(b_zero_point, n: int) -> np.ndarray:
+    """An int32 vector of N zero points, or an empty vector when they are all zero."""
+    if np.ndim(b_zero_point) == 0:
+        zb = check_int(b_zero_point, "b_zero_point", -128, 127)
+        return _EMPTY_I32 if zb == 0 else np.full(n, zb, np.int32)
+    arr = np.asarray(b_zero_point)
+    if arr.shape != (n,) or not np.issubdtype(arr.dtype, np.integer):
+        raise ValueError(f"b_zero_point: expected an integer scalar or {n} integers, got "
+                         f"shape {arr.shape} dtype {arr.dtype}")
+    if arr.min() < -128 or arr.max() > 127:
+        raise ValueError("b_zero_point: values must lie in [-128, 127]")
+    return _EMPTY_I32 if not arr.any() else arr.astype(np.int32)

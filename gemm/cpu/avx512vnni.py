@@ -1,0 +1,43 @@
+"""AVX-512 VNNI path: vpdpbusd on 512-bit registers, exact for every int8 value.
+
+vpdpbusd adds four unsigned-by-signed byte products straight into an int32 lane, with no 16-bit
+intermediate to saturate. A is stored unsigned (a + 128) and the driver subtracts 128 x the
+column sums of B afterwards, so A and B may both hold the full range [-128, 127].
+"""
+
+from dispatch import IsaLevel
+
+from .driver import CpuPath, register_path
+from .simd import I32, IsaOps, Tile, call_intrinsic, register_isa, vec
+
+NAME = "avx512vnni"
+BITS = 512
+
+
+def prep_a(builder, a):
+    return a
+
+
+def dpbusd_step(bits):
+    """The vpdpbusd step at a given width (avxvnni.py reuses it at 256 bits)."""
+    lanes = bits // 32
+    name = f"llvm.x86.avx512.vpdpbusd.{bits}"
+
+    def step(builder, acc, a, _a, b):
+        t = vec(I32, lanes)
+        return call_intrinsic(builder, name, t, [acc, builder.bitcast(a, t), builder.bitcast(b, t)])
+
+    return step
+
+
+register_isa(NAME, IsaOps(bits=BITS, prep_a=prep_a, step=dpbusd_step(BITS)))
+
+PATH = register_path(CpuPath(
+    name=NAME,
+    level=IsaLevel.AVX512VNNI,
+    a_encoding="u8",
+    b_allows_min=True,
+    # 32 zmm registers: MR x NV accumulators + NV B vectors + the broadcast A.
+    tiles=(Tile(NAME, 8, 2), Tile(NAME, 6, 3), Tile(NAME, 4, 4), Tile(NAME, 12, 2),
+           Tile(NAME, 4, 2), Tile(NAME, 8, 3)),
+))

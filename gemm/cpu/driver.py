@@ -1,0 +1,287 @@
+"""The CPU driver shared by every instruction set: packing, blocking, threads and the epilogue.
+
+Contract of a CPU path (`CpuPath`, one per ISA module):
+  - A is packed per call into rows of k4*4 bytes, encoded as the path's micro-kernel wants it:
+    "u8" (vpdpbusd: int8 a is stored as a + 128) or "s8" (sign trick, portable path: as is).
+    The shift `d` this adds is removed in the epilogue as -d * colsum(B).
+  - B is packed once (prepare time) into panels of NR columns (see simd.py).
+  - The epilogue applies, per output element, in int32:
+        acc - (d + a_zero_point) * colsum_j + K * a_zero_point * zb_j - zb_j * rowsum(A)_i
+    which is exactly (A - za)(B - zb) for int8/uint8 A, then for float output
+        float32(that) * (1 / a_quant_mult) * (1 / b_quant_mult_j) + bias_j, optionally relu.
+    It writes C once, straight from the micro-kernel's tile: no M x N temporary.
+
+Work is split into blocks of (m_block rows x p_block panels); blocks run on numba's threads
+(prange) or, for small problems where waking threads costs more than it saves, serially.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import numba
+import numpy as np
+from numba import njit, prange
+from numba.extending import overload
+
+import dispatch
+
+from .simd import Tile, tile_dot, tile_mr, tile_nr
+
+# Below this many multiply-adds a call runs on one thread: waking the pool costs ~10-20 us.
+SERIAL_WORK = 1 << 21
+
+
+@dataclasses.dataclass(frozen=True)
+class CpuPath:
+    name: str
+    level: dispatch.IsaLevel
+    a_encoding: str          # "u8" or "s8": how the micro-kernel wants A's bytes
+    b_allows_min: bool       # whether -128 in B is multiplied exactly
+    tiles: tuple[Tile, ...]  # candidate register tiles; the first is the default
+
+    @property
+    def default_tile(self) -> Tile:
+        return self.tiles[0]
+
+    @property
+    def a_dtype(self):
+        return np.uint8 if self.a_encoding == "u8" else np.int8
+
+    def a_shift(self, a_dtype) -> int:
+        """What packing adds to each A value of dtype `a_dtype` to reach this path's encoding."""
+        unsigned_in = np.dtype(a_dtype) == np.uint8
+        if self.a_encoding == "u8":
+            return 0 if unsigned_in else 128
+        return -128 if unsigned_in else 0
+
+    def default_params(self, shape, threads=None) -> dict:
+        return default_params(self, shape, threads)
+
+
+PATHS: dict[str, CpuPath] = {}
+
+# What the autotuner may vary (the tuning issue searches it); restrictions: m_block is a multiple
+# of the tile's MR, and the tile must be one of the path's own.
+TUNING_SPACE = {
+    "tile": "CpuPath.tiles",
+    "m_block": (8, 16, 32, 64, 128, 256, None),   # None: all rows in one block
+    "p_block": (1, 2, 4, 8, 16, None),            # panels per block; None: split evenly
+    "threads": "1..cores",
+}
+
+
+def register_path(path: CpuPath) -> CpuPath:
+    PATHS[path.name] = path
+    dispatch.register(dispatch.Implementation(
+        op="gemm_i8", backend="cpu", path=path.name, level=path.level, entry=path,
+        tuning_space={**TUNING_SPACE, "tile": path.tiles},
+        default_params=path.default_params,
+    ))
+    return path
+
+
+def max_threads() -> int:
+    return numba.config.NUMBA_NUM_THREADS
+
+
+def resolve_threads(threads) -> int:
+    if threads is None:
+        env = os.environ.get("I8GEMM_NUM_THREADS", "").strip()
+        if not env:
+            return max_threads()
+        try:
+            threads = int(env)
+        except ValueError:
+            raise ValueError(f"I8GEMM_NUM_THREADS={env!r} is not a whole number") from None
+        argument = "I8GEMM_NUM_THREADS"
+    else:
+        argument = "threads"
+    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
+        raise ValueError(f"{argument}: expected a whole number >= 1, got {threads!r}")
+    return min(int(threads), max_threads())
+
+
+def default_params(path: CpuPath, shape, threads=None) -> dict:
+    """The heuristic choice of tile and blocking for an (M, K, N) call."""
+    m, k, n = shape
+    tile = path.default_tile
+    threads = resolve_threads(threads)
+    panels = -(-n // tile.nr)
+    if threads == 1 or m * k * n < SERIAL_WORK:
+        return {"tile": tile, "threads": 1, "m_block": m, "p_block": panels}
+    if panels >= 2 * threads or m <= tile.mr:
+        # Enough columns: each thread takes an even share of the panels and all the rows.
+        return {"tile": tile, "threads": threads, "m_block": m, "p_block": -(-panels // threads)}
+    # Few columns, many rows: split the rows too.
+    m_block = -(-m // threads)
+    m_block = -(-m_block // tile.mr) * tile.mr
+    return {"tile": tile, "threads": threads, "m_block": m_block, "p_block": panels}
+
+
+# ---------------------------------------------------------------------------------------------
+# Packing.
+
+
+@njit(cache=True, nogil=True)
+def pack_b_panels(cols32, ids, nr, out32):
+    """out32[p, k4, c] = cols32[ids[p*nr + c], k4]: B columns (as uint32 groups of 4 k) into
+    panels of nr columns. out32 must be zero-filled (padding columns stay zero)."""
+    k4 = cols32.shape[1]
+    for j in range(ids.shape[0]):
+        p = j // nr
+        c = j - p * nr
+        src = ids[j]
+        for k in range(k4):
+            out32[p, k, c] = cols32[src, k]
+
+
+@njit(cache=True, nogil=True)
+def pack_a_int(a, shift, packed, rowsum):
+    """Copy int8/uint8 A into packed rows (adding `shift`, wrapping into packed's dtype); row
+    sums of the original values go to rowsum."""
+    m, k = a.shape
+    for i in range(m):
+        s = np.int32(0)
+        for x in range(k):
+            v = np.int32(a[i, x])
+            s += v
+            packed[i, x] = v + shift
+        rowsum[i] = s
+        for x in range(k, packed.shape[1]):
+            packed[i, x] = 0
+
+
+@njit(cache=True, nogil=True)
+def quantize_pack_a(a, quant_mult, shift, packed, rowsum):
+    """Quantize float32 A (round half to even, clamp to [-127, 127]) into packed rows.
+    Returns False if A holds NaN or an infinity."""
+    m, k = a.shape
+    poison = np.float32(0.0)
+    lo = np.float32(-127.0)
+    hi = np.float32(127.0)
+    for i in range(m):
+        s = np.int32(0)
+        for x in range(k):
+            v = a[i, x]
+            poison += v * np.float32(0.0)  # NaN once any v is NaN or infinite
+            q = np.int32(min(max(np.rint(v * quant_mult), lo), hi))
+            s += q
+            packed[i, x] = q + shift
+        rowsum[i] = s
+        for x in range(k, packed.shape[1]):
+            packed[i, x] = 0
+    return poison == np.float32(0.0)
+
+
+@njit(cache=True, nogil=True)
+def quantize_into(a, quant_mult, out):
+    """out = clamp(rint(a * quant_mult), -127, 127) as int8. Returns False on NaN/inf in a."""
+    poison = np.float32(0.0)
+    lo = np.float32(-127.0)
+    hi = np.float32(127.0)
+    for i in range(a.shape[0]):
+        for x in range(a.shape[1]):
+            v = a[i, x]
+            poison += v * np.float32(0.0)
+            out[i, x] = np.int32(min(max(np.rint(v * quant_mult), lo), hi))
+    return poison == np.float32(0.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# The epilogue: one tile of int32 accumulators -> C, fused corrections, scale, bias, relu.
+
+
+def store_tile(out, acc, i0, rows, j0, ncols, nr, rowsum, colterm, zb, inv_qa, inv_qb, bias,
+               relu):
+    raise NotImplementedError("store_tile runs only inside numba-jitted code")
+
+
+@overload(store_tile, jit_options={"cache": True})
+def _ov_store_tile(out, acc, i0, rows, j0, ncols, nr, rowsum, colterm, zb, inv_qa, inv_qb, bias,
+                   relu):
+    if out.dtype == numba.types.int32:
+        def store_int32(out, acc, i0, rows, j0, ncols, nr, rowsum, colterm, zb, inv_qa, inv_qb,
+                        bias, relu):
+            for r in range(rows):
+                i = i0 + r
+                if zb.shape[0] > 0:
+                    rs = rowsum[i]
+                    for c in range(ncols):
+                        j = j0 + c
+                        out[i, j] = acc[r * nr + c] + colterm[j] - zb[j] * rs
+                else:
+                    for c in range(ncols):
+                        out[i, j0 + c] = acc[r * nr + c] + colterm[j0 + c]
+        return store_int32
+
+    if out.dtype == numba.types.float32:
+        def store_float32(out, acc, i0, rows, j0, ncols, nr, rowsum, colterm, zb, inv_qa, inv_qb,
+                          bias, relu):
+            has_zb = zb.shape[0] > 0
+            has_bias = bias.shape[0] > 0
+            zero = np.float32(0.0)
+            for r in range(rows):
+                i = i0 + r
+                rs = rowsum[i]
+                for c in range(ncols):
+                    j = j0 + c
+                    v = acc[r * nr + c] + colterm[j]
+                    if has_zb:
+                        v -= zb[j] * rs
+                    f = np.float32(v) * (inv_qa * inv_qb[j])
+                    if has_bias:
+                        f += bias[j]
+                    if relu:
+                        f = max(f, zero)
+                    out[i, j] = f
+        return store_float32
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Blocking and threads.
+
+
+@njit(cache=True, nogil=True)
+def _block(tile, a, a_stride, k4, m0, m1, b, n, p0, p1, out, rowsum, colterm, zb, inv_qa,
+           inv_qb, bias, relu, acc):
+    """Rows m0:m1 x panels p0:p1. Panel-outer, so a panel of B (k4*nr*4 bytes) stays in cache
+    while every row tile of the block streams past it."""
+    mr = tile_mr(tile)
+    nr = tile_nr(tile)
+    panel_bytes = k4 * nr * 4
+    for p in range(p0, p1):
+        j0 = p * nr
+        ncols = min(nr, n - j0)
+        for i in range(m0, m1, mr):
+            rows = min(mr, m1 - i)
+            tile_dot(tile, rows, a, i * a_stride, a_stride, b, p * panel_bytes, k4, acc)
+            store_tile(out, acc, i, rows, j0, ncols, nr, rowsum, colterm, zb, inv_qa, inv_qb,
+                       bias, relu)
+
+
+@njit(cache=True, nogil=True)
+def run_serial(tile, a, a_stride, k4, m, b, n, out, rowsum, colterm, zb, inv_qa, inv_qb, bias,
+               relu):
+    nr = tile_nr(tile)
+    acc = np.empty(tile_mr(tile) * nr, np.int32)
+    _block(tile, a, a_stride, k4, 0, m, b, n, 0, (n + nr - 1) // nr, out, rowsum, colterm, zb,
+           inv_qa, inv_qb, bias, relu, acc)
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def run_parallel(tile, a, a_stride, k4, m, b, n, out, rowsum, colterm, zb, inv_qa, inv_qb, bias,
+                 relu, m_block, p_block):
+    nr = tile_nr(tile)
+    panels = (n + nr - 1) // nr
+    m_blocks = (m + m_block - 1) // m_block
+    p_blocks = (panels + p_block - 1) // p_block
+    for w in prange(m_blocks * p_blocks):
+        mb = w // p_blocks
+        pb = w - mb * p_blocks
+        acc = np.empty(tile_mr(tile) * nr, np.int32)
+        _block(tile, a, a_stride, k4, mb * m_block, min(m, (mb + 1) * m_block), b, n,
+               pb * p_block, min(panels, (pb + 1) * p_block), out, rowsum, colterm, zb, inv_qa,
+               inv_qb, bias, relu, acc)

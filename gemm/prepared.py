@@ -1,0 +1,184 @@
+"""Prepared B: the weight matrix quantized once, kept with its column sums, packed per path.
+
+A PreparedB holds B's int8 columns (B transposed, N x K, each row padded with zeros to a multiple
+of 4 so k-groups never straddle the end), their int32 sums (for the shift and zero-point
+corrections), the per-column quantization multipliers, and one packed copy per register-tile
+width a path has asked for. Keeping the plain columns beside the packed panels costs one more
+copy of B but makes shortlisting cheap: `select_columns` gathers whole contiguous columns and
+packs only those, instead of picking 4-byte pieces out of every panel.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .cpu.driver import CpuPath, pack_b_panels, quantize_into
+from .validate import check_finite_float32, check_quant_mult
+
+
+class PreparedB:
+    """B (K x N) quantized to int8 and ready for `gemm_i8`. Build it with the prepare_* functions."""
+
+    __slots__ = ("k", "n", "_columns", "col_sums", "quant_mult", "inv_quant_mult", "has_min",
+                 "_packed", "_colterm")
+
+    def __init__(self, columns: np.ndarray, k: int, quant_mult: np.ndarray | None,
+                 col_sums: np.ndarray | None = None, has_min: bool | None = None):
+        self.k = k
+        self.n = columns.shape[0]
+        self._columns = columns  # (N, k4*4) int8, C-contiguous, zero padded past k
+        self.col_sums = (columns.sum(axis=1, dtype=np.int32) if col_sums is None else col_sums)
+        self.quant_mult = quant_mult
+        self.inv_quant_mult = (None if quant_mult is None
+                               else (np.float32(1.0) / quant_mult).astype(np.float32))
+        self.has_min = bool((columns == -128).any()) if has_min is None else has_min
+        self._packed: dict[int, np.ndarray] = {}
+        self._colterm: dict[int, np.ndarray] = {}
+
+    # -- what users look at ------------------------------------------------------------------
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.k, self.n)
+
+    @property
+    def k4(self) -> int:
+        return self._columns.shape[1] // 4
+
+    def quantized(self) -> np.ndarray:
+        """B as a K x N int8 array (a copy)."""
+        return np.ascontiguousarray(self._columns[:, : self.k].T)
+
+    def __repr__(self) -> str:
+        per_col = self.quant_mult is not None and self.quant_mult.size > 1
+        scale = "per-column" if per_col else ("scalar" if self.quant_mult is not None else "none")
+        return f"PreparedB(K={self.k}, N={self.n}, quant_mult={scale})"
+
+    # -- shortlisting --------------------------------------------------------------------------
+
+    def select_columns(self, ids) -> PreparedB:
+        """A PreparedB of the columns `ids` (any count, any order, repeats allowed), without
+        re-quantizing. Out-of-range ids raise ValueError."""
+        ids = _check_ids(ids, self.n)
+        child = PreparedB(
+            np.take(self._columns, ids, axis=0),
+            self.k,
+            None if self.quant_mult is None else self.quant_mult[ids],
+            col_sums=self.col_sums[ids],
+            has_min=False if not self.has_min else None,
+        )
+        for nr in self._packed:
+            child._packed[nr] = _pack(child._columns, nr)
+        return child
+
+    # -- what the CPU paths use ---------------------------------------------------------------
+
+    def packed(self, path: CpuPath, nr: int) -> np.ndarray:
+        """The panels of `nr` columns the path's micro-kernel reads (built on first use)."""
+        if self.has_min and not path.b_allows_min:
+            raise ValueError(
+                f"B: contains -128, which the cpu:{path.name} path cannot multiply exactly "
+                "(its vpmaddubsw sign trick negates B); quantize B to [-127, 127] or use "
+                "another path")
+        panels = self._packed.get(nr)
+        if panels is None:
+            panels = self._packed[nr] = _pack(self._columns, nr)
+        return panels
+
+    def colterm(self, shift: int) -> np.ndarray:
+        """-shift * colsum as int32: the correction for A stored with `shift` added."""
+        term = self._colterm.get(shift)
+        if term is None:
+            term = self._colterm[shift] = (-shift * self.col_sums.astype(np.int64)).astype(np.int32)
+        return term
+
+
+def _pack(columns: np.ndarray, nr: int) -> np.ndarray:
+    n, kp = columns.shape
+    panels = -(-n // nr)
+    out = np.zeros((panels, kp // 4, nr), np.uint32)
+    pack_b_panels(columns.view(np.uint32), np.arange(n, dtype=np.intp), nr, out)
+    return out.view(np.int8).reshape(-1)
+
+
+def _check_ids(ids, n: int) -> np.ndarray:
+    arr = np.asarray(ids)
+    if arr.ndim != 1:
+        raise ValueError(f"ids: expected a 1-D sequence of column indices, got shape {arr.shape}")
+    if arr.size and not np.issubdtype(arr.dtype, np.integer):
+        raise TypeError(f"ids: expected integer column indices, got dtype {arr.dtype}")
+    arr = arr.astype(np.intp, copy=False)
+    if arr.size and (arr.min() < 0 or arr.max() >= n):
+        bad = arr[(arr < 0) | (arr >= n)][0]
+        raise ValueError(f"ids: column index {bad} is out of range for B with N={n} columns")
+    return arr
+
+
+def _columns_from_int8(bt: np.ndarray) -> np.ndarray:
+    """N x K int8 -> N x k4*4 int8, zero padded, C-contiguous."""
+    n, k = bt.shape
+    kp = -(-k // 4) * 4
+    cols = np.zeros((n, kp), np.int8)
+    cols[:, :k] = bt
+    return cols
+
+
+def _quant_mult_vector(quant_mult, n: int, argument: str = "quant_mult") -> np.ndarray:
+    qm = check_quant_mult(quant_mult, argument, n)
+    return np.broadcast_to(np.float32(qm), (n,)).astype(np.float32) if np.ndim(qm) == 0 else qm
+
+
+def _quantize_columns(wt: np.ndarray, quant_mult, argument: str) -> PreparedB:
+    """wt: N x K float32 -> PreparedB."""
+    n, k = wt.shape
+    qm = _quant_mult_vector(quant_mult, n)
+    cols = np.zeros((n, -(-k // 4) * 4), np.int8)
+    # Per-column multipliers scale rows of wt; quantize_into takes one scalar, so scale first.
+    scaled = wt if np.all(qm == qm[0]) else wt * qm[:, None]
+    mult = np.float32(qm[0]) if scaled is wt else np.float32(1.0)
+    if not quantize_into(scaled, mult, cols[:, :k]):
+        raise ValueError(f"{argument}: contains NaN or infinity")
+    return PreparedB(cols, k, qm)
+
+
+def _check_2d(x, argument: str, dtypes: tuple, what: str) -> np.ndarray:
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"{argument}: expected a numpy array ({what}), got {type(x).__name__}")
+    if x.ndim != 2:
+        raise ValueError(f"{argument}: expected a 2-D array ({what}), got shape {x.shape}")
+    if x.dtype not in dtypes:
+        names = " or ".join(np.dtype(d).name for d in dtypes)
+        raise TypeError(f"{argument}: expected dtype {names}, got {x.dtype}")
+    if 0 in x.shape:
+        raise ValueError(f"{argument}: expected both dimensions >= 1, got shape {x.shape}")
+    return x
+
+
+def prepare_b(w: np.ndarray, quant_mult) -> PreparedB:
+    """W: K x N float32 -> PreparedB. quant_mult: a positive scalar or N per-column values;
+    Bq = clamp(round_half_even(W * quant_mult), -127, 127)."""
+    w = _check_2d(w, "W", (np.float32,), "K x N")
+    check_finite_float32(w, "W")
+    return _quantize_columns(np.ascontiguousarray(w.T), quant_mult, "W")
+
+
+def prepare_b_transposed(wt: np.ndarray, quant_mult) -> PreparedB:
+    """WT: N x K float32 (B transposed, as most checkpoints store it) -> PreparedB."""
+    wt = _check_2d(wt, "WT", (np.float32,), "N x K")
+    check_finite_float32(wt, "WT")
+    return _quantize_columns(np.ascontiguousarray(wt), quant_mult, "WT")
+
+
+def prepare_b_quantized_transposed(wqt: np.ndarray, quant_mult=None) -> PreparedB:
+    """WqT: N x K int8, already quantized -> PreparedB. quant_mult (scalar or per column) is
+    needed only for float output."""
+    wqt = _check_2d(wqt, "WqT", (np.int8,), "N x K")
+    qm = None if quant_mult is None else _quant_mult_vector(quant_mult, wqt.shape[0])
+    return PreparedB(_columns_from_int8(wqt), wqt.shape[1], qm)
+
+
+def prepare_b_quantized(bq: np.ndarray, quant_mult=None) -> PreparedB:
+    """Bq: K x N int8, already quantized -> PreparedB (what gemm_i8 does with a plain int8 B)."""
+    bq = _check_2d(bq, "B", (np.int8,), "K x N")
+    qm = None if quant_mult is None else _quant_mult_vector(quant_mult, bq.shape[1])
+    return PreparedB(_columns_from_int8(bq.T), bq.shape[0], qm)

@@ -1,0 +1,44 @@
+"""Argument checks shared by the gemm API: each error names the argument and what was expected."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def check_quant_mult(quant_mult, argument: str, n: int | None = None):
+    """A positive finite scalar (returned as float), or, when n is given, also a 1-D array of n
+    positive finite values (returned as float32 array)."""
+    if np.ndim(quant_mult) == 0:
+        try:
+            value = float(quant_mult)
+        except (TypeError, ValueError):
+            raise TypeError(f"{argument}: expected a positive number, got {quant_mult!r}") from None
+        if not math.isfinite(value) or value <= 0:
+            raise ValueError(f"{argument}: expected a positive finite number, got {value!r}")
+        return value
+    if n is None:
+        raise ValueError(f"{argument}: expected a scalar, got an array of shape {np.shape(quant_mult)}")
+    arr = np.asarray(quant_mult)
+    if arr.shape != (n,):
+        raise ValueError(f"{argument}: expected a scalar or {n} per-column values, got shape {arr.shape}")
+    if not np.issubdtype(arr.dtype, np.floating) and not np.issubdtype(arr.dtype, np.integer):
+        raise TypeError(f"{argument}: expected numbers, got dtype {arr.dtype}")
+    arr = arr.astype(np.float32)
+    if not np.all(np.isfinite(arr)) or np.any(arr <= 0):
+        raise ValueError(f"{argument}: every value must be positive and finite")
+    return arr
+
+
+def check_finite_float32(x: np.ndarray, argument: str) -> None:
+    if not np.isfinite(x).all():
+        raise ValueError(f"{argument}: contains NaN or infinity")
+
+
+def check_int(value, argument: str, lo: int, hi: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{argument}: expected an integer, got {value!r}")
+    if not lo <= int(value) <= hi:
+        raise ValueError(f"{argument}: expected a value in [{lo}, {hi}], got {value}")
+    return int(value)
