@@ -9,6 +9,7 @@ here first once it exists.
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -43,6 +44,7 @@ _REGISTRY: dict[str, dict[str, Implementation]] = {}
 
 def register(impl: Implementation) -> Implementation:
     _REGISTRY.setdefault(impl.op, {})[impl.qualified_name] = impl
+    _DECISIONS.clear()
     return impl
 
 
@@ -73,9 +75,25 @@ def resolve(op: str, backend: str | None = None) -> Implementation:
     raise ValueError(f"backend: expected 'cpu', 'cpu:<path>' or 'gpu', got {backend!r}")
 
 
+_DECISIONS: dict[tuple, tuple[Implementation, dict[str, Any]]] = {}
+_ENV_KEYS = ("I8GEMM_CPU_PATH", "I8GEMM_NUM_THREADS")
+
+
 def select(op: str, shape: tuple[int, ...], dtype: Any = None, backend: str | None = None,
            threads: int | None = None) -> tuple[Implementation, dict[str, Any]]:
-    """Implementation and parameters for one call of `op` on `shape`."""
-    impl = resolve(op, backend)
-    params = impl.default_params(shape, threads=threads) if impl.default_params else {}
-    return impl, params
+    """Implementation and parameters for one call of `op` on `shape`.
+
+    Decisions are remembered per (op, shape, dtype, backend, threads, environment), so a
+    repeated shape costs one dictionary lookup."""
+    key = (op, shape, dtype, backend, threads, *(os.environ.get(k) for k in _ENV_KEYS))
+    decision = _DECISIONS.get(key)
+    if decision is None:
+        impl = resolve(op, backend)
+        params = impl.default_params(shape, threads=threads) if impl.default_params else {}
+        decision = _DECISIONS[key] = (impl, params)
+    return decision
+
+
+def forget_decisions() -> None:
+    """Drop remembered decisions (after the registry or the tuning store changes)."""
+    _DECISIONS.clear()

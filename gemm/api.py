@@ -40,7 +40,7 @@ def quantize(a: np.ndarray, quant_mult) -> np.ndarray:
 
 def gemm_i8(a: np.ndarray, b, *, a_quant_mult=None, bias=None, relu: bool = False, out=None,
             a_zero_point: int = 0, b_zero_point=0, backend: str | None = None,
-            threads: int | None = None) -> np.ndarray:
+            threads: int | None = None, _params: dict | None = None) -> np.ndarray:
     """C = (A - a_zero_point) @ (B - b_zero_point), exactly, as int32 (M x N);
     or, with a_quant_mult, C = that * 1/(a_quant_mult * b_quant_mult) + bias as float32.
 
@@ -57,6 +57,8 @@ def gemm_i8(a: np.ndarray, b, *, a_quant_mult=None, bias=None, relu: bool = Fals
     backend:      "cpu" or "cpu:<path>" (generic, avx2, avxvnni, avx512bw, avx512vnni); the
                   default is I8GEMM_CPU_PATH or the best path of this CPU.
     threads:      threads to use; default I8GEMM_NUM_THREADS or all cores.
+    _params:      the autotuner's override of the chosen parameters (tile, threads, m_block,
+                  p_block); not for general use.
     """
     # -- A ---------------------------------------------------------------------------------
     if not isinstance(a, np.ndarray):
@@ -125,6 +127,8 @@ def gemm_i8(a: np.ndarray, b, *, a_quant_mult=None, bias=None, relu: bool = Fals
     # -- path and parameters -----------------------------------------------------------------
     impl, params = dispatch.select("gemm_i8", (m, k, n), a.dtype, backend=backend, threads=threads)
     path: driver.CpuPath = impl.entry
+    if _params is not None:
+        params = {**params, **_params}
     tile = params["tile"]
     b_panels = b.packed(path, tile.nr)
 
@@ -152,14 +156,16 @@ def gemm_i8(a: np.ndarray, b, *, a_quant_mult=None, bias=None, relu: bool = Fals
         colterm = (colterm.astype(np.int64) + k * za * zb.astype(np.int64)).astype(np.int32)
 
     # -- run -----------------------------------------------------------------------------------
+    # Every array below is C-contiguous and 1-D or 2-D as listed, so (kernel, tile, A's packed
+    # dtype, C's dtype) fixes the compiled signature.
+    args = (tile, packed_a.reshape(-1), a_stride, k4, m, b_panels, n, out, rowsum, colterm, zb,
+            inv_qa, inv_qb, bias, bool(relu))
     if params["threads"] == 1:
-        driver.run_serial(tile, packed_a.reshape(-1), a_stride, k4, m, b_panels, n, out, rowsum,
-                          colterm, zb, inv_qa, inv_qb, bias, bool(relu))
+        driver.call_compiled(driver.run_serial, ("serial", tile, path.a_encoding, out_dtype), *args)
     else:
         numba.set_num_threads(params["threads"])
-        driver.run_parallel(tile, packed_a.reshape(-1), a_stride, k4, m, b_panels, n, out, rowsum,
-                            colterm, zb, inv_qa, inv_qb, bias, bool(relu), params["m_block"],
-                            params["p_block"])
+        driver.call_compiled(driver.run_parallel, ("parallel", tile, path.a_encoding, out_dtype),
+                             *args, int(params["m_block"]), int(params["p_block"]))
     return out
 
 

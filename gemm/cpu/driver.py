@@ -241,6 +241,24 @@ def _ov_store_tile(out, acc, i0, rows, j0, ncols, nr, rowsum, colterm, zb, inv_q
 
 
 # ---------------------------------------------------------------------------------------------
+# Calling compiled kernels cheaply.
+
+_ENTRY_POINTS: dict = {}
+
+
+def call_compiled(kernel, key, *args):
+    """kernel(*args), skipping numba's per-call argument typing (~5 us, most of it for the Tile
+    object) once this `key` -- which must determine every argument's numba type -- has run."""
+    entry = _ENTRY_POINTS.get(key)
+    if entry is not None:
+        return entry(*args)
+    result = kernel(*args)
+    signature = tuple(numba.typeof(x) for x in args)
+    _ENTRY_POINTS[key] = kernel.overloads[signature].entry_point
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
 # Blocking and threads.
 
 
