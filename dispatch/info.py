@@ -1,0 +1,54 @@
+"""`i8gemm info`: what this machine is and which path each call would take."""
+
+from __future__ import annotations
+
+import os
+
+from . import cpu, registry
+
+
+def report() -> str:
+    feats = cpu.host_features()
+    lines = [f"CPU:       {cpu.cpu_model()} (LLVM: {cpu.cpu_name()})"]
+    lines.append("features:  " + " ".join(
+        f"{name}{'+' if feats.get(name) else '-'}" for name in cpu.REPORTED_FEATURES))
+    lines.append("           (+ usable: CPUID and the OS's XGETBV state both; - absent)")
+    lines.append("")
+    lines.append("gemm_i8 paths:")
+    try:
+        chosen = registry.resolve("gemm_i8").qualified_name
+        chosen_note = ""
+    except (ValueError, RuntimeError) as exc:
+        chosen, chosen_note = None, str(exc)
+    for impl in sorted(registry.implementations("gemm_i8"), key=lambda i: i.level or 0):
+        ok, why = impl.available()
+        mark = "  <- chosen" if impl.qualified_name == chosen else ""
+        status = "available" if ok else f"unavailable ({why})"
+        lines.append(f"  {impl.qualified_name:<16} {status}{mark}")
+    forced = os.environ.get("I8GEMM_CPU_PATH")
+    if forced:
+        lines.append(f"  I8GEMM_CPU_PATH={forced} forces the path")
+    if chosen_note:
+        lines.append(f"  error: {chosen_note}")
+    lines.append("")
+    lines.append("threads:   " + _threads())
+    lines.append("GPU:       not yet supported (the WGSL path lands with its own issue)")
+    lines.append("tuning:    no store yet (the autotuner lands with its own issue); heuristic "
+                 "defaults are used")
+    return "\n".join(lines)
+
+
+def _threads() -> str:
+    import numba
+
+    env = os.environ.get("I8GEMM_NUM_THREADS")
+    note = f" (I8GEMM_NUM_THREADS={env})" if env else " (all cores; I8GEMM_NUM_THREADS to change)"
+    return f"{numba.config.NUMBA_NUM_THREADS} available{note}, numba layer " \
+           f"{numba.config.THREADING_LAYER}"
+
+
+def main(args) -> int:
+    import gemm  # noqa: F401  (the kernels register themselves on import)
+
+    print(report())
+    return 0
