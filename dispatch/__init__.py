@@ -5,9 +5,9 @@ package imports no kernel module (the dependency arrows point down only).
 """
 
 from .cpu import IsaLevel, available_levels, best_level, cpu_model, cpu_name, host_features
-from .registry import Implementation, implementations, register, resolve, select
+from .registry import Implementation, implementations, refresh, register, resolve, select
 
 __all__ = [
     "Implementation", "IsaLevel", "available_levels", "best_level", "cpu_model", "cpu_name",
-    "host_features", "implementations", "register", "resolve", "select",
+    "host_features", "implementations", "refresh", "register", "resolve", "select",
 ]

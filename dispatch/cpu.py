@@ -90,9 +90,16 @@ def parse_level(name: str, argument: str = "I8GEMM_CPU_PATH") -> IsaLevel:
         raise ValueError(f"{argument}={name!r} is not a CPU path; expected one of: {names}") from None
 
 
+@functools.cache
+def setting(name: str) -> str:
+    """An I8GEMM_* environment variable, read once per process ('' when unset);
+    `dispatch.refresh()` forgets the values read."""
+    return os.environ.get(name, "").strip()
+
+
 def best_level() -> IsaLevel:
     """The path used when none is forced: I8GEMM_CPU_PATH if set (checked), else the highest."""
-    forced = os.environ.get("I8GEMM_CPU_PATH", "").strip()
+    forced = setting("I8GEMM_CPU_PATH")
     if forced:
         level = parse_level(forced)
         require(level, "I8GEMM_CPU_PATH")

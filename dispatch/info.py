@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 from . import cpu, registry
 
 
@@ -25,7 +23,7 @@ def report() -> str:
         mark = "  <- chosen" if impl.qualified_name == chosen else ""
         status = "available" if ok else f"unavailable ({why})"
         lines.append(f"  {impl.qualified_name:<16} {status}{mark}")
-    forced = os.environ.get("I8GEMM_CPU_PATH")
+    forced = cpu.setting("I8GEMM_CPU_PATH")
     if forced:
         lines.append(f"  I8GEMM_CPU_PATH={forced} forces the path")
     if chosen_note:
@@ -41,7 +39,9 @@ def report() -> str:
 def _threads() -> str:
     import numba
 
-    env = os.environ.get("I8GEMM_NUM_THREADS")
+    from .cpu import setting
+
+    env = setting("I8GEMM_NUM_THREADS")
     note = f" (I8GEMM_NUM_THREADS={env})" if env else " (all cores; I8GEMM_NUM_THREADS to change)"
     return f"{numba.config.NUMBA_NUM_THREADS} available{note}, numba layer " \
            f"{numba.config.THREADING_LAYER}"

@@ -9,7 +9,6 @@ here first once it exists.
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Callable
 from typing import Any
 
@@ -76,16 +75,16 @@ def resolve(op: str, backend: str | None = None) -> Implementation:
 
 
 _DECISIONS: dict[tuple, tuple[Implementation, dict[str, Any]]] = {}
-_ENV_KEYS = ("I8GEMM_CPU_PATH", "I8GEMM_NUM_THREADS")
 
 
 def select(op: str, shape: tuple[int, ...], dtype: Any = None, backend: str | None = None,
            threads: int | None = None) -> tuple[Implementation, dict[str, Any]]:
     """Implementation and parameters for one call of `op` on `shape`.
 
-    Decisions are remembered per (op, shape, dtype, backend, threads, environment), so a
-    repeated shape costs one dictionary lookup."""
-    key = (op, shape, dtype, backend, threads, *(os.environ.get(k) for k in _ENV_KEYS))
+    Decisions are remembered per (op, shape, dtype, backend, threads), so a repeated shape costs
+    one dictionary lookup. Like intgemm's INTGEMM_CPUID, the I8GEMM_* environment variables are
+    read once, at the first decision; `refresh()` reads them again."""
+    key = (op, shape, dtype, backend, threads)
     decision = _DECISIONS.get(key)
     if decision is None:
         impl = resolve(op, backend)
@@ -94,6 +93,8 @@ def select(op: str, shape: tuple[int, ...], dtype: Any = None, backend: str | No
     return decision
 
 
-def forget_decisions() -> None:
-    """Drop remembered decisions (after the registry or the tuning store changes)."""
+def refresh() -> None:
+    """Forget remembered decisions and re-read the I8GEMM_* environment variables (after the
+    environment, the registry or the tuning store changes)."""
     _DECISIONS.clear()
+    cpu.setting.cache_clear()

@@ -171,6 +171,8 @@ def gemm_i8(a: np.ndarray, b, *, a_quant_mult=None, bias=None, relu: bool = Fals
 
 def _b_zero_points(b_zero_point, n: int) -> np.ndarray:
     """An int32 vector of N zero points, or an empty vector when they are all zero."""
+    if type(b_zero_point) is int and b_zero_point == 0:
+        return _EMPTY_I32
     if np.ndim(b_zero_point) == 0:
         zb = check_int(b_zero_point, "b_zero_point", -128, 127)
         return _EMPTY_I32 if zb == 0 else np.full(n, zb, np.int32)

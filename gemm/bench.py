@@ -220,7 +220,10 @@ def main(args) -> int:
     if args.repeats < 1:
         raise ValueError("--repeats: expected a whole number >= 1")
     if args.backend:
+        import dispatch
+
         os.environ["I8GEMM_CPU_PATH"] = args.backend.removeprefix("cpu:")
+        dispatch.refresh()
     rng = np.random.default_rng(0)
     info = machine_summary()
     print(f"i8gemm bench on {info['cpu']} ({info['llvm_cpu']}), path cpu:{info['path']}, "

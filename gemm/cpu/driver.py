@@ -18,7 +18,6 @@ Work is split into blocks of (m_block rows x p_block panels); blocks run on numb
 from __future__ import annotations
 
 import dataclasses
-import os
 
 import numba
 import numpy as np
@@ -88,7 +87,7 @@ def max_threads() -> int:
 
 def resolve_threads(threads) -> int:
     if threads is None:
-        env = os.environ.get("I8GEMM_NUM_THREADS", "").strip()
+        env = dispatch.cpu.setting("I8GEMM_NUM_THREADS")
         if not env:
             return max_threads()
         try:

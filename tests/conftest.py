@@ -1,0 +1,81 @@
+"""Shared helpers for the gemm test suite.
+
+- `cpu_path`: a fixture parametrized over every CPU path registered for "gemm_i8" (ids are the path
+  names); a path this machine cannot run is skipped with the reason `Implementation.available()`
+  gives, never reported as passed.
+- `ref(A, B)`: the exact reference product A.astype(int32) @ B.astype(int32).
+- `ref_quantize(x, qm)`: the quantization convention written out in numpy.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import dispatch
+import gemm  # noqa: F401  (importing gemm registers the CPU paths with dispatch)
+
+# The paths that use the vpmaddubsw sign trick and therefore reject -128 in B (the API contract).
+SIGN_TRICK_PATHS = frozenset({"avx2", "avx512bw"})
+# The paths whose micro-kernel takes A as unsigned bytes (a + 128): vpdpbusd.
+U8_PATHS = frozenset({"avxvnni", "avx512vnni"})
+ALL_CPU_PATHS = ("generic", "avx2", "avxvnni", "avx512bw", "avx512vnni")
+
+
+def cpu_impls() -> list[dispatch.Implementation]:
+    """Every registered CPU implementation of gemm_i8, in ISA-level order."""
+    impls = [i for i in dispatch.implementations("gemm_i8") if i.backend == "cpu"]
+    return sorted(impls, key=lambda i: i.level)
+
+
+def cpu_path_names() -> list[str]:
+    return [i.path for i in cpu_impls()]
+
+
+def impl_for(path: str) -> dispatch.Implementation:
+    for impl in cpu_impls():
+        if impl.path == path:
+            return impl
+    raise LookupError(path)
+
+
+def available_paths() -> list[str]:
+    return [i.path for i in cpu_impls() if i.available()[0]]
+
+
+def allows_min_in_b(path: str) -> bool:
+    return path not in SIGN_TRICK_PATHS
+
+
+def skip_unless_available(path: str) -> None:
+    ok, reason = impl_for(path).available()
+    if not ok:
+        pytest.skip(f"cpu:{path} cannot run on this machine: {reason}")
+
+
+@pytest.fixture(scope="session", params=cpu_path_names(), ids=cpu_path_names())
+def cpu_path(request) -> str:
+    """The name of one CPU path ('generic', 'avx2', ...); unavailable paths are skipped."""
+    skip_unless_available(request.param)
+    return request.param
+
+
+@pytest.fixture(scope="session")
+def rng_seed() -> int:
+    return 20240601
+
+
+def ref(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Exact reference: A.astype(int32) @ B.astype(int32)."""
+    return a.astype(np.int32) @ b.astype(np.int32)
+
+
+def ref_quantize(x: np.ndarray, quant_mult) -> np.ndarray:
+    """clamp(round_half_even(x * quant_mult), -127, 127) as int8, computed in float32 like the API
+    (quant_mult may be a scalar or anything broadcastable against x)."""
+    scaled = np.asarray(x, np.float32) * np.asarray(quant_mult, np.float32)
+    return np.clip(np.rint(scaled), -127, 127).astype(np.int8)
+
+
+def backend_of(path: str) -> str:
+    return f"cpu:{path}"

@@ -1,0 +1,310 @@
+"""Exactness of the int32 GEMM on every CPU path: (A - 0) @ (B - 0) against a numpy reference."""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+import pytest
+from conftest import allows_min_in_b, backend_of, impl_for, ref
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+import dispatch
+import gemm
+
+SETTINGS = settings(max_examples=30, deadline=None, derandomize=True,
+                    suppress_health_check=[HealthCheck.too_slow])
+
+# Shapes: M in 1..70, K in 1..300, N in 1..200, with the awkward sizes (1, odd, around multiples
+# of 4 / 8 / 16 / 64) sampled explicitly as well as uniformly.
+M_ST = st.one_of(st.sampled_from([1, 2, 3, 5, 7, 8, 9, 13, 17, 64, 70]), st.integers(1, 70))
+K_ST = st.one_of(st.sampled_from([1, 2, 3, 4, 5, 7, 31, 33, 63, 65, 127, 255, 257, 299, 300]),
+                 st.integers(1, 300))
+N_ST = st.one_of(st.sampled_from([1, 3, 7, 9, 15, 17, 31, 33, 47, 63, 65, 127, 129, 199, 200]),
+                 st.integers(1, 200))
+# How the values are drawn: uniform over the range, only the extremes, or a mix of both.
+MODE_ST = st.sampled_from(["uniform", "extremes", "sparse-extremes"])
+
+
+def draw_int8(rng: np.random.Generator, shape, lo: int, hi: int, mode: str) -> np.ndarray:
+    if mode == "uniform":
+        return rng.integers(lo, hi + 1, shape, dtype=np.int8)
+    extremes = np.array(sorted({lo, lo + 1, -1, 0, 1, hi - 1, hi}), np.int8)
+    ext = rng.choice(extremes, shape).astype(np.int8)
+    if mode == "extremes":
+        return ext
+    uni = rng.integers(lo, hi + 1, shape, dtype=np.int8)
+    return np.where(rng.random(shape) < 0.5, ext, uni).astype(np.int8)
+
+
+def b_low(path: str) -> int:
+    """The smallest B value the path must multiply exactly."""
+    return -128 if allows_min_in_b(path) else -127
+
+
+# ---------------------------------------------------------------------------------------------
+# Property tests.
+
+
+@SETTINGS
+@given(m=M_ST, k=K_ST, n=N_ST, mode=MODE_ST, threads=st.sampled_from([None, 1, 2]),
+       seed=st.integers(0, 2**32 - 1))
+@example(m=1, k=1, n=1, mode="uniform", threads=1, seed=0)
+@example(m=1, k=300, n=200, mode="extremes", threads=None, seed=1)
+@example(m=70, k=299, n=199, mode="extremes", threads=2, seed=2)
+def test_int8_a_int8_b_matches_reference(cpu_path, m, k, n, mode, threads, seed):
+    rng = np.random.default_rng(seed)
+    a = draw_int8(rng, (m, k), -128, 127, mode)
+    b = draw_int8(rng, (k, n), b_low(cpu_path), 127, mode)
+    c = gemm.gemm_i8(a, b, backend=backend_of(cpu_path), threads=threads)
+    assert c.dtype == np.int32
+    assert c.shape == (m, n)
+    np.testing.assert_array_equal(c, ref(a, b))
+
+
+@SETTINGS
+@given(m=M_ST, k=K_ST, n=N_ST, mode=MODE_ST, seed=st.integers(0, 2**32 - 1))
+@example(m=1, k=1, n=1, mode="uniform", seed=0)
+def test_uint8_a_int8_b_matches_reference(cpu_path, m, k, n, mode, seed):
+    rng = np.random.default_rng(seed)
+    if mode == "uniform":
+        a = rng.integers(0, 256, (m, k), dtype=np.uint8)
+    else:
+        a = rng.choice(np.array([0, 1, 127, 128, 254, 255], np.uint8), (m, k)).astype(np.uint8)
+    b = draw_int8(rng, (k, n), b_low(cpu_path), 127, mode)
+    c = gemm.gemm_i8(a, gemm.prepare_b_quantized(b), backend=backend_of(cpu_path), threads=1)
+    assert c.dtype == np.int32
+    np.testing.assert_array_equal(c, ref(a, b))
+
+
+# ---------------------------------------------------------------------------------------------
+# Extreme values.
+
+M_X, K_X, N_X = 7, 299, 37   # ragged in every dimension
+
+
+@pytest.mark.parametrize(
+    "a_val,b_val",
+    [(127, 127), (-127, 127), (127, -127), (-127, -127), (-128, 127), (-128, -127), (0, -127),
+     (-128, 0), (-128, -128), (127, -128), (-127, -128)],
+    ids=lambda v: str(v),
+)
+def test_constant_extreme_values(cpu_path, a_val, b_val):
+    if b_val == -128 and not allows_min_in_b(cpu_path):
+        pytest.skip(f"cpu:{cpu_path} rejects -128 in B by contract (tested separately)")
+    a = np.full((M_X, K_X), a_val, np.int8)
+    b = np.full((K_X, N_X), b_val, np.int8)
+    c = gemm.gemm_i8(a, b, backend=backend_of(cpu_path), threads=1)
+    np.testing.assert_array_equal(c, np.full((M_X, N_X), a_val * b_val * K_X, np.int32))
+
+
+def test_alternating_sign_extremes(cpu_path):
+    """Pairs of (-128, 127) in A against (+-127) in B: the pair sums that saturate a naive
+    vpmaddubsw (|sum| up to 2*128*127)."""
+    k = 256
+    a = np.tile(np.array([-128, 127, -128, -128], np.int8), (5, k // 4))
+    a[1] = -128
+    a[2] = 127
+    b = np.tile(np.array([[-127], [127], [127], [-127]], np.int8), (k // 4, 19))
+    b[:, 3] = -127
+    b[:, 4] = 127
+    c = gemm.gemm_i8(a, b, backend=backend_of(cpu_path), threads=1)
+    np.testing.assert_array_equal(c, ref(a, b))
+
+
+def test_uint8_extremes(cpu_path):
+    a = np.full((6, 300), 255, np.uint8)
+    a[1] = 0
+    a[2, ::2] = 128
+    lo = b_low(cpu_path)
+    b = np.full((300, 21), lo, np.int8)
+    b[:, 1] = 127
+    b[::3, 2] = 0
+    c = gemm.gemm_i8(a, b, backend=backend_of(cpu_path), threads=1)
+    np.testing.assert_array_equal(c, ref(a, b))
+
+
+def test_min_in_a_allowed_on_every_path(cpu_path):
+    rng = np.random.default_rng(5)
+    a = np.full((9, 65), -128, np.int8)
+    b = rng.integers(-127, 128, (65, 40), dtype=np.int8)
+    c = gemm.gemm_i8(a, b, backend=backend_of(cpu_path))
+    np.testing.assert_array_equal(c, ref(a, b))
+
+
+def test_min_in_b(cpu_path):
+    rng = np.random.default_rng(6)
+    a = rng.integers(-128, 128, (5, 33), dtype=np.int8)
+    b = rng.integers(-128, 128, (33, 17), dtype=np.int8)
+    b[3, 4] = -128
+    if allows_min_in_b(cpu_path):
+        np.testing.assert_array_equal(gemm.gemm_i8(a, b, backend=backend_of(cpu_path)), ref(a, b))
+    else:
+        with pytest.raises(ValueError, match="B"):
+            gemm.gemm_i8(a, b, backend=backend_of(cpu_path))
+        with pytest.raises(ValueError, match="B"):
+            gemm.gemm_i8(a, gemm.prepare_b_quantized(b), backend=backend_of(cpu_path))
+
+
+def test_b_allows_min_flags_match_contract():
+    """The registered paths declare the -128-in-B ability the API documents."""
+    for path, cpu_path in gemm.cpu.PATHS.items():
+        assert cpu_path.b_allows_min == allows_min_in_b(path), path
+
+
+# ---------------------------------------------------------------------------------------------
+# Sizes and threads.
+
+
+def test_large_n(cpu_path):
+    rng = np.random.default_rng(7)
+    a = rng.integers(-128, 128, (3, 64), dtype=np.int8)
+    b = rng.integers(b_low(cpu_path), 128, (64, 32000), dtype=np.int8)
+    pb = gemm.prepare_b_quantized(b)
+    c = gemm.gemm_i8(a, pb, backend=backend_of(cpu_path))
+    np.testing.assert_array_equal(c, ref(a, b))
+
+
+@pytest.mark.parametrize("shape", [(64, 256, 1024), (600, 64, 64), (5, 512, 1000)],
+                         ids=lambda s: "x".join(map(str, s)))
+def test_threads_1_and_2_agree_above_serial_threshold(cpu_path, shape):
+    m, k, n = shape
+    assert m * k * n > 1 << 21  # above the driver's serial threshold
+    rng = np.random.default_rng(8)
+    a = rng.integers(-128, 128, (m, k), dtype=np.int8)
+    b = rng.integers(b_low(cpu_path), 128, (k, n), dtype=np.int8)
+    pb = gemm.prepare_b_quantized(b)
+    expected = ref(a, b)
+    c1 = gemm.gemm_i8(a, pb, backend=backend_of(cpu_path), threads=1)
+    c2 = gemm.gemm_i8(a, pb, backend=backend_of(cpu_path), threads=2)
+    np.testing.assert_array_equal(c1, expected)
+    np.testing.assert_array_equal(c2, expected)
+    _, params = dispatch.select("gemm_i8", (m, k, n), a.dtype, backend=backend_of(cpu_path),
+                                threads=2)
+    if numba.config.NUMBA_NUM_THREADS >= 2:
+        assert params["threads"] == 2, "the parallel driver was expected to run"
+
+
+@pytest.mark.parametrize("m_block_tiles,p_block", [(1, 1), (2, 3), (3, 1000)])
+def test_parallel_driver_ragged_blocks(cpu_path, m_block_tiles, p_block):
+    """Force the parallel driver (the private `_params` override the autotuner uses) with blocks
+    that do not divide M or the panel count."""
+    rng = np.random.default_rng(9)
+    m, k, n = 29, 45, 211
+    a = rng.integers(-128, 128, (m, k), dtype=np.int8)
+    b = rng.integers(b_low(cpu_path), 128, (k, n), dtype=np.int8)
+    tile = impl_for(cpu_path).entry.default_tile
+    params = {"threads": 2, "m_block": m_block_tiles * tile.mr, "p_block": p_block}
+    c = gemm.gemm_i8(a, b, backend=backend_of(cpu_path), _params=params)
+    np.testing.assert_array_equal(c, ref(a, b))
+
+
+def test_every_candidate_tile_is_exact(cpu_path):
+    """Each register tile a path offers the autotuner computes the same exact product."""
+    rng = np.random.default_rng(10)
+    m, k, n = 13, 67, 101   # not a multiple of any MR or NR
+    a = rng.integers(-128, 128, (m, k), dtype=np.int8)
+    b = rng.integers(b_low(cpu_path), 128, (k, n), dtype=np.int8)
+    pb = gemm.prepare_b_quantized(b)
+    expected = ref(a, b)
+    for tile in impl_for(cpu_path).entry.tiles:
+        c = gemm.gemm_i8(a, pb, backend=backend_of(cpu_path), threads=1, _params={"tile": tile})
+        np.testing.assert_array_equal(c, expected, err_msg=str(tile))
+
+
+# ---------------------------------------------------------------------------------------------
+# Layouts, out=, PreparedB reuse.
+
+
+def test_non_contiguous_a(cpu_path):
+    rng = np.random.default_rng(11)
+    base = rng.integers(-128, 128, (9, 2 * 37), dtype=np.int8)
+    b = rng.integers(b_low(cpu_path), 128, (37, 23), dtype=np.int8)
+    pb = gemm.prepare_b_quantized(b)
+    views = {
+        "strided columns": base[:, ::2],
+        "fortran": np.asfortranarray(base[:, :37]),
+        "reversed rows": base[::-1, 1::2],
+        "transposed view": np.ascontiguousarray(base[:, :37].T).T,
+    }
+    for name, a in views.items():
+        assert a.shape == (9, 37)
+        c = gemm.gemm_i8(a, pb, backend=backend_of(cpu_path))
+        np.testing.assert_array_equal(c, ref(a, b), err_msg=name)
+    au = base.view(np.uint8)[:, ::2]
+    np.testing.assert_array_equal(gemm.gemm_i8(au, pb, backend=backend_of(cpu_path)), ref(au, b))
+
+
+def test_non_contiguous_b(cpu_path):
+    rng = np.random.default_rng(12)
+    a = rng.integers(-128, 128, (4, 30), dtype=np.int8)
+    base = rng.integers(b_low(cpu_path), 128, (30, 50), dtype=np.int8)
+    for b in (base[:, ::2], np.asfortranarray(base), base[::-1]):
+        np.testing.assert_array_equal(gemm.gemm_i8(a, b, backend=backend_of(cpu_path)), ref(a, b))
+
+
+def test_out_written_in_place(cpu_path):
+    rng = np.random.default_rng(13)
+    a = rng.integers(-128, 128, (6, 50), dtype=np.int8)
+    b = rng.integers(b_low(cpu_path), 128, (50, 27), dtype=np.int8)
+    out = np.full((6, 27), 12345, np.int32)
+    c = gemm.gemm_i8(a, b, out=out, backend=backend_of(cpu_path))
+    assert c is out
+    np.testing.assert_array_equal(out, ref(a, b))
+    # A second call into the same buffer overwrites it completely.
+    a2 = rng.integers(-128, 128, (6, 50), dtype=np.int8)
+    assert gemm.gemm_i8(a2, b, out=out, backend=backend_of(cpu_path)) is out
+    np.testing.assert_array_equal(out, ref(a2, b))
+
+
+def test_prepared_b_reused_and_equal_to_raw(cpu_path):
+    rng = np.random.default_rng(14)
+    a = rng.integers(-128, 128, (11, 77), dtype=np.int8)
+    b = rng.integers(b_low(cpu_path), 128, (77, 45), dtype=np.int8)
+    pb = gemm.prepare_b_quantized(b)
+    c_first = gemm.gemm_i8(a, pb, backend=backend_of(cpu_path))
+    c_second = gemm.gemm_i8(a, pb, backend=backend_of(cpu_path))
+    c_raw = gemm.gemm_i8(a, b, backend=backend_of(cpu_path))
+    c_t = gemm.gemm_i8(a, gemm.prepare_b_quantized_transposed(np.ascontiguousarray(b.T)),
+                       backend=backend_of(cpu_path))
+    expected = ref(a, b)
+    for c in (c_first, c_second, c_raw, c_t):
+        np.testing.assert_array_equal(c, expected)
+    assert c_first is not c_second
+
+
+def test_prepared_b_shared_across_paths():
+    """One PreparedB multiplied on every available path (it packs per tile width on demand)."""
+    from conftest import available_paths
+
+    rng = np.random.default_rng(15)
+    a = rng.integers(-128, 128, (5, 70), dtype=np.int8)
+    b = rng.integers(-127, 128, (70, 66), dtype=np.int8)
+    pb = gemm.prepare_b_quantized(b)
+    expected = ref(a, b)
+    for path in available_paths() * 2:
+        np.testing.assert_array_equal(gemm.gemm_i8(a, pb, backend=backend_of(path)), expected,
+                                      err_msg=path)
+
+
+def test_prepared_b_attributes():
+    rng = np.random.default_rng(16)
+    b = rng.integers(-128, 128, (13, 7), dtype=np.int8)
+    pb = gemm.prepare_b_quantized(b)
+    assert (pb.k, pb.n) == (13, 7)
+    assert pb.shape == (13, 7)
+    assert pb.quant_mult is None
+    q = pb.quantized()
+    assert q.dtype == np.int8 and q.shape == (13, 7)
+    np.testing.assert_array_equal(q, b)
+    np.testing.assert_array_equal(pb.col_sums, b.astype(np.int64).sum(axis=0))
+    q[0, 0] = 99 if b[0, 0] != 99 else 98   # quantized() is a copy
+    np.testing.assert_array_equal(pb.quantized(), b)
+
+
+def test_default_backend_is_exact():
+    rng = np.random.default_rng(17)
+    a = rng.integers(-128, 128, (3, 10), dtype=np.int8)
+    b = rng.integers(-127, 128, (10, 4), dtype=np.int8)
+    for backend in (None, "cpu"):
+        np.testing.assert_array_equal(gemm.gemm_i8(a, b, backend=backend), ref(a, b))
