@@ -65,6 +65,8 @@ def _ort_matmul_integer(k: int, n: int, threads: int):
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
+    # Its pool would otherwise spin-wait after each run and starve the next contender's threads.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(model.SerializeToString(), options,
                                 providers=["CPUExecutionProvider"])
 
@@ -78,9 +80,12 @@ def _blas_limit(threads: int):
     return threadpool_limits(limits=threads, user_api="blas")
 
 
-def time_side_by_side(fns: dict, repeats: int, target_s: float = 0.002) -> dict[str, float]:
+def time_side_by_side(fns: dict, repeats: int, target_s: float = 0.01,
+                      pause_s: float = 0.02) -> dict[str, float]:
     """Median seconds per call of each function, interleaving repeats across functions. Fast
-    calls are batched so each sample lasts about target_s."""
+    calls are batched so each sample lasts about target_s; a pause before each sample lets the
+    previous contender's thread pool stop spin-waiting and free the cores (OpenBLAS's workers
+    spin for up to ~0.1 s after a call and would otherwise tax whoever runs next)."""
     batch = {}
     for name, fn in fns.items():
         fn()  # warm-up (compiles, allocates, fills caches)
@@ -92,6 +97,8 @@ def time_side_by_side(fns: dict, repeats: int, target_s: float = 0.002) -> dict[
     for _ in range(repeats):
         for name, fn in fns.items():
             n = batch[name]
+            time.sleep(pause_s)
+            fn()  # the first call after a pause wakes the pool; not counted
             t0 = time.perf_counter()
             for _ in range(n):
                 fn()

@@ -18,15 +18,22 @@ Work is split into blocks of (m_block rows x p_block panels); blocks run on numb
 from __future__ import annotations
 
 import dataclasses
+import os
 
-import numba
-import numpy as np
-from numba import njit, prange
-from numba.extending import overload
+# numba's OpenMP pool spins ~300k iterations after each parallel region by default. On cores
+# shared with other pools (OpenBLAS, onnxruntime, a second process) spinning threads starve one
+# another: a 40 us call was seen taking 8 ms on 2 cores. A short spin keeps back-to-back calls
+# fast without that. Effective only if OpenMP is not yet loaded; a user's own setting wins.
+os.environ.setdefault("GOMP_SPINCOUNT", "20000")
 
-import dispatch
+import numba  # noqa: E402  (after the OpenMP setting)
+import numpy as np  # noqa: E402
+from numba import njit, prange  # noqa: E402
+from numba.extending import overload  # noqa: E402
 
-from .simd import Tile, tile_dot, tile_mr, tile_nr
+import dispatch  # noqa: E402
+
+from .simd import Tile, tile_dot, tile_mr, tile_nr  # noqa: E402
 
 # Below this many multiply-adds a call runs on one thread: waking the pool costs ~10-20 us.
 SERIAL_WORK = 1 << 21
