@@ -33,7 +33,7 @@ def quantize(a: np.ndarray, quant_mult) -> np.ndarray:
     qm = np.float32(check_quant_mult(quant_mult, "quant_mult"))
     flat = np.ascontiguousarray(a).reshape(1, -1) if a.ndim != 2 else a
     out = np.empty(flat.shape, np.int8)
-    if flat.size and not driver.quantize_into(flat, qm, out):
+    if flat.size and not driver.quantize_into(flat, np.array([qm], np.float32), out):
         raise ValueError("A: contains NaN or infinity")
     return out.reshape(a.shape)
 

@@ -133,10 +133,8 @@ def _quantize_columns(wt: np.ndarray, quant_mult, argument: str) -> PreparedB:
     n, k = wt.shape
     qm = _quant_mult_vector(quant_mult, n)
     cols = np.zeros((n, -(-k // 4) * 4), np.int8)
-    # Per-column multipliers scale rows of wt; quantize_into takes one scalar, so scale first.
-    scaled = wt if np.all(qm == qm[0]) else wt * qm[:, None]
-    mult = np.float32(qm[0]) if scaled is wt else np.float32(1.0)
-    if not quantize_into(scaled, mult, cols[:, :k]):
+    # Rows of wt are B's columns, so per-column multipliers are per-row ones here.
+    if not quantize_into(wt, qm, cols[:, :k]):
         raise ValueError(f"{argument}: contains NaN or infinity")
     return PreparedB(cols, k, qm)
 

@@ -15,8 +15,10 @@ def check_quant_mult(quant_mult, argument: str, n: int | None = None):
             value = float(quant_mult)
         except (TypeError, ValueError):
             raise TypeError(f"{argument}: expected a positive number, got {quant_mult!r}") from None
-        if not math.isfinite(value) or value <= 0:
-            raise ValueError(f"{argument}: expected a positive finite number, got {value!r}")
+        # It is used as float32: it must stay positive and finite there too.
+        if not math.isfinite(value) or value <= 0 or not 0 < np.float32(value) < np.inf:
+            raise ValueError(f"{argument}: expected a positive number within float32's range, "
+                             f"got {value!r}")
         return value
     if n is None:
         raise ValueError(f"{argument}: expected a scalar, got an array of shape {np.shape(quant_mult)}")
@@ -25,7 +27,8 @@ def check_quant_mult(quant_mult, argument: str, n: int | None = None):
         raise ValueError(f"{argument}: expected a scalar or {n} per-column values, got shape {arr.shape}")
     if not np.issubdtype(arr.dtype, np.floating) and not np.issubdtype(arr.dtype, np.integer):
         raise TypeError(f"{argument}: expected numbers, got dtype {arr.dtype}")
-    arr = arr.astype(np.float32)
+    with np.errstate(over="ignore"):
+        arr = arr.astype(np.float32)
     if not np.all(np.isfinite(arr)) or np.any(arr <= 0):
         raise ValueError(f"{argument}: every value must be positive and finite")
     return arr

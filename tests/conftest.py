@@ -79,3 +79,21 @@ def ref_quantize(x: np.ndarray, quant_mult) -> np.ndarray:
 
 def backend_of(path: str) -> str:
     return f"cpu:{path}"
+
+
+@pytest.fixture
+def i8gemm_env():
+    """set(name, value) sets (or, with None, unsets) an I8GEMM_* variable and makes dispatch
+    re-read the settings; everything is restored and re-read after the test."""
+    mp = pytest.MonkeyPatch()
+
+    def set_(name: str, value: str | None) -> None:
+        if value is None:
+            mp.delenv(name, raising=False)
+        else:
+            mp.setenv(name, value)
+        dispatch.refresh()
+
+    yield set_
+    mp.undo()
+    dispatch.refresh()

@@ -90,10 +90,12 @@ M_X, K_X, N_X = 7, 299, 37   # ragged in every dimension
     ids=lambda v: str(v),
 )
 def test_constant_extreme_values(cpu_path, a_val, b_val):
-    if b_val == -128 and not allows_min_in_b(cpu_path):
-        pytest.skip(f"cpu:{cpu_path} rejects -128 in B by contract (tested separately)")
     a = np.full((M_X, K_X), a_val, np.int8)
     b = np.full((K_X, N_X), b_val, np.int8)
+    if b_val == -128 and not allows_min_in_b(cpu_path):
+        with pytest.raises(ValueError, match="B"):   # the sign-trick paths reject it by contract
+            gemm.gemm_i8(a, b, backend=backend_of(cpu_path), threads=1)
+        return
     c = gemm.gemm_i8(a, b, backend=backend_of(cpu_path), threads=1)
     np.testing.assert_array_equal(c, np.full((M_X, N_X), a_val * b_val * K_X, np.int32))
 
@@ -308,3 +310,74 @@ def test_default_backend_is_exact():
     b = rng.integers(-127, 128, (10, 4), dtype=np.int8)
     for backend in (None, "cpu"):
         np.testing.assert_array_equal(gemm.gemm_i8(a, b, backend=backend), ref(a, b))
+
+
+@pytest.mark.parametrize("a_val,b_val", [(127, 127), (-128, -128), (-128, 127), (127, -127)],
+                         ids=lambda v: str(v))
+def test_large_k_near_int32_limit(cpu_path, a_val, b_val):
+    """README: accumulation wraps modulo 2^32, so the int32 result is exact whenever the true
+    result fits, which every K < 131072 guarantees. K = 131071 with the extreme values."""
+    if b_val == -128 and not allows_min_in_b(cpu_path):
+        pytest.skip(f"cpu:{cpu_path} rejects -128 in B by contract")
+    k = 131071
+    a = np.full((2, k), a_val, np.int8)
+    a[1, ::2] = 0
+    b = np.full((k, 3), b_val, np.int8)
+    b[1::3, 2] = 1
+    c = gemm.gemm_i8(a, b, backend=backend_of(cpu_path), threads=1)
+    expected = a.astype(np.int64) @ b.astype(np.int64)
+    assert np.abs(expected).max() < 2**31
+    np.testing.assert_array_equal(c, expected.astype(np.int32))
+
+
+def test_more_threads_than_cores(cpu_path):
+    rng = np.random.default_rng(18)
+    a = rng.integers(-128, 128, (64, 256), dtype=np.int8)
+    b = rng.integers(b_low(cpu_path), 128, (256, 160), dtype=np.int8)
+    c = gemm.gemm_i8(a, b, backend=backend_of(cpu_path), threads=64)
+    np.testing.assert_array_equal(c, ref(a, b))
+
+
+def test_read_only_inputs(cpu_path):
+    """Weights and activations often come read-only (np.load(mmap_mode='r'), frombuffer)."""
+    rng = np.random.default_rng(19)
+    a = rng.integers(-128, 128, (4, 21), dtype=np.int8)
+    b = rng.integers(b_low(cpu_path), 128, (21, 10), dtype=np.int8)
+    a.flags.writeable = False
+    b.flags.writeable = False
+    np.testing.assert_array_equal(gemm.gemm_i8(a, b, backend=backend_of(cpu_path)), ref(a, b))
+    af = rng.standard_normal((4, 21)).astype(np.float32)
+    w = rng.standard_normal((21, 10)).astype(np.float32)
+    bias = rng.standard_normal(10).astype(np.float32)
+    expected = gemm.gemm_i8(af, gemm.prepare_b(w, 30.0), a_quant_mult=20.0, bias=bias,
+                            backend=backend_of(cpu_path))
+    for x in (af, w, bias):
+        x.flags.writeable = False
+    np.testing.assert_array_equal(
+        gemm.gemm_i8(af, gemm.prepare_b(w, 30.0), a_quant_mult=20.0, bias=bias,
+                     backend=backend_of(cpu_path)), expected)
+
+
+def test_concurrent_calls_from_python_threads():
+    """The kernels release the GIL (nogil); concurrent single-threaded calls sharing one
+    PreparedB must not interfere."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from conftest import available_paths
+
+    rng = np.random.default_rng(20)
+    b = rng.integers(-127, 128, (90, 75), dtype=np.int8)
+    pb = gemm.prepare_b_quantized(b)
+    jobs = []
+    for i in range(16):
+        a = rng.integers(-128, 128, (1 + i % 9, 90), dtype=np.int8)
+        jobs.append((a, available_paths()[i % len(available_paths())]))
+
+    def run(job):
+        a, path = job
+        return gemm.gemm_i8(a, pb, backend=backend_of(path), threads=1)
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(run, jobs))
+    for (a, path), c in zip(jobs, results, strict=True):
+        np.testing.assert_array_equal(c, ref(a, b), err_msg=path)

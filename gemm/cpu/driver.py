@@ -72,8 +72,8 @@ PATHS: dict[str, CpuPath] = {}
 # of the tile's MR, and the tile must be one of the path's own.
 TUNING_SPACE = {
     "tile": "CpuPath.tiles",
-    "m_block": (8, 16, 32, 64, 128, 256, None),   # None: all rows in one block
-    "p_block": (1, 2, 4, 8, 16, None),            # panels per block; None: split evenly
+    "m_block": (8, 16, 32, 64, 128, 256, 1 << 30),   # 1 << 30: all rows in one block
+    "p_block": (1, 2, 4, 8, 16, 1 << 30),            # panels per block
     "threads": "1..cores",
 }
 
@@ -182,16 +182,19 @@ def quantize_pack_a(a, quant_mult, shift, packed, rowsum):
 
 
 @njit(cache=True, nogil=True)
-def quantize_into(a, quant_mult, out):
-    """out = clamp(rint(a * quant_mult), -127, 127) as int8. Returns False on NaN/inf in a."""
+def quantize_into(a, row_mults, out):
+    """out[i] = clamp(rint(a[i] * row_mults[i]), -127, 127) as int8 (row_mults has one value, or
+    one per row). Returns False on NaN/inf in a; a product that overflows merely clamps."""
     poison = np.float32(0.0)
     lo = np.float32(-127.0)
     hi = np.float32(127.0)
+    per_row = row_mults.shape[0] > 1
     for i in range(a.shape[0]):
+        mult = row_mults[i] if per_row else row_mults[0]
         for x in range(a.shape[1]):
             v = a[i, x]
             poison += v * np.float32(0.0)
-            out[i, x] = np.int32(min(max(np.rint(v * quant_mult), lo), hi))
+            out[i, x] = np.int32(min(max(np.rint(v * mult), lo), hi))
     return poison == np.float32(0.0)
 
 
@@ -233,9 +236,11 @@ def _ov_store_tile(out, acc, i0, rows, j0, ncols, nr, rowsum, colterm, zb, inv_q
                 rs = rowsum[i]
                 for c in range(ncols):
                     j = j0 + c
-                    v = acc[r * nr + c] + colterm[j]
+                    # Wrap to int32 as the int32 output does: with A stored as a + 128 the
+                    # accumulator may wrap for long K, and only the wrapped sum is exact.
+                    v = np.int32(acc[r * nr + c] + colterm[j])
                     if has_zb:
-                        v -= zb[j] * rs
+                        v = np.int32(v - zb[j] * rs)
                     f = np.float32(v) * (inv_qa * inv_qb[j])
                     if has_bias:
                         f += bias[j]

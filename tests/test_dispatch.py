@@ -1,0 +1,186 @@
+"""dispatch: ISA levels, feature detection, the registry, I8GEMM_CPU_PATH, select()."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import ALL_CPU_PATHS, SIGN_TRICK_PATHS, available_paths, cpu_impls, ref
+
+import dispatch
+import gemm
+from dispatch import IsaLevel
+from gemm.cpu.simd import Tile
+
+
+@pytest.fixture
+def clean_env(i8gemm_env):
+    """No I8GEMM_* variable set (whatever the calling shell had), restored afterwards."""
+    i8gemm_env("I8GEMM_CPU_PATH", None)
+    i8gemm_env("I8GEMM_NUM_THREADS", None)
+    return i8gemm_env
+
+
+def test_isa_levels_are_ordered():
+    assert (IsaLevel.GENERIC < IsaLevel.AVX2 < IsaLevel.AVXVNNI < IsaLevel.AVX512BW
+            < IsaLevel.AVX512VNNI)
+    assert [lvl.name for lvl in sorted(IsaLevel)] == [
+        "GENERIC", "AVX2", "AVXVNNI", "AVX512BW", "AVX512VNNI"]
+    assert [lvl.path_name for lvl in sorted(IsaLevel)] == [
+        "generic", "avx2", "avxvnni", "avx512bw", "avx512vnni"]
+
+
+def test_every_level_has_one_registered_cpu_path():
+    impls = cpu_impls()
+    assert sorted(i.path for i in impls) == sorted(ALL_CPU_PATHS)
+    for impl in impls:
+        assert impl.op == "gemm_i8"
+        assert impl.qualified_name == f"cpu:{impl.path}"
+        assert impl.level.path_name == impl.path
+        assert impl.entry.name == impl.path
+    assert sorted(i.level for i in impls) == sorted(IsaLevel)
+
+
+def test_availability_is_consistent():
+    levels = dispatch.available_levels()
+    assert IsaLevel.GENERIC in levels   # the portable path runs anywhere
+    for impl in cpu_impls():
+        ok, reason = impl.available()
+        assert ok == (impl.level in levels), impl.path
+        if ok:
+            assert reason == ""
+        else:
+            assert reason.startswith("CPU lacks ") and len(reason) > len("CPU lacks ")
+    feats = dispatch.host_features()
+    if "avx512vnni" in [lvl.path_name for lvl in levels]:
+        assert feats.get("avx512vnni") and feats.get("avx512bw")
+
+
+def test_best_level_is_highest_available(clean_env):
+    best = dispatch.best_level()
+    assert best == max(dispatch.available_levels())
+    assert best == max(i.level for i in cpu_impls() if i.available()[0])
+    assert dispatch.resolve("gemm_i8").level == best
+    assert dispatch.resolve("gemm_i8", "cpu").level == best
+
+
+def test_forced_path_via_environment(clean_env):
+    if "avx2" not in available_paths():
+        pytest.skip("cpu:avx2 cannot run on this machine: " + dict(
+            (i.path, i.available()[1]) for i in cpu_impls())["avx2"])
+    clean_env("I8GEMM_CPU_PATH", "avx2")
+    impl = dispatch.resolve("gemm_i8")
+    assert impl.qualified_name == "cpu:avx2"
+    assert dispatch.best_level() == IsaLevel.AVX2
+    assert dispatch.select("gemm_i8", (3, 40, 30), np.dtype(np.int8))[0] is impl
+    rng = np.random.default_rng(0)
+    a = rng.integers(-128, 128, (3, 40), dtype=np.int8)
+    b = rng.integers(-127, 128, (40, 30), dtype=np.int8)
+    np.testing.assert_array_equal(gemm.gemm_i8(a, b), ref(a, b))
+    # avx2 really runs: it rejects -128 in B, which the default (VNNI or generic) would accept.
+    b[0, 0] = -128
+    with pytest.raises(ValueError, match="B"):
+        gemm.gemm_i8(a, b)
+
+
+def test_forced_path_every_available(clean_env, cpu_path):
+    clean_env("I8GEMM_CPU_PATH", f"  {cpu_path.upper()} ")   # case and spaces do not matter
+    assert dispatch.resolve("gemm_i8").path == cpu_path
+    rng = np.random.default_rng(1)
+    a = rng.integers(-128, 128, (5, 33), dtype=np.int8)
+    b = rng.integers(-127, 128, (33, 17), dtype=np.int8)
+    np.testing.assert_array_equal(gemm.gemm_i8(a, b), ref(a, b))
+    b[1, 1] = -128
+    if cpu_path in SIGN_TRICK_PATHS:
+        with pytest.raises(ValueError, match="B"):
+            gemm.gemm_i8(a, b)
+    else:
+        np.testing.assert_array_equal(gemm.gemm_i8(a, b), ref(a, b))
+
+
+def test_backend_argument_beats_environment(clean_env):
+    clean_env("I8GEMM_CPU_PATH", "generic")
+    best = max(dispatch.available_levels())
+    assert dispatch.resolve("gemm_i8", f"cpu:{best.path_name}").level == best
+    assert dispatch.resolve("gemm_i8").path == "generic"
+
+
+def test_bogus_forced_path(clean_env):
+    clean_env("I8GEMM_CPU_PATH", "bogus")
+    with pytest.raises(ValueError, match="I8GEMM_CPU_PATH"):
+        dispatch.resolve("gemm_i8")
+    with pytest.raises(ValueError, match="I8GEMM_CPU_PATH"):
+        gemm.gemm_i8(np.ones((2, 3), np.int8), np.ones((3, 4), np.int8))
+
+
+def test_forced_path_the_cpu_lacks(clean_env):
+    missing = [(i, i.available()[1]) for i in cpu_impls() if not i.available()[0]]
+    if not missing:
+        pytest.skip("every registered CPU path is available on this machine")
+    for impl, reason in missing:
+        clean_env("I8GEMM_CPU_PATH", impl.path)
+        with pytest.raises(RuntimeError, match="I8GEMM_CPU_PATH") as info:
+            gemm.gemm_i8(np.ones((2, 3), np.int8), np.ones((3, 4), np.int8))
+        for feature in reason.removeprefix("CPU lacks ").split(", "):
+            assert feature in str(info.value)
+
+
+def test_environment_read_once_until_refresh(clean_env):
+    """The I8GEMM_* settings are read once; dispatch.refresh() re-reads them (documented)."""
+    before = dispatch.resolve("gemm_i8")
+    assert before.level == max(dispatch.available_levels())
+    if before.path == "generic":
+        pytest.skip("generic is the best path here; nothing to switch to")
+    import os
+
+    os.environ["I8GEMM_CPU_PATH"] = "generic"   # clean_env's monkeypatch restores it
+    try:
+        assert dispatch.resolve("gemm_i8") is before
+        dispatch.refresh()
+        assert dispatch.resolve("gemm_i8").path == "generic"
+    finally:
+        del os.environ["I8GEMM_CPU_PATH"]
+        dispatch.refresh()
+
+
+def test_select_remembers_decisions(clean_env):
+    shape = (7, 123, 45)
+    d1 = dispatch.select("gemm_i8", shape, np.dtype(np.int8))
+    d2 = dispatch.select("gemm_i8", shape, np.dtype(np.int8))
+    assert d1 is d2
+    impl, params = d1
+    assert set(params) >= {"tile", "threads", "m_block", "p_block"}
+    assert params["tile"] in impl.tuning_space["tile"]
+    assert params["threads"] == 1                       # 7*123*45 MACs: below the threshold
+    other = dispatch.select("gemm_i8", (8, 123, 45), np.dtype(np.int8))
+    assert other is not d1
+    dispatch.refresh()
+    d3 = dispatch.select("gemm_i8", shape, np.dtype(np.int8))
+    assert d3 is not d1 and d3[0] is d1[0] and d3[1] == d1[1]
+
+
+def test_select_threads_above_threshold(clean_env):
+    impl, params = dispatch.select("gemm_i8", (64, 256, 1024), np.dtype(np.int8), threads=2)
+    assert params["threads"] == min(2, gemm.cpu.driver.max_threads())
+    _, p1 = dispatch.select("gemm_i8", (64, 256, 1024), np.dtype(np.int8), threads=1)
+    assert p1["threads"] == 1
+
+
+def test_every_cpu_path_declares_a_tuning_space():
+    for impl in cpu_impls():
+        space = impl.tuning_space
+        assert "tile" in space, impl.path
+        tiles = space["tile"]
+        assert len(tiles) >= 1
+        assert all(isinstance(t, Tile) and t.isa == impl.path for t in tiles)
+        assert tiles[0] == impl.entry.default_tile
+        assert len(set(tiles)) == len(tiles)
+        for key in ("m_block", "p_block", "threads"):
+            assert key in space, (impl.path, key)
+        assert impl.default_params is not None
+
+
+def test_tile_widths():
+    lanes = {"generic": 8, "avx2": 8, "avxvnni": 8, "avx512bw": 16, "avx512vnni": 16}
+    for impl in cpu_impls():
+        for t in impl.tuning_space["tile"]:
+            assert t.nr == t.nv * lanes[impl.path]
