@@ -81,11 +81,11 @@ def _blas_limit(threads: int):
 
 
 def time_side_by_side(fns: dict, repeats: int, target_s: float = 0.01,
-                      pause_s: float = 0.02) -> dict[str, float]:
+                      pause_s: float = 0.1) -> dict[str, float]:
     """Median seconds per call of each function, interleaving repeats across functions. Fast
     calls are batched so each sample lasts about target_s; a pause before each sample lets the
     previous contender's thread pool stop spin-waiting and free the cores (OpenBLAS's workers
-    spin for up to ~0.1 s after a call and would otherwise tax whoever runs next)."""
+    spin for up to 2^28 cycles (~0.1 s) after a call and would otherwise tax whoever runs next)."""
     batch = {}
     for name, fn in fns.items():
         fn()  # warm-up (compiles, allocates, fills caches)
