@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from .cpu.driver import CpuPath, pack_b_panels, quantize_into
-from .validate import check_finite_float32, check_quant_mult
+from .validate import check_quant_mult
 
 
 class PreparedB:
@@ -156,14 +156,12 @@ def prepare_b(w: np.ndarray, quant_mult) -> PreparedB:
     """W: K x N float32 -> PreparedB. quant_mult: a positive scalar or N per-column values;
     Bq = clamp(round_half_even(W * quant_mult), -127, 127)."""
     w = _check_2d(w, "W", (np.float32,), "K x N")
-    check_finite_float32(w, "W")
     return _quantize_columns(np.ascontiguousarray(w.T), quant_mult, "W")
 
 
 def prepare_b_transposed(wt: np.ndarray, quant_mult) -> PreparedB:
     """WT: N x K float32 (B transposed, as most checkpoints store it) -> PreparedB."""
     wt = _check_2d(wt, "WT", (np.float32,), "N x K")
-    check_finite_float32(wt, "WT")
     return _quantize_columns(np.ascontiguousarray(wt), quant_mult, "WT")
 
 

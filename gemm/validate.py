@@ -34,11 +34,6 @@ def check_quant_mult(quant_mult, argument: str, n: int | None = None):
     return arr
 
 
-def check_finite_float32(x: np.ndarray, argument: str) -> None:
-    if not np.isfinite(x).all():
-        raise ValueError(f"{argument}: contains NaN or infinity")
-
-
 def check_int(value, argument: str, lo: int, hi: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"{argument}: expected an integer, got {value!r}")
