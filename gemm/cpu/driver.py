@@ -164,38 +164,40 @@ def quantize_pack_a(a, quant_mult, shift, packed, rowsum):
     """Quantize float32 A (round half to even, clamp to [-127, 127]) into packed rows.
     Returns False if A holds NaN or an infinity."""
     m, k = a.shape
-    poison = np.float32(0.0)
     lo = np.float32(-127.0)
     hi = np.float32(127.0)
+    finite = True
     for i in range(m):
         s = np.int32(0)
         for x in range(k):
             v = a[i, x]
-            poison += v * np.float32(0.0)  # NaN once any v is NaN or infinite
-            q = np.int32(min(max(np.rint(v * quant_mult), lo), hi))
+            # v - v is 0 for finite v and NaN otherwise. An and-reduction vectorises; the
+            # float sum a NaN check would otherwise use is a serial chain (5x slower).
+            finite &= (v - v) == np.float32(0.0)
+            q = np.int32(np.rint(min(max(v * quant_mult, lo), hi)))
             s += q
             packed[i, x] = q + shift
         rowsum[i] = s
         for x in range(k, packed.shape[1]):
             packed[i, x] = 0
-    return poison == np.float32(0.0)
+    return finite
 
 
 @njit(cache=True, nogil=True)
 def quantize_into(a, row_mults, out):
     """out[i] = clamp(rint(a[i] * row_mults[i]), -127, 127) as int8 (row_mults has one value, or
     one per row). Returns False on NaN/inf in a; a product that overflows merely clamps."""
-    poison = np.float32(0.0)
     lo = np.float32(-127.0)
     hi = np.float32(127.0)
     per_row = row_mults.shape[0] > 1
+    finite = True
     for i in range(a.shape[0]):
         mult = row_mults[i] if per_row else row_mults[0]
         for x in range(a.shape[1]):
             v = a[i, x]
-            poison += v * np.float32(0.0)
-            out[i, x] = np.int32(min(max(np.rint(v * mult), lo), hi))
-    return poison == np.float32(0.0)
+            finite &= (v - v) == np.float32(0.0)
+            out[i, x] = np.int32(np.rint(min(max(v * mult, lo), hi)))
+    return finite
 
 
 # ---------------------------------------------------------------------------------------------
@@ -210,43 +212,59 @@ def store_tile(out, acc, i0, rows, j0, ncols, nr, rowsum, colterm, zb, inv_qa, i
 @overload(store_tile, jit_options={"cache": True})
 def _ov_store_tile(out, acc, i0, rows, j0, ncols, nr, rowsum, colterm, zb, inv_qa, inv_qb, bias,
                    relu):
+    # Each loop below indexes 1-D views from 0, never `j0 + c`: numba wraps negative indices,
+    # and with an offset it cannot prove the index positive, so LLVM falls back to gathers.
     if out.dtype == numba.types.int32:
         def store_int32(out, acc, i0, rows, j0, ncols, nr, rowsum, colterm, zb, inv_qa, inv_qb,
                         bias, relu):
+            ct = colterm[j0:j0 + ncols]
+            has_zb = zb.shape[0] > 0
+            z = zb[j0:j0 + ncols] if has_zb else zb
             for r in range(rows):
-                i = i0 + r
-                if zb.shape[0] > 0:
-                    rs = rowsum[i]
+                o = out[i0 + r, j0:j0 + ncols]
+                t = acc[r * nr:r * nr + ncols]
+                if has_zb:
+                    rs = rowsum[i0 + r]
                     for c in range(ncols):
-                        j = j0 + c
-                        out[i, j] = acc[r * nr + c] + colterm[j] - zb[j] * rs
+                        o[c] = t[c] + ct[c] - z[c] * rs
                 else:
                     for c in range(ncols):
-                        out[i, j0 + c] = acc[r * nr + c] + colterm[j0 + c]
+                        o[c] = t[c] + ct[c]
         return store_int32
 
     if out.dtype == numba.types.float32:
         def store_float32(out, acc, i0, rows, j0, ncols, nr, rowsum, colterm, zb, inv_qa, inv_qb,
                           bias, relu):
+            # Branches on the options sit outside the column loops, so each loop is straight
+            # arithmetic that LLVM vectorises.
+            ct = colterm[j0:j0 + ncols]
+            qb = inv_qb[j0:j0 + ncols]
             has_zb = zb.shape[0] > 0
+            z = zb[j0:j0 + ncols] if has_zb else zb
             has_bias = bias.shape[0] > 0
+            bs = bias[j0:j0 + ncols] if has_bias else bias
             zero = np.float32(0.0)
             for r in range(rows):
-                i = i0 + r
-                rs = rowsum[i]
-                for c in range(ncols):
-                    j = j0 + c
-                    # Wrap to int32 as the int32 output does: with A stored as a + 128 the
-                    # accumulator may wrap for long K, and only the wrapped sum is exact.
-                    v = np.int32(acc[r * nr + c] + colterm[j])
-                    if has_zb:
-                        v = np.int32(v - zb[j] * rs)
-                    f = np.float32(v) * (inv_qa * inv_qb[j])
-                    if has_bias:
-                        f += bias[j]
-                    if relu:
-                        f = max(f, zero)
-                    out[i, j] = f
+                o = out[i0 + r, j0:j0 + ncols]
+                t = acc[r * nr:r * nr + ncols]
+                # Corrections in int32, stored back into the int32 tile: with A stored as
+                # a + 128 the accumulator may wrap for long K, and only the wrapped sum is exact.
+                if has_zb:
+                    rs = rowsum[i0 + r]
+                    for c in range(ncols):
+                        t[c] = t[c] + ct[c] - z[c] * rs
+                else:
+                    for c in range(ncols):
+                        t[c] = t[c] + ct[c]
+                if has_bias:
+                    for c in range(ncols):
+                        o[c] = np.float32(t[c]) * (inv_qa * qb[c]) + bs[c]
+                else:
+                    for c in range(ncols):
+                        o[c] = np.float32(t[c]) * (inv_qa * qb[c])
+                if relu:
+                    for c in range(ncols):
+                        o[c] = max(o[c], zero)
         return store_float32
     return None
 
