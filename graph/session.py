@@ -266,9 +266,10 @@ class Session:
             result = _call_step(step, args)
             if timings is not None:
                 timings[step.op_type] = timings.get(step.op_type, 0.0) + time.perf_counter() - t0
-            if len(step.outputs) == 1:
+            if not isinstance(result, tuple):
                 values[step.outputs[0]] = result
             else:
+                # Optional outputs the node does not name are dropped.
                 for name, value in zip(step.outputs, result, strict=False):
                     if name:
                         values[name] = value
