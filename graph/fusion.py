@@ -26,12 +26,14 @@ and bias are constants of the shapes the kernels accept.
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import numpy as np
 from onnx import TensorProto
 
 import gemm
 
+from . import stopgap_kernels
 from .onnx_ops import int8_weights, requantize
 
 
@@ -47,8 +49,9 @@ class Group:
 
     @property
     def anchor(self) -> str:
-        """The name the fused step goes by: its GEMM node's."""
-        gemm_node = next(n for n in self.nodes if n.op_type in ("MatMulInteger", "QLinearMatMul"))
+        """The name the fused step goes by: its GEMM node's, else its first node's."""
+        gemm_node = next((n for n in self.nodes if n.op_type in ("MatMulInteger", "QLinearMatMul")),
+                         self.nodes[0])
         return gemm_node.name or self.output
 
 
@@ -177,6 +180,44 @@ def find_qlinear_groups(nodes, index: GraphIndex) -> list[Group]:
         group = Group("QLinearMatMulDequant", [q, dq], [q.input[0], q.input[1], q.input[2]],
                       dq.output[0], q.input[3])
         group.fn = QLinearMatMulDequant(w, consts[0], consts[1], consts[2], consts[3])
+        groups.append(group)
+    return groups
+
+
+def _scalar(index: GraphIndex, name: str):
+    v = index.const(name)
+    return float(v.reshape(())) if v is not None and v.size == 1 and v.dtype == np.float32 else None
+
+
+def find_gelu_groups(nodes, index: GraphIndex, float32_tensors: set[str]) -> list[Group]:
+    """Gelu as torch exports it before opset 20:
+    Mul(Mul(x, Add(Erf(Div(x, sqrt 2)), 1)), 0.5) (or Mul(x, 1/sqrt 2) for the Div)."""
+    groups = []
+    for d in nodes:
+        if d.op_type not in ("Div", "Mul") or len(d.input) != 2:
+            continue
+        x, c = d.input
+        pre = _scalar(index, c)
+        if pre is None and d.op_type == "Mul":
+            c, x = x, c
+            pre = _scalar(index, c)
+        if pre is None or x not in float32_tensors or index.const(x) is not None:
+            continue
+        erf = index.sole_reader(d.output[0], "Erf")
+        add = erf and index.sole_reader(erf.output[0], "Add")
+        if add is None:
+            continue
+        one = _scalar(index, next((i for i in add.input if i != erf.output[0]), ""))
+        mul = index.sole_reader(add.output[0], "Mul")
+        if one is None or mul is None or set(mul.input) != {x, add.output[0]}:
+            continue
+        half_mul = index.sole_reader(mul.output[0], "Mul")
+        half = half_mul and _scalar(index, next((i for i in half_mul.input if i != mul.output[0]), ""))
+        if half is None:
+            continue
+        group = Group("Gelu(Erf)", [d, erf, add, mul, half_mul], [x], half_mul.output[0], "")
+        group.fn = functools.partial(stopgap_kernels.gelu_chain, pre=pre, divide=d.op_type == "Div",
+                                     add=one, post=half)
         groups.append(group)
     return groups
 

@@ -30,6 +30,7 @@ from onnx import helper, shape_inference
 import gemm
 
 from . import fusion, registry
+from .float_matmul import FloatMatMul, blas_single_threaded
 from .tensors import numpy_dtype, to_array, type_name
 
 
@@ -122,6 +123,8 @@ class Session:
         if fuse:
             groups = fusion.find_dynamic_groups([n for n, _ in order], index)
             groups += fusion.find_qlinear_groups([n for n, _ in order], index)
+            float32 = {name for name, (elem, _) in self.value_info.items() if elem == 1}
+            groups += fusion.find_gelu_groups([n for n, _ in order], index, float32)
         self._prepared: dict[str, gemm.PreparedB] = {}
         self._steps = self._plan(order, groups, constants, attrs, index)
         self._constants = constants
@@ -133,31 +136,35 @@ class Session:
         path = gemm_path()
         fused_at = {}
         for group in groups:
-            group.fn.threads = self.threads
+            if hasattr(group.fn, "threads"):
+                group.fn.threads = self.threads
             fused_at[id(group.nodes[-1])] = group
             for node in group.nodes:
                 fused_at.setdefault(id(node), None)
-            self._remember_weight(group.weight, [n.name for n in group.nodes], group.fn.prepared)
+            if group.weight:
+                self._remember_weight(group.weight, [n.name for n in group.nodes], group.fn.prepared)
         steps = []
         for node, entry in order:
             if id(node) in fused_at:
                 group = fused_at[id(node)]
                 if group is not None:
-                    k, n = group.fn.k, group.fn.n
                     steps.append(Step(
                         name=group.anchor, op_type=group.kind,
                         fn=group.fn, inputs=tuple(group.inputs), outputs=(group.output,), attrs={},
                         nodes=tuple(x.name for x in group.nodes),
                         hidden=tuple(o for x in group.nodes for o in x.output if o != group.output),
-                        kernel=f"gemm.gemm_i8 {path} K={k} N={n} prepared "
-                               + ("uint8 A, zero point, out_scale, bias" if group.kind ==
-                                  "DynamicQuantMatMul" else "int32 out + requantize + dequantize"),
-                        gpu="gemm.gemm_i8"))
+                        kernel=_group_kernel(group, path),
+                        gpu="ops.gelu" if group.kind == "Gelu(Erf)" else "gemm.gemm_i8"))
                 continue
             step = Step(name=node.name or node.output[0], op_type=node.op_type, fn=entry.fn,
                         inputs=tuple(node.input), outputs=tuple(node.output),
                         attrs=attrs[id(node)], nodes=(node.name,), kernel="numpy",
                         gpu=entry.gpu, shape_only=entry.shape)
+            if node.op_type == "MatMul":
+                step.fn = FloatMatMul(self.threads or _cores())
+                step.kernel = "numpy matmul (BLAS, 1 thread per piece)"
+            elif node.op_type == "Erf":
+                step.kernel = "numba erf (stopgap until ops)"
             self._prepare_node(step, node, index)
             steps.append(step)
         return steps
@@ -216,7 +223,9 @@ class Session:
             if name not in known:
                 raise ValueError(f"output_names: {name!r} is not an output of the model "
                                  f"(outputs: {sorted(known)}); use run_until for others")
-        values = self._execute(self._check_feeds(feeds), None, timings)
+        feeds = self._check_feeds(feeds)
+        with blas_single_threaded():
+            values = self._execute(feeds, None, timings)
         return [_owned(values[name], self._constants, feeds) for name in names]
 
     def run_until(self, tensor_name: str, feeds: dict) -> np.ndarray:
@@ -232,7 +241,9 @@ class Session:
             hint = (f"; it lies inside the fused step {inside[0]!r} (build the Session with "
                     "fuse=False to see it)" if inside else "")
             raise ValueError(f"tensor_name: no tensor {tensor_name!r} in the plan{hint}")
-        values = self._execute(self._check_feeds(feeds), producer, None)
+        feeds = self._check_feeds(feeds)
+        with blas_single_threaded():
+            values = self._execute(feeds, producer, None)
         return _owned(values[tensor_name], self._constants, feeds)
 
     def prepared_weight(self, name: str) -> gemm.PreparedB:
@@ -525,6 +536,21 @@ def _root(a):
     while isinstance(a.base, np.ndarray):
         a = a.base
     return a
+
+
+def _group_kernel(group, path: str) -> str:
+    if group.kind == "Gelu(Erf)":
+        return "numba gelu chain, one pass (stopgap until ops.gelu)"
+    how = ("uint8 A, zero point, out_scale, bias" if group.kind == "DynamicQuantMatMul"
+           else "int32 out + requantize + dequantize")
+    return f"gemm.gemm_i8 {path} K={group.fn.k} N={group.fn.n} prepared, {how}"
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
 
 
 def gemm_path() -> str:
