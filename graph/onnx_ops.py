@@ -289,7 +289,8 @@ def TopK(X, K, axis=-1, largest=1, sorted=1):  # noqa: A002
 # Types, shapes and indexing.
 
 
-def Cast(input, to, saturate=1):  # noqa: A002
+def Cast(input, to, saturate=1, round_mode="up"):  # noqa: A002
+    # saturate and round_mode concern float8 targets only, which the op table rejects.
     return input.astype(ONNX_TO_NUMPY[to])
 
 
@@ -402,7 +403,7 @@ def Not(X):
     return np.logical_not(X)
 
 
-def Range(start, limit, delta):
+def Range(start, limit, delta, stash_type=1):
     start, limit, delta = (np.asarray(v).reshape(()) for v in (start, limit, delta))
     if delta == 0:
         raise ValueError("delta: must not be 0")

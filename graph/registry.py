@@ -74,8 +74,8 @@ OPS: tuple[OpEntry, ...] = (
     E("MatMulInteger", (10, 10), o.MatMulInteger, gpu="gemm.gemm_i8"),
     E("QLinearMatMul", (10, 21), o.QLinearMatMul, gpu="gemm.gemm_i8"),
     E("DynamicQuantizeLinear", (11, 11), o.DynamicQuantizeLinear, gpu="ops.dynamic_quantize_linear"),
-    E("QuantizeLinear", (10, 25), o.QuantizeLinear, gpu="ops.quantize_linear", check=_check_quantize),
-    E("DequantizeLinear", (10, 25), o.DequantizeLinear, gpu="ops.dequantize_linear",
+    E("QuantizeLinear", (10, 28), o.QuantizeLinear, gpu="ops.quantize_linear", check=_check_quantize),
+    E("DequantizeLinear", (10, 28), o.DequantizeLinear, gpu="ops.dequantize_linear",
       check=_check_quantize),
     # float GEMMs
     E("MatMul", (1, 13), o.MatMul),
@@ -103,7 +103,7 @@ OPS: tuple[OpEntry, ...] = (
     E("ArgMax", (1, 13), o.ArgMax),
     E("TopK", (1, 24), o.TopK),
     # types, shapes, indexing
-    E("Cast", (6, 25), o.Cast, check=_check_cast),
+    E("Cast", (6, 28), o.Cast, check=_check_cast),
     E("Shape", (1, 25), o.Shape, shape=True),
     E("Reshape", (5, 25), o.Reshape, shape=True),
     E("Unsqueeze", (1, 25), o.Unsqueeze, shape=True),
@@ -123,7 +123,7 @@ OPS: tuple[OpEntry, ...] = (
     E("GreaterOrEqual", (12, 16), o.GreaterOrEqual),
     E("And", (7, 7), o.And),
     E("Not", (1, 1), o.Not),
-    E("Range", (11, 11), o.Range),
+    E("Range", (11, 27), o.Range),
     E("ConstantOfShape", (9, 25), o.ConstantOfShape),
     E("Constant", (9, 25), o.Constant, check=_check_constant),
 )
