@@ -82,27 +82,29 @@ class Session:
             raise ValueError(f"backend: expected 'cpu' or 'gpu', got {backend!r}")
         self.backend = backend
         self.threads = threads
-        model, folder = _load(model)
-        try:
-            onnx.checker.check_model(model)
-        except onnx.checker.ValidationError as exc:
-            raise ValueError(f"model: rejected by onnx.checker: {exc}") from None
+        model, folder, path = _load(model)
         graph = model.graph
         self.opset = _default_opset(model)
         # One list of the node objects: ids below key on them (protobuf may hand out a new
         # wrapper object on every iteration).
         graph_nodes = list(graph.node)
+        # Our own checks first (their messages name the node or tensor), then onnx.checker's.
         entries = _lookup_ops(graph_nodes, self.opset)
         if len(graph.sparse_initializer):
             raise ValueError("model: sparse initializers are not supported")
-
-        # -- constants: initializers, then Constant nodes (evaluated now, once) --------------
-        constants: dict[str, np.ndarray] = {}
-        for init in graph.initializer:
-            constants[init.name] = to_array(init, folder, f"initializer {init.name!r}")
         attrs = {}
         for node, entry in zip(graph_nodes, entries, strict=True):
             attrs[id(node)] = _node_attributes(node, entry, folder)
+        constants: dict[str, np.ndarray] = {}
+        for init in graph.initializer:
+            constants[init.name] = to_array(init, folder, f"initializer {init.name!r}")
+        try:
+            # From a path, the checker resolves external data files against the model's folder.
+            onnx.checker.check_model(path if path and _has_external_data(model) else model)
+        except onnx.checker.ValidationError as exc:
+            raise ValueError(f"model: rejected by onnx.checker: {exc}") from None
+
+        # -- Constant nodes are evaluated now, once --------------------------------------------
         nodes = []
         for node, entry in zip(graph_nodes, entries, strict=True):
             if node.op_type == "Constant":
@@ -346,15 +348,20 @@ class _PreparedMatMul:
 # Loading and checking.
 
 
+def _has_external_data(model) -> bool:
+    return any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
+
+
 def _load(model):
-    """(ModelProto, folder for external data or None). The caller's ModelProto is copied."""
+    """(ModelProto, folder for external data or None, path or None). The caller's ModelProto
+    is copied."""
     if isinstance(model, onnx.ModelProto):
         copy = onnx.ModelProto()
         copy.CopyFrom(model)
-        return copy, None
+        return copy, None, None
     if isinstance(model, (bytes, bytearray, memoryview)):
         try:
-            return onnx.load_model_from_string(bytes(model)), None
+            return onnx.load_model_from_string(bytes(model)), None, None
         except Exception as exc:  # protobuf's DecodeError and friends
             raise ValueError(f"model: not a valid ONNX protobuf ({exc})") from None
     if isinstance(model, (str, os.PathLike)):
@@ -365,7 +372,7 @@ def _load(model):
             proto = onnx.load(path, load_external_data=False)
         except Exception as exc:
             raise ValueError(f"model: {path!r} is not a valid ONNX protobuf ({exc})") from None
-        return proto, os.path.dirname(os.path.abspath(path))
+        return proto, os.path.dirname(os.path.abspath(path)), path
     raise TypeError(f"model: expected a path, bytes or an onnx.ModelProto, got {type(model).__name__}")
 
 
