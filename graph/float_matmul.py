@@ -35,7 +35,7 @@ def blas_single_threaded():
         return contextlib.nullcontext()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _pool(threads: int) -> concurrent.futures.ThreadPoolExecutor:
     return concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="i8gemm-matmul")
 
@@ -61,13 +61,13 @@ class FloatMatMul:
             b = np.broadcast_to(B, (*batch, k, n)).reshape(count, k, n)
             o = out.reshape(count, m, n)
             bounds = np.linspace(0, count, self.threads + 1).astype(int)
-            jobs = [(a[s:e], b[s:e], o[s:e]) for s, e in zip(bounds[:-1], bounds[1:]) if e > s]
+            jobs = [(a[s:e], b[s:e], o[s:e]) for s, e in zip(bounds[:-1], bounds[1:], strict=False) if e > s]
         else:
             a = np.broadcast_to(A, (*batch, m, k))
             b = np.broadcast_to(B, (*batch, k, n))
             bounds = np.linspace(0, m, self.threads + 1).astype(int)
             jobs = [(a[..., s:e, :], b, out[..., s:e, :])
-                    for s, e in zip(bounds[:-1], bounds[1:]) if e > s]
+                    for s, e in zip(bounds[:-1], bounds[1:], strict=False) if e > s]
         # np.matmul's out= must not be a strided view with broadcasting quirks: the pieces
         # above are plain slices of a C-contiguous array, which it accepts.
         futures = [_pool(self.threads).submit(np.matmul, x, y, out=z) for x, y, z in jobs[1:]]

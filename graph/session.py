@@ -311,7 +311,7 @@ class Session:
                 raise TypeError(f"feeds[{name!r}]: expected dtype {arg.dtype}, got {value.dtype}")
             if arg.shape is not None:
                 if value.ndim != len(arg.shape) or any(
-                        isinstance(d, int) and d != s for d, s in zip(arg.shape, value.shape)):
+                        isinstance(d, int) and d != s for d, s in zip(arg.shape, value.shape, strict=False)):
                     raise ValueError(f"feeds[{name!r}]: expected shape {arg.shape}, got {value.shape}")
             checked[name] = value
         return checked
