@@ -19,6 +19,7 @@ drop tensors no later step reads.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import os
 import time
 from collections.abc import Callable
@@ -31,6 +32,7 @@ import gemm
 
 from . import fusion, registry
 from .float_matmul import FloatMatMul, blas_single_threaded
+from .onnx_ops import requantize
 from .tensors import numpy_dtype, to_array, type_name
 
 
@@ -340,7 +342,6 @@ class _PreparedMatMul:
         acc = acc.reshape(*a.shape[:-1], self.n)
         if self.op_type == "MatMulInteger":
             return acc
-        from .onnx_ops import requantize
         return requantize(acc, a_scale, w_scale, y_scale, y_zero_point)
 
 
@@ -434,13 +435,11 @@ def _node_attributes(node, entry, folder) -> dict:
 
 
 def _positional_names(entry):
-    import inspect
     return [p.name for p in inspect.signature(entry.fn).parameters.values()
             if p.kind == p.POSITIONAL_OR_KEYWORD]
 
 
 def _max_inputs(entry) -> int:
-    import inspect
     params = inspect.signature(entry.fn).parameters.values()
     if any(p.kind == p.VAR_POSITIONAL for p in params):
         return 1 << 30
