@@ -22,7 +22,7 @@ import numpy as np
 import gemm
 
 from . import stopgap_kernels
-from .tensors import ONNX_TO_NUMPY
+from .tensors import MAX_ELEMENTS, ONNX_TO_NUMPY
 
 # ---------------------------------------------------------------------------------------------
 # Integer matrix products and quantization.
@@ -372,7 +372,15 @@ def Gather(data, indices, axis=0):
 
 def Expand(input, shape):  # noqa: A002
     target = np.broadcast_shapes(input.shape, tuple(int(s) for s in shape))
+    _check_size(math.prod(target), "shape")
     return np.broadcast_to(input, target)
+
+
+def _check_size(count: int, argument: str) -> None:
+    """Ops whose output size comes from data: refuse absurd sizes before allocating."""
+    if count > MAX_ELEMENTS:
+        raise ValueError(f"{argument}: asks for {count} elements, more than the {MAX_ELEMENTS} "
+                         "allowed")
 
 
 def Where(condition, X, Y):
@@ -408,11 +416,15 @@ def Range(start, limit, delta, stash_type=1):
     if delta == 0:
         raise ValueError("delta: must not be 0")
     count = max(int(math.ceil((float(limit) - float(start)) / float(delta))), 0)
+    _check_size(count, "limit")
     return (start + np.arange(count, dtype=start.dtype) * delta).astype(start.dtype)
 
 
 def ConstantOfShape(input, value=None):  # noqa: A002
     fill = np.zeros(1, np.float32) if value is None else value.reshape(-1)
+    if (np.asarray(input) < 0).any():
+        raise ValueError("input: negative dimension")
+    _check_size(math.prod(int(s) for s in input), "input")
     return np.full(tuple(int(s) for s in input), fill[0], dtype=fill.dtype)
 
 

@@ -258,3 +258,12 @@ def test_gpu_backend_is_not_built_yet_and_says_so():
         graph.Session(_matmul_integer_model()[0], backend="gpu")
     with pytest.raises(ValueError, match="backend"):
         graph.Session(_matmul_integer_model()[0], backend="tpu")
+
+
+def test_data_dependent_allocations_are_bounded():
+    model = _model([helper.make_node("ConstantOfShape", ["shape"], ["y"], name="fill")],
+                   [_vi("shape", TensorProto.INT64, (2,))], [_vi("y", shape=("a", "b"))])
+    session = graph.Session(model)
+    assert session.run(None, {"shape": np.array([2, 3])})[0].shape == (2, 3)
+    with pytest.raises(graph.NodeError, match="'fill'.*elements"):
+        session.run(None, {"shape": np.array([1 << 20, 1 << 20])})
