@@ -6,11 +6,12 @@ element, exactly the float32 steps of the ONNX nodes they replace -- erf itself 
 through libm, rounded to float32, as onnx's reference evaluator computes it -- in one pass over
 memory on all threads. Exactness matters here more than it seems: the Gelu output is quantized
 again (DynamicQuantizeLinear) before the next GEMM, so a 1-ulp difference can move a value to the
-next uint8 step. (A float32 rational erf, a few ulp off, was tried: 4x faster, but the encoder's
-output then differed from the reference by 3e-4 relative instead of 0.)
+next uint8 step. (A float32 rational erf a few ulp off was tried: the encoder's output then
+differed from the reference by 3e-4 relative instead of 0.)
 
-They belong in ops/ (its issue: `ops.gelu`); once ops exports them, graph should call those and
-this module should go.
+They belong in ops/. The ops branch's `ops.gelu` computes 0.5 x (1 + erf(x / sqrt 2)) to within
+2 eps of float64, which is accurate but not the five nodes' float32 steps; a chain-exact variant
+(or a vectorized erf with a rounding-safety fallback) there would replace this module.
 """
 
 from __future__ import annotations
