@@ -39,7 +39,7 @@ def quantize(a: np.ndarray, quant_mult) -> np.ndarray:
 
 
 def gemm_i8(a: np.ndarray, b, *, a_quant_mult=None, bias=None, relu: bool = False, out=None,
-            a_zero_point: int = 0, b_zero_point=0, backend: str | None = None,
+            a_zero_point: int = 0, b_zero_point=0, out_scale=None, backend: str | None = None,
             threads: int | None = None, _params: dict | None = None) -> np.ndarray:
     """C = (A - a_zero_point) @ (B - b_zero_point), exactly, as int32 (M x N);
     or, with a_quant_mult, C = that * 1/(a_quant_mult * b_quant_mult) + bias as float32.
@@ -54,6 +54,10 @@ def gemm_i8(a: np.ndarray, b, *, a_quant_mult=None, bias=None, relu: bool = Fals
     relu:         max(C, 0) in the same pass (float output only).
     out:          a C-contiguous M x N array of the output dtype (int32 or float32), written.
     a_zero_point: scalar; b_zero_point: scalar or N per-column values (ONNX MatMulInteger).
+    out_scale:    instead of a_quant_mult, for int8/uint8 A: float32 output
+                  C = (A - a_zero_point) @ (B - b_zero_point) * out_scale_j + bias_j, with the
+                  scale (a scalar or N per-column values) given as is, not as 1/(qa*qb): what
+                  an ONNX MatMulInteger -> Cast -> Mul(scale) -> Add(bias) chain computes.
     backend:      "cpu" or "cpu:<path>" (generic, avx2, avxvnni, avx512bw, avx512vnni); the
                   default is I8GEMM_CPU_PATH or the best path of this CPU.
     threads:      threads to use; default I8GEMM_NUM_THREADS or all cores.
@@ -84,10 +88,15 @@ def gemm_i8(a: np.ndarray, b, *, a_quant_mult=None, bias=None, relu: bool = Fals
     n = b.n
 
     # -- output kind -------------------------------------------------------------------------
-    float_out = a_quant_mult is not None
-    if a.dtype == np.float32 and not float_out:
+    float_out = a_quant_mult is not None or out_scale is not None
+    if a.dtype == np.float32 and a_quant_mult is None:
         raise ValueError("a_quant_mult: required when A is float32 (it quantizes A)")
-    if float_out:
+    if out_scale is not None:
+        if a_quant_mult is not None:
+            raise ValueError("out_scale: give either out_scale or a_quant_mult, not both")
+        inv_qa, inv_qb = np.float32(1.0), _out_scale_vector(out_scale, n)
+        out_dtype = np.float32
+    elif float_out:
         qa = np.float32(check_quant_mult(a_quant_mult, "a_quant_mult"))
         if b.quant_mult is None:
             raise ValueError("B: has no quant_mult, which float output needs; prepare it with "
@@ -98,9 +107,9 @@ def gemm_i8(a: np.ndarray, b, *, a_quant_mult=None, bias=None, relu: bool = Fals
         inv_qa, inv_qb = np.float32(1.0), _EMPTY_F32
         out_dtype = np.int32
         if bias is not None:
-            raise ValueError("bias: only allowed with float output (pass a_quant_mult)")
+            raise ValueError("bias: only allowed with float output (pass a_quant_mult or out_scale)")
         if relu:
-            raise ValueError("relu: only allowed with float output (pass a_quant_mult)")
+            raise ValueError("relu: only allowed with float output (pass a_quant_mult or out_scale)")
 
     if bias is None:
         bias = _EMPTY_F32
@@ -167,6 +176,21 @@ def gemm_i8(a: np.ndarray, b, *, a_quant_mult=None, bias=None, relu: bool = Fals
         driver.call_compiled(driver.run_parallel, ("parallel", tile, path.a_encoding, out_dtype),
                              *args, int(params["m_block"]), int(params["p_block"]))
     return out
+
+
+def _out_scale_vector(out_scale, n: int) -> np.ndarray:
+    """N float32 output scales from a scalar or N values; each must be finite."""
+    arr = np.asarray(out_scale)
+    if arr.ndim == 0:
+        arr = np.full(n, arr, np.float32) if arr.dtype.kind in "fiu" else arr
+    if arr.dtype.kind not in "fiu":
+        raise TypeError(f"out_scale: expected a number or {n} numbers, got dtype {arr.dtype}")
+    if arr.shape != (n,):
+        raise ValueError(f"out_scale: expected a scalar or {n} per-column values, got shape {arr.shape}")
+    arr = np.ascontiguousarray(arr, np.float32)
+    if not np.isfinite(arr).all():
+        raise ValueError("out_scale: every value must be finite")
+    return arr
 
 
 def _b_zero_points(b_zero_point, n: int) -> np.ndarray:

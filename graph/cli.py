@@ -17,7 +17,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_arguments(sub.add_parser(
         "bench", help="int8 GEMM vs numpy float32 and onnxruntime MatMulInteger, side by side"))
     sub.add_parser("tune", help="tune tile sizes for this machine (not yet implemented)")
-    sub.add_parser("run", help="run an ONNX model (not yet implemented)")
+    from graph import run
+    run.add_arguments(sub.add_parser(
+        "run", help="run an ONNX model: random or .npz inputs, --explain, timings, --compare-ort"))
     return parser
 
 
@@ -34,8 +36,8 @@ def main(argv: list[str] | None = None) -> int:
             from tuning import tune_main
             return tune_main(args)
         if args.command == "run":
-            print("i8gemm run: not yet implemented (the ONNX graph layer lands with its own issue).")
-            return 2
+            from graph import run
+            return run.main(args)
     except (ValueError, RuntimeError) as exc:
         print(f"i8gemm {args.command}: error: {exc}", file=sys.stderr)
         return 2

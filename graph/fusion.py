@@ -1,0 +1,277 @@
+"""Finding the quantized GEMM patterns onnxruntime's quantizers emit, and the fused kernels
+that replace them.
+
+quantize_dynamic (per tensor or per channel) emits, for each MatMul x @ W + b:
+
+    xq, xs, xz = DynamicQuantizeLinear(x)           (shared by every MatMul reading x)
+    s = Mul(xs, W_scale)                            (W_scale: a scalar or N per-column values)
+    y = Mul(Cast(MatMulInteger(xq, Wq, xz, W_zero_point), to=FLOAT), s)
+    z = Add(y, b)
+
+(older versions: Mul(Mul(Cast(...), xs), W_scale)). `find_dynamic_groups` matches that chain
+from MatMulInteger to the last Mul/Add, and `DynamicQuantMatMul` runs it as one gemm_i8 call
+over the uint8 xq with its zero point, the scale product as the per-column output scale and the
+bias in the same pass: float32(int32 acc) * s + b, as the unfused chain computes it. The
+DynamicQuantizeLinear stays a node of its own, since several GEMMs share it.
+
+quantize_static in the QOperator format emits QuantizeLinear -> QLinearMatMul -> DequantizeLinear;
+`find_qlinear_groups` matches QLinearMatMul with its DequantizeLinear, which `QLinearMatMulDequant`
+runs as one exact int32 gemm_i8 call, then ONNX's requantization and dequantization.
+
+A chain is fused only if every tensor inside it has exactly one reader and is not a graph output
+(so nothing else could observe the tensors fusion removes), and the weights, scales, zero points
+and bias are constants of the shapes the kernels accept.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import numpy as np
+from onnx import TensorProto
+
+import gemm
+
+from . import stopgap_kernels
+from .onnx_ops import int8_weights, requantize
+
+
+@dataclasses.dataclass
+class Group:
+    """A chain of nodes replaced by one kernel call."""
+    kind: str                      # "DynamicQuantMatMul" or "QLinearMatMulDequant"
+    nodes: list                    # the NodeProtos it replaces, in graph order
+    inputs: list[str]              # runtime inputs of the fused call
+    output: str                    # the tensor it produces (the chain's last output)
+    weight: str                    # the initializer name of the quantized weight
+    fn: object = None              # the fused callable (set by build)
+
+    @property
+    def anchor(self) -> str:
+        """The name the fused step goes by: its GEMM node's, else its first node's."""
+        gemm_node = next((n for n in self.nodes if n.op_type in ("MatMulInteger", "QLinearMatMul")),
+                         self.nodes[0])
+        return gemm_node.name or self.output
+
+
+class GraphIndex:
+    """Who produces and who reads each tensor."""
+
+    def __init__(self, nodes, constants: dict, graph_outputs: set[str]):
+        self.constants = constants
+        self.graph_outputs = graph_outputs
+        self.producer = {}
+        self.readers: dict[str, list] = {}
+        for node in nodes:
+            for name in node.output:
+                if name:
+                    self.producer[name] = node
+            for name in node.input:
+                if name:
+                    self.readers.setdefault(name, []).append(node)
+
+    def sole_reader(self, tensor: str, op_type: str):
+        """The one node reading `tensor`, if it has that op type and the tensor is internal."""
+        readers = self.readers.get(tensor, [])
+        if len(readers) != 1 or tensor in self.graph_outputs or readers[0].op_type != op_type:
+            return None
+        return readers[0]
+
+    def const(self, name: str):
+        return self.constants.get(name) if name else None
+
+
+def _input(node, i: int) -> str:
+    return node.input[i] if len(node.input) > i else ""
+
+
+def _attr(node, name: str, default=None):
+    for a in node.attribute:
+        if a.name == name:
+            return a.i if a.type == a.INT else a
+    return default
+
+
+def _scale_ok(v, n: int) -> bool:
+    return v is not None and v.dtype == np.float32 and (v.size == 1 and v.ndim <= 1 or v.shape == (n,))
+
+
+def _zero_point_ok(v, n: int) -> bool:
+    return v is None or v.dtype.kind in "iu" and (v.size == 1 and v.ndim <= 1 or v.shape == (n,))
+
+
+def find_dynamic_groups(nodes, index: GraphIndex) -> list[Group]:
+    groups = []
+    for m in nodes:
+        if m.op_type != "MatMulInteger":
+            continue
+        w = index.const(_input(m, 1))
+        if w is None or w.ndim != 2 or w.dtype not in (np.int8, np.uint8):
+            continue
+        n = w.shape[1]
+        if not _zero_point_ok(index.const(_input(m, 3)), n) or \
+                (_input(m, 3) and index.const(_input(m, 3)) is None):
+            continue
+        dql = index.producer.get(_input(m, 0))
+        if dql is None or dql.op_type != "DynamicQuantizeLinear" or dql.output[0] != m.input[0]:
+            continue
+        if _input(m, 2) not in ("", dql.output[2]):
+            continue
+        cast = index.sole_reader(m.output[0], "Cast")
+        if cast is None or _attr(cast, "to") != TensorProto.FLOAT:
+            continue
+        mul = index.sole_reader(cast.output[0], "Mul")
+        if mul is None:
+            continue
+        other = mul.input[1] if mul.input[0] == cast.output[0] else mul.input[0]
+        chain = [m, cast, mul]
+        scale_node = index.producer.get(other)
+        if other == dql.output[1]:
+            # Older form: the activation scale first, then the weight scale.
+            mul2 = index.sole_reader(mul.output[0], "Mul")
+            w_scale_name = mul2 and next((i for i in mul2.input if i != mul.output[0]), "")
+            if mul2 is None or not _scale_ok(index.const(w_scale_name), n):
+                continue
+            chain.append(mul2)
+        elif scale_node is not None and scale_node.op_type == "Mul" and \
+                dql.output[1] in scale_node.input:
+            w_scale_name = next((i for i in scale_node.input if i != dql.output[1]), "")
+            if not _scale_ok(index.const(w_scale_name), n):
+                continue
+            if index.sole_reader(other, "Mul") is mul:
+                chain.insert(0, scale_node)   # its product is computed inside the fused call
+        else:
+            continue
+        last = chain[-1].output[0]
+        add = index.sole_reader(last, "Add")
+        bias_name = ""
+        if add is not None:
+            bias_name = next((i for i in add.input if i != last), "")
+            bias = index.const(bias_name)
+            if bias is not None and bias.dtype == np.float32 and bias.shape == (n,):
+                chain.append(add)
+            else:
+                bias_name = ""
+        group = Group("DynamicQuantMatMul", chain, [dql.output[0], dql.output[1], dql.output[2]],
+                      chain[-1].output[0], m.input[1])
+        group.fn = DynamicQuantMatMul(w, index.const(_input(m, 3)), index.const(w_scale_name),
+                                      index.const(bias_name) if bias_name else None)
+        groups.append(group)
+    return groups
+
+
+def find_qlinear_groups(nodes, index: GraphIndex) -> list[Group]:
+    groups = []
+    for q in nodes:
+        if q.op_type != "QLinearMatMul":
+            continue
+        w = index.const(q.input[3])
+        if w is None or w.ndim != 2 or w.dtype not in (np.int8, np.uint8):
+            continue
+        n = w.shape[1]
+        consts = [index.const(q.input[i]) for i in (4, 5, 6, 7)]
+        if any(c is None for c in consts) or not _scale_ok(consts[0], n) or \
+                not _zero_point_ok(consts[1], n) or consts[2].size != 1 or consts[3].size != 1:
+            continue
+        dq = index.sole_reader(q.output[0], "DequantizeLinear")
+        if dq is None or len(dq.input) < 3 or dq.input[1] != q.input[6] or dq.input[2] != q.input[7]:
+            continue
+        group = Group("QLinearMatMulDequant", [q, dq], [q.input[0], q.input[1], q.input[2]],
+                      dq.output[0], q.input[3])
+        group.fn = QLinearMatMulDequant(w, consts[0], consts[1], consts[2], consts[3])
+        groups.append(group)
+    return groups
+
+
+def _scalar(index: GraphIndex, name: str):
+    v = index.const(name)
+    return float(v.reshape(())) if v is not None and v.size == 1 and v.dtype == np.float32 else None
+
+
+def find_gelu_groups(nodes, index: GraphIndex, float32_tensors: set[str]) -> list[Group]:
+    """Gelu as torch exports it before opset 20:
+    Mul(Mul(x, Add(Erf(Div(x, sqrt 2)), 1)), 0.5) (or Mul(x, 1/sqrt 2) for the Div)."""
+    groups = []
+    for d in nodes:
+        if d.op_type not in ("Div", "Mul") or len(d.input) != 2:
+            continue
+        x, c = d.input
+        pre = _scalar(index, c)
+        if pre is None and d.op_type == "Mul":
+            c, x = x, c
+            pre = _scalar(index, c)
+        if pre is None or x not in float32_tensors or index.const(x) is not None:
+            continue
+        erf = index.sole_reader(d.output[0], "Erf")
+        add = erf and index.sole_reader(erf.output[0], "Add")
+        if add is None:
+            continue
+        one = _scalar(index, next((i for i in add.input if i != erf.output[0]), ""))
+        mul = index.sole_reader(add.output[0], "Mul")
+        if one is None or mul is None or set(mul.input) != {x, add.output[0]}:
+            continue
+        half_mul = index.sole_reader(mul.output[0], "Mul")
+        half = half_mul and _scalar(index, next((i for i in half_mul.input if i != mul.output[0]), ""))
+        if half is None:
+            continue
+        group = Group("Gelu(Erf)", [d, erf, add, mul, half_mul], [x], half_mul.output[0], "")
+        group.fn = functools.partial(stopgap_kernels.gelu_chain, pre=pre, divide=d.op_type == "Div",
+                                     add=one, post=half)
+        groups.append(group)
+    return groups
+
+
+def prepare_weight(w: np.ndarray, w_zero_point, w_scale=None):
+    """(PreparedB, b_zero_point for gemm_i8). With a positive weight scale the PreparedB also
+    carries quant_mult = 1 / scale, so a caller may multiply float activations by it directly
+    (gemm_i8(A, pb, a_quant_mult=...)) -- that is symmetric int8 quantization, exact only when
+    the weight's zero point is 0."""
+    wq, zb = int8_weights(w, 0 if w_zero_point is None else w_zero_point.reshape(-1))
+    zb = np.asarray(zb).reshape(-1)
+    zb = int(zb[0]) if zb.size == 1 else zb.astype(np.int32)
+    quant_mult = None
+    if w_scale is not None and np.all(w_scale > 0) and np.all(np.isfinite(1 / w_scale)):
+        quant_mult = (np.float32(1) / w_scale.reshape(-1)).astype(np.float32)
+        if quant_mult.size == 1:
+            quant_mult = float(quant_mult[0])
+    return gemm.prepare_b_quantized(np.ascontiguousarray(wq), quant_mult), zb
+
+
+class DynamicQuantMatMul:
+    """Cast(MatMulInteger(xq, W, xz, wz)) * (xs * W_scale) [+ bias] as one gemm_i8 call."""
+
+    def __init__(self, w, w_zero_point, w_scale, bias):
+        self.prepared, self.b_zero_point = prepare_weight(w, w_zero_point, w_scale)
+        self.w_scale = w_scale.reshape(-1) if w_scale.size > 1 else w_scale.reshape(())
+        self.bias = bias
+        self.k, self.n = w.shape
+        self.threads = None
+
+    def __call__(self, xq, x_scale, x_zero_point):
+        scale = x_scale * self.w_scale  # the model's own Mul, in float32
+        out = gemm.gemm_i8(xq.reshape(-1, self.k), self.prepared,
+                           a_zero_point=int(x_zero_point.reshape(-1)[0]),
+                           b_zero_point=self.b_zero_point, out_scale=scale, bias=self.bias,
+                           threads=self.threads)
+        return out.reshape(*xq.shape[:-1], self.n)
+
+
+class QLinearMatMulDequant:
+    """DequantizeLinear(QLinearMatMul(xq, ..., W, ...)): an exact int32 gemm_i8, then ONNX's
+    requantization (its rounding and saturation are part of the result) and dequantization."""
+
+    def __init__(self, w, w_scale, w_zero_point, y_scale, y_zero_point):
+        self.prepared, self.b_zero_point = prepare_weight(w, w_zero_point, w_scale)
+        self.w_scale = w_scale.reshape(-1) if w_scale.size > 1 else w_scale.reshape(())
+        self.y_scale, self.y_zero_point = y_scale.reshape(()), y_zero_point.reshape(())
+        self.k, self.n = w.shape
+        self.threads = None
+
+    def __call__(self, xq, x_scale, x_zero_point):
+        acc = gemm.gemm_i8(xq.reshape(-1, self.k), self.prepared,
+                           a_zero_point=int(x_zero_point.reshape(-1)[0]),
+                           b_zero_point=self.b_zero_point, threads=self.threads)
+        yq = requantize(acc, x_scale.reshape(()), self.w_scale, self.y_scale, self.y_zero_point)
+        y = (yq.astype(np.int32) - np.int32(self.y_zero_point)).astype(np.float32) * self.y_scale
+        return y.reshape(*xq.shape[:-1], self.n)

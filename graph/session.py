@@ -1,0 +1,567 @@
+"""graph.Session: load an ONNX model once, run it many times, onnxruntime-style.
+
+    sess = graph.Session("model.onnx")            # or bytes, or an onnx.ModelProto
+    (logits,) = sess.run(None, {"input": x})      # run(output_names or None, feeds)
+    sess.get_inputs()[0].name, .shape, .type      # like onnxruntime's NodeArg
+    pb = sess.prepared_weight("out_proj")         # a gemm.PreparedB, by initializer or node name
+    h = sess.run_until("encoder_out", feeds)      # any intermediate tensor
+
+Everything is decided at construction, in this order, and a model that fails any step raises
+before a Session exists: onnx.checker; every op and opset looked up in the op table (all the
+missing ones reported together, with their nodes); attributes converted and validated (errors
+name the node); initializers read with their sizes checked against the bytes present; shape
+inference; one topological order; fusion of the quantized GEMM chains (graph/fusion.py) with their
+weights prepared once; and, for every step, the tensors it is the last reader of. `run()` is then
+one loop over the steps (STYLE: the runner is a loop): look up inputs, call, store outputs,
+drop tensors no later step reads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import os
+import time
+from collections.abc import Callable
+
+import numpy as np
+import onnx
+from onnx import helper, shape_inference
+
+import gemm
+
+from . import fusion, registry
+from .float_matmul import FloatMatMul, blas_single_threaded
+from .onnx_ops import requantize
+from .tensors import numpy_dtype, to_array, type_name
+
+
+class NodeError(RuntimeError):
+    """A node failed while running; the message names it."""
+
+
+@dataclasses.dataclass(frozen=True)
+class NodeArg:
+    """A graph input or output, described as onnxruntime's NodeArg describes it."""
+    name: str
+    shape: list          # ints for fixed dims, strings for symbolic ones, None for unknown
+    type: str            # e.g. "tensor(float)"
+    dtype: np.dtype
+
+
+@dataclasses.dataclass
+class Step:
+    """One call of the run loop: an ONNX node, or a fused chain of them."""
+    name: str
+    op_type: str
+    fn: Callable
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    attrs: dict
+    nodes: tuple[str, ...]        # names of the ONNX nodes this step computes
+    kernel: str                   # what runs it, for --explain
+    gpu: str | None               # its GPU kernel, if it has one
+    shape_only: bool = False
+    release: tuple[str, ...] = ()
+    hidden: tuple[str, ...] = ()  # tensors of the original graph a fused step never materializes
+
+
+_TENSOR_TYPE = {
+    "FLOAT": "float", "DOUBLE": "double", "FLOAT16": "float16", "INT8": "int8", "UINT8": "uint8",
+    "INT16": "int16", "UINT16": "uint16", "INT32": "int32", "UINT32": "uint32", "INT64": "int64",
+    "UINT64": "uint64", "BOOL": "bool",
+}
+
+
+class Session:
+    def __init__(self, model, backend: str = "cpu", *, fuse: bool = True,
+                 threads: int | None = None):
+        if backend == "gpu":
+            raise NotImplementedError(
+                "backend: 'gpu' is not available yet (the GPU kernels land with the WGSL issue); "
+                "`i8gemm run --explain --backend gpu` shows the plan it will follow")
+        if backend != "cpu":
+            raise ValueError(f"backend: expected 'cpu' or 'gpu', got {backend!r}")
+        self.backend = backend
+        self.threads = threads
+        model, folder, path = _load(model)
+        graph = model.graph
+        self.opset = _default_opset(model)
+        # One list of the node objects: ids below key on them (protobuf may hand out a new
+        # wrapper object on every iteration).
+        graph_nodes = list(graph.node)
+        # Our own checks first (their messages name the node or tensor), then onnx.checker's.
+        entries = _lookup_ops(graph_nodes, self.opset)
+        if len(graph.sparse_initializer):
+            raise ValueError("model: sparse initializers are not supported")
+        attrs = {}
+        for node, entry in zip(graph_nodes, entries, strict=True):
+            attrs[id(node)] = _node_attributes(node, entry, folder)
+        constants: dict[str, np.ndarray] = {}
+        for init in graph.initializer:
+            constants[init.name] = to_array(init, folder, f"initializer {init.name!r}")
+        try:
+            # From a path, the checker resolves external data files against the model's folder.
+            onnx.checker.check_model(path if path and _has_external_data(model) else model)
+        except onnx.checker.ValidationError as exc:
+            raise ValueError(f"model: rejected by onnx.checker: {exc}") from None
+
+        # -- Constant nodes are evaluated now, once --------------------------------------------
+        nodes = []
+        for node, entry in zip(graph_nodes, entries, strict=True):
+            if node.op_type == "Constant":
+                constants[node.output[0]] = _call(node, entry.fn, (), attrs[id(node)])
+            else:
+                nodes.append((node, entry))
+
+        # -- inputs, outputs, inferred types ---------------------------------------------------
+        self._inputs = [_node_arg(v) for v in graph.input if v.name not in constants]
+        self._outputs = [_node_arg(v) for v in graph.output]
+        self.value_info = _infer(model)
+        order = _topological_order(nodes, set(constants) | {a.name for a in self._inputs})
+
+        # -- fusion and weight preparation ----------------------------------------------------
+        graph_outputs = {o.name for o in self._outputs}
+        index = fusion.GraphIndex([n for n, _ in order], constants, graph_outputs)
+        groups = []
+        if fuse:
+            groups = fusion.find_dynamic_groups([n for n, _ in order], index)
+            groups += fusion.find_qlinear_groups([n for n, _ in order], index)
+            float32 = {name for name, (elem, _) in self.value_info.items() if elem == 1}
+            groups += fusion.find_gelu_groups([n for n, _ in order], index, float32)
+        self._prepared: dict[str, gemm.PreparedB] = {}
+        self._steps = self._plan(order, groups, constants, attrs, index)
+        self._constants = constants
+        self._release_after(graph_outputs)
+
+    # -- planning ------------------------------------------------------------------------------
+
+    def _plan(self, order, groups, constants, attrs, index) -> list[Step]:
+        path = gemm_path()
+        fused_at = {}
+        for group in groups:
+            if hasattr(group.fn, "threads"):
+                group.fn.threads = self.threads
+            fused_at[id(group.nodes[-1])] = group
+            for node in group.nodes:
+                fused_at.setdefault(id(node), None)
+            if group.weight:
+                self._remember_weight(group.weight, [n.name for n in group.nodes], group.fn.prepared)
+        steps = []
+        for node, entry in order:
+            if id(node) in fused_at:
+                group = fused_at[id(node)]
+                if group is not None:
+                    steps.append(Step(
+                        name=group.anchor, op_type=group.kind,
+                        fn=group.fn, inputs=tuple(group.inputs), outputs=(group.output,), attrs={},
+                        nodes=tuple(x.name for x in group.nodes),
+                        hidden=tuple(o for x in group.nodes for o in x.output if o != group.output),
+                        kernel=_group_kernel(group, path),
+                        gpu="ops.gelu" if group.kind == "Gelu(Erf)" else "gemm.gemm_i8"))
+                continue
+            step = Step(name=node.name or node.output[0], op_type=node.op_type, fn=entry.fn,
+                        inputs=tuple(node.input), outputs=tuple(node.output),
+                        attrs=attrs[id(node)], nodes=(node.name,), kernel="numpy",
+                        gpu=entry.gpu, shape_only=entry.shape)
+            if node.op_type == "MatMul":
+                step.fn = FloatMatMul(self.threads or _cores())
+                step.kernel = "numpy matmul (BLAS, 1 thread per piece)"
+            elif node.op_type == "Erf":
+                step.kernel = "numba erf (stopgap until ops)"
+            self._prepare_node(step, node, index)
+            steps.append(step)
+        return steps
+
+    def _prepare_node(self, step: Step, node, index) -> None:
+        """MatMulInteger / QLinearMatMul with constant 2-D weights: prepare them now."""
+        w_pos = {"MatMulInteger": 1, "QLinearMatMul": 3}.get(node.op_type)
+        if w_pos is None:
+            return
+        w = index.const(node.input[w_pos])
+        zp_pos = 3 if node.op_type == "MatMulInteger" else 5
+        zb = index.const(node.input[zp_pos]) if len(node.input) > zp_pos else None
+        if w is None or w.ndim != 2 or w.dtype not in (np.int8, np.uint8) or \
+                (len(node.input) > zp_pos and node.input[zp_pos] and zb is None) or \
+                (zb is not None and zb.size not in (1, w.shape[1])):
+            return
+        w_scale = index.const(node.input[4]) if node.op_type == "QLinearMatMul" else None
+        prepared, b_zero_point = fusion.prepare_weight(w, zb, w_scale)
+        self._remember_weight(node.input[w_pos], [node.name], prepared)
+        step.fn = _PreparedMatMul(node.op_type, prepared, b_zero_point, w.shape, self.threads)
+        step.inputs = tuple(i if j != w_pos and j != zp_pos else "" for j, i in enumerate(node.input))
+        step.kernel = f"gemm.gemm_i8 {gemm_path()} K={w.shape[0]} N={w.shape[1]} prepared"
+
+    def _remember_weight(self, weight: str, node_names, prepared) -> None:
+        self._prepared[weight] = prepared
+        for name in node_names:
+            if name:
+                self._prepared[name] = prepared
+
+    def _release_after(self, keep: set[str]) -> None:
+        last_reader = {}
+        for i, step in enumerate(self._steps):
+            for name in step.inputs:
+                if name:
+                    last_reader[name] = i
+        for i, step in enumerate(self._steps):
+            step.release = tuple(sorted(
+                name for name in set(step.inputs)
+                if name and last_reader[name] == i and name not in keep
+                and name not in self._constants))
+
+    # -- onnxruntime-style interface -----------------------------------------------------------
+
+    def get_inputs(self) -> list[NodeArg]:
+        return list(self._inputs)
+
+    def get_outputs(self) -> list[NodeArg]:
+        return list(self._outputs)
+
+    def run(self, output_names, feeds: dict, *, timings: dict | None = None) -> list[np.ndarray]:
+        """The requested outputs (all, for None), in order. `timings`, if given, gathers the
+        seconds spent per op type."""
+        names = [o.name for o in self._outputs] if output_names is None else list(output_names)
+        known = {o.name for o in self._outputs}
+        for name in names:
+            if name not in known:
+                raise ValueError(f"output_names: {name!r} is not an output of the model "
+                                 f"(outputs: {sorted(known)}); use run_until for others")
+        feeds = self._check_feeds(feeds)
+        with blas_single_threaded():
+            values = self._execute(feeds, None, timings)
+        return [_owned(values[name], self._constants, feeds) for name in names]
+
+    def run_until(self, tensor_name: str, feeds: dict) -> np.ndarray:
+        """The tensor `tensor_name` (any tensor the plan computes, an input or a constant),
+        running only the steps up to the one that produces it."""
+        if tensor_name in self._constants:
+            return self._constants[tensor_name].copy()
+        producer = next((i for i, s in enumerate(self._steps) if tensor_name in s.outputs), None)
+        if producer is None:
+            if any(a.name == tensor_name for a in self._inputs):
+                return np.array(feeds[tensor_name])
+            inside = [s.name for s in self._steps if tensor_name in s.hidden]
+            hint = (f"; it lies inside the fused step {inside[0]!r} (build the Session with "
+                    "fuse=False to see it)" if inside else "")
+            raise ValueError(f"tensor_name: no tensor {tensor_name!r} in the plan{hint}")
+        feeds = self._check_feeds(feeds)
+        with blas_single_threaded():
+            values = self._execute(feeds, producer, None)
+        return _owned(values[tensor_name], self._constants, feeds)
+
+    def prepared_weight(self, name: str) -> gemm.PreparedB:
+        """The PreparedB of a quantized weight, by its initializer's name or by the name of a node
+        that reads it (a MatMulInteger, QLinearMatMul, or any node of a fused chain)."""
+        prepared = self._prepared.get(name)
+        if prepared is None:
+            raise KeyError(f"name: no prepared weight for {name!r} (prepared: "
+                           f"{sorted(self._prepared)})")
+        return prepared
+
+    def constant(self, name: str) -> np.ndarray:
+        """A copy of an initializer or Constant's value (e.g. a bias to shortlist with a weight)."""
+        if name not in self._constants:
+            raise KeyError(f"name: no initializer or constant {name!r}")
+        return self._constants[name].copy()
+
+    @property
+    def steps(self) -> list[Step]:
+        return list(self._steps)
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    def _execute(self, feeds: dict, stop: int | None, timings: dict | None) -> dict:
+        values = dict(self._constants)
+        values.update(feeds)
+        steps = self._steps if stop is None else self._steps[:stop + 1]
+        for step in steps:
+            args = [values[name] if name else None for name in step.inputs]
+            t0 = time.perf_counter() if timings is not None else 0.0
+            result = _call_step(step, args)
+            if timings is not None:
+                timings[step.op_type] = timings.get(step.op_type, 0.0) + time.perf_counter() - t0
+            if not isinstance(result, tuple):
+                values[step.outputs[0]] = result
+            else:
+                # Optional outputs the node does not name are dropped.
+                for name, value in zip(step.outputs, result, strict=False):
+                    if name:
+                        values[name] = value
+            if stop is None:
+                for name in step.release:
+                    del values[name]
+        return values
+
+    def _check_feeds(self, feeds: dict) -> dict:
+        if not isinstance(feeds, dict):
+            raise TypeError(f"feeds: expected a dict of input name -> numpy array, got "
+                            f"{type(feeds).__name__}")
+        expected = {a.name: a for a in self._inputs}
+        unknown = set(feeds) - expected.keys()
+        if unknown:
+            raise ValueError(f"feeds: unknown input(s) {sorted(unknown)}; the model's inputs are "
+                             f"{sorted(expected)}")
+        checked = {}
+        for name, arg in expected.items():
+            if name not in feeds:
+                raise ValueError(f"feeds: missing input {name!r}")
+            value = feeds[name]
+            if not isinstance(value, np.ndarray):
+                raise TypeError(f"feeds[{name!r}]: expected a numpy array, got {type(value).__name__}")
+            if value.dtype != arg.dtype:
+                raise TypeError(f"feeds[{name!r}]: expected dtype {arg.dtype}, got {value.dtype}")
+            if arg.shape is not None:
+                if value.ndim != len(arg.shape) or any(
+                        isinstance(d, int) and d != s for d, s in zip(arg.shape, value.shape, strict=False)):
+                    raise ValueError(f"feeds[{name!r}]: expected shape {arg.shape}, got {value.shape}")
+            checked[name] = value
+        return checked
+
+
+class _PreparedMatMul:
+    """MatMulInteger or QLinearMatMul whose weight (and its zero point) were prepared at load."""
+
+    def __init__(self, op_type, prepared, b_zero_point, shape, threads):
+        self.op_type, self.prepared, self.b_zero_point, self.threads = (op_type, prepared,
+                                                                        b_zero_point, threads)
+        self.k, self.n = shape
+
+    def __call__(self, a, *rest):
+        if self.op_type == "MatMulInteger":
+            za = rest[1] if len(rest) > 1 else None
+        else:
+            a_scale, za, _, w_scale, _, y_scale, y_zero_point = rest
+        za = 0 if za is None else za.reshape(-1)
+        if za.size > 1 if isinstance(za, np.ndarray) else False:
+            raise ValueError("a_zero_point: per-row zero points with a prepared weight are not "
+                             "supported")
+        za = int(za[0]) if isinstance(za, np.ndarray) else 0
+        acc = gemm.gemm_i8(a.reshape(-1, self.k), self.prepared, a_zero_point=za,
+                           b_zero_point=self.b_zero_point, threads=self.threads)
+        acc = acc.reshape(*a.shape[:-1], self.n)
+        if self.op_type == "MatMulInteger":
+            return acc
+        return requantize(acc, a_scale, w_scale, y_scale, y_zero_point)
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading and checking.
+
+
+def _has_external_data(model) -> bool:
+    return any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
+
+
+def _load(model):
+    """(ModelProto, folder for external data or None, path or None). The caller's ModelProto
+    is copied."""
+    if isinstance(model, onnx.ModelProto):
+        copy = onnx.ModelProto()
+        copy.CopyFrom(model)
+        return copy, None, None
+    if isinstance(model, (bytes, bytearray, memoryview)):
+        try:
+            return onnx.load_model_from_string(bytes(model)), None, None
+        except Exception as exc:  # protobuf's DecodeError and friends
+            raise ValueError(f"model: not a valid ONNX protobuf ({exc})") from None
+    if isinstance(model, (str, os.PathLike)):
+        path = os.fspath(model)
+        if not os.path.isfile(path):
+            raise ValueError(f"model: no file {path!r}")
+        try:
+            proto = onnx.load(path, load_external_data=False)
+        except Exception as exc:
+            raise ValueError(f"model: {path!r} is not a valid ONNX protobuf ({exc})") from None
+        return proto, os.path.dirname(os.path.abspath(path)), path
+    raise TypeError(f"model: expected a path, bytes or an onnx.ModelProto, got {type(model).__name__}")
+
+
+def _default_opset(model) -> int:
+    for imp in model.opset_import:
+        if imp.domain in ("", "ai.onnx"):
+            return imp.version
+    raise ValueError("model: imports no version of the default ONNX domain")
+
+
+def _lookup_ops(graph_nodes, opset: int) -> list:
+    entries, missing = [], {}
+    for node in graph_nodes:
+        entry, why = registry.lookup(node.op_type, opset, node.domain)
+        entries.append(entry)
+        if entry is None:
+            missing.setdefault((node.op_type, node.domain, why), []).append(node.name or "?")
+    if missing:
+        lines = [f"{op}{f' (domain {dom})' if dom else ''}: {why}; nodes {', '.join(names[:5])}"
+                 + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+                 for (op, dom, why), names in missing.items()]
+        raise ValueError("model: unsupported ops:\n  " + "\n  ".join(lines))
+    return entries
+
+
+def _node_attributes(node, entry, folder) -> dict:
+    allowed = entry.attributes
+    attrs = {}
+    where = f"node {node.name!r} ({node.op_type})"
+    for a in node.attribute:
+        if a.name not in allowed:
+            raise ValueError(f"{where}: unsupported attribute {a.name!r}")
+        if a.ref_attr_name:
+            raise ValueError(f"{where}: attribute {a.name!r} refers to a function attribute")
+        if a.type == onnx.AttributeProto.TENSOR:
+            attrs[a.name] = to_array(a.t, folder, f"{where} attribute {a.name!r}")
+        elif a.type in (onnx.AttributeProto.INT, onnx.AttributeProto.FLOAT,
+                        onnx.AttributeProto.INTS, onnx.AttributeProto.FLOATS,
+                        onnx.AttributeProto.STRING):
+            value = helper.get_attribute_value(a)
+            attrs[a.name] = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+        else:
+            raise ValueError(f"{where}: attribute {a.name!r} of type "
+                             f"{onnx.AttributeProto.AttributeType.Name(a.type)} is not supported")
+    if entry.check is not None:
+        try:
+            entry.check(attrs)
+        except ValueError as exc:
+            raise ValueError(f"{where}: {exc}") from None
+    if entry.pass_output_count:
+        attrs["_outputs"] = len(node.output)
+    if len(node.input) > _max_inputs(entry):
+        raise ValueError(f"{where}: {len(node.input)} inputs, more than its function takes")
+    taken = set(list(_positional_names(entry))[:len(node.input)])
+    clash = taken & attrs.keys()
+    if clash:
+        raise ValueError(f"{where}: {sorted(clash)} given both as input and as attribute")
+    return attrs
+
+
+def _positional_names(entry):
+    return [p.name for p in inspect.signature(entry.fn).parameters.values()
+            if p.kind == p.POSITIONAL_OR_KEYWORD]
+
+
+def _max_inputs(entry) -> int:
+    params = inspect.signature(entry.fn).parameters.values()
+    if any(p.kind == p.VAR_POSITIONAL for p in params):
+        return 1 << 30
+    return len(_positional_names(entry))
+
+
+def _node_arg(value_info) -> NodeArg:
+    t = value_info.type
+    if not t.HasField("tensor_type"):
+        raise ValueError(f"graph input/output {value_info.name!r}: only tensors are supported")
+    elem = t.tensor_type.elem_type
+    dtype = numpy_dtype(elem, f"graph input/output {value_info.name!r}")
+    shape = None
+    if t.tensor_type.HasField("shape"):
+        shape = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
+                 for d in t.tensor_type.shape.dim]
+    name = _TENSOR_TYPE.get(type_name(elem), type_name(elem).lower())
+    return NodeArg(value_info.name, shape, f"tensor({name})", dtype)
+
+
+def _infer(model) -> dict:
+    """Tensor name -> (dtype, shape) from onnx's shape inference (strict: an inconsistent model
+    is rejected here)."""
+    try:
+        inferred = shape_inference.infer_shapes(model, check_type=True, strict_mode=True,
+                                                data_prop=True)
+    except Exception as exc:
+        raise ValueError(f"model: shape inference failed: {exc}") from None
+    info = {}
+    for v in list(inferred.graph.value_info) + list(inferred.graph.output) + list(inferred.graph.input):
+        tt = v.type.tensor_type
+        if not v.type.HasField("tensor_type"):
+            raise ValueError(f"tensor {v.name!r}: only tensors are supported")
+        if tt.elem_type:
+            numpy_dtype(tt.elem_type, f"tensor {v.name!r}")
+        shape = None
+        if tt.HasField("shape"):
+            shape = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
+                          for d in tt.shape.dim)
+        info[v.name] = (tt.elem_type, shape)
+    return info
+
+
+def _topological_order(nodes, available: set[str]) -> list:
+    """Nodes in an order where each runs after its inputs exist (graph order among the ready
+    ones). A missing input or a cycle is an error naming the node."""
+    available = set(available) | {""}
+    produced_by = {}
+    for node, _ in nodes:
+        for name in node.output:
+            if name in produced_by or name in available - {""}:
+                raise ValueError(f"node {node.name!r} ({node.op_type}): output {name!r} is "
+                                 "already defined")
+            produced_by[name] = node
+    pending = list(nodes)
+    order = []
+    while pending:
+        ready = [(n, e) for n, e in pending if all(i in available for i in n.input)]
+        if not ready:
+            node = pending[0][0]
+            missing = [i for i in node.input if i not in available and i not in produced_by]
+            if missing:
+                raise ValueError(f"node {node.name!r} ({node.op_type}): input {missing[0]!r} is "
+                                 "not a graph input, initializer or node output")
+            raise ValueError(f"node {node.name!r} ({node.op_type}): the graph has a cycle")
+        ready_ids = {id(n) for n, _ in ready}
+        pending = [(n, e) for n, e in pending if id(n) not in ready_ids]
+        order.extend(ready)
+        for n, _ in ready:
+            available.update(n.output)
+    return order
+
+
+def _call(node, fn, args, attrs):
+    try:
+        return fn(*args, **attrs)
+    except Exception as exc:
+        raise NodeError(f"node {node.name!r} ({node.op_type}): {type(exc).__name__}: {exc}") from exc
+
+
+def _call_step(step: Step, args):
+    try:
+        return step.fn(*args, **step.attrs)
+    except Exception as exc:
+        raise NodeError(f"node {step.name!r} ({step.op_type}): {type(exc).__name__}: {exc}") from exc
+
+
+def _owned(value, constants, feeds):
+    """What the caller gets: a fresh array, never a view of a weight or of its own feed."""
+    if not isinstance(value, np.ndarray):
+        return np.asarray(value)
+    root = _root(value)
+    if not value.flags.writeable or any(root is _root(c) for c in constants.values()) or \
+            any(root is _root(f) for f in feeds.values()):
+        return np.array(value)
+    return value
+
+
+def _root(a):
+    while isinstance(a.base, np.ndarray):
+        a = a.base
+    return a
+
+
+def _group_kernel(group, path: str) -> str:
+    if group.kind == "Gelu(Erf)":
+        return "numba gelu chain, one pass (stopgap until ops.gelu)"
+    how = ("uint8 A, zero point, out_scale, bias" if group.kind == "DynamicQuantMatMul"
+           else "int32 out + requantize + dequantize")
+    return f"gemm.gemm_i8 {path} K={group.fn.k} N={group.fn.n} prepared, {how}"
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def gemm_path() -> str:
+    import dispatch
+    try:
+        return "cpu:" + dispatch.resolve("gemm_i8", None).path
+    except RuntimeError as exc:
+        return f"cpu (no path: {exc})"

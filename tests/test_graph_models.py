@@ -1,0 +1,144 @@
+"""Whole transformer layers (built in torch's export pattern, width 256, random weights),
+quantized by onnxruntime's quantize_dynamic (per tensor and per channel) and quantize_static,
+run by graph.Session and compared with onnx's reference evaluator and with onnxruntime."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import onnx
+import pytest
+from onnx.reference import ReferenceEvaluator
+
+import graph
+from graph import transformer
+
+ort = pytest.importorskip("onnxruntime")
+from onnxruntime.quantization import (  # noqa: E402
+    CalibrationDataReader,
+    QuantFormat,
+    QuantType,
+    quantize_static,
+)
+
+WIDTH = 256
+
+
+def _rel(a, b):
+    return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-30))
+
+
+def _feeds(session, rng, batch=2, seq=9, src=7, vocab=1000):
+    sizes = {"batch": batch, "seq": seq, "tgt": seq, "tgt_seq": seq, "src": src, "src_seq": src}
+    feeds = {}
+    for arg in session.get_inputs():
+        shape = [d if isinstance(d, int) else sizes[d] for d in arg.shape]
+        feeds[arg.name] = (rng.integers(0, vocab, shape) if arg.dtype == np.int64
+                           else rng.standard_normal(shape).astype(np.float32))
+    return feeds
+
+
+MODELS = {
+    "encoder": lambda: transformer.encoder(width=WIDTH, heads=4),
+    "encoder_decomposed_ln": lambda: transformer.encoder(width=WIDTH, heads=4, decomposed_ln=True),
+    "decoder": lambda: transformer.decoder(width=WIDTH, heads=4),
+    "encoder_decoder": lambda: transformer.encoder_decoder(vocab=1000, width=WIDTH, heads=4),
+}
+
+
+@pytest.fixture(scope="module")
+def dynamic_models(tmp_path_factory):
+    folder = str(tmp_path_factory.mktemp("dynamic"))
+    paths = {}
+    for name, build in MODELS.items():
+        model = build()
+        for per_channel in (False, True):
+            paths[name, per_channel] = transformer.quantize_dynamic(model, per_channel, folder, name)
+        paths[name, "float"] = os.path.join(folder, f"{name}.onnx")
+    return paths
+
+
+@pytest.mark.parametrize("per_channel", [False, True], ids=["per_tensor", "per_channel"])
+@pytest.mark.parametrize("name", list(MODELS))
+def test_quantize_dynamic_model_matches_reference_and_onnxruntime(dynamic_models, name, per_channel):
+    path = dynamic_models[name, per_channel]
+    session = graph.Session(path)
+    n_matmul_integer = sum(n.op_type == "MatMulInteger" for n in onnx.load(path).graph.node)
+    fused = [s for s in session.steps if s.op_type == "DynamicQuantMatMul"]
+    # Every quantized MatMul of these models is in the exact fused form.
+    assert len(fused) == n_matmul_integer > 0
+    feeds = _feeds(session, np.random.default_rng(1))
+    (ours,) = session.run(None, feeds)
+    (ref,) = ReferenceEvaluator(path).run(None, feeds)
+    (theirs,) = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, feeds)
+    assert ours.dtype == np.float32 and ours.shape == ref.shape
+    assert _rel(ours, ref) <= 1e-4
+    assert _rel(ours, theirs) <= 1e-4
+
+
+def test_fused_integer_products_are_exact(dynamic_models):
+    """The int32 product inside each fused group equals numpy's on the same uint8 activations:
+    compare the unfused plan's MatMulInteger outputs with an int64 numpy product."""
+    path = dynamic_models["encoder", True]
+    unfused = graph.Session(path, fuse=False)
+    model = onnx.load(path)
+    feeds = _feeds(unfused, np.random.default_rng(2))
+    inits = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
+    for node in [n for n in model.graph.node if n.op_type == "MatMulInteger"][:3]:
+        acc = unfused.run_until(node.output[0], feeds)
+        a = unfused.run_until(node.input[0], feeds).astype(np.int64)
+        za = unfused.run_until(node.input[2], feeds).astype(np.int64)
+        w = inits[node.input[1]].astype(np.int64) - inits[node.input[3]].astype(np.int64)
+        assert acc.dtype == np.int32
+        np.testing.assert_array_equal(acc, (a - za) @ w)
+
+
+def test_fused_and_unfused_plans_agree_bit_for_bit(dynamic_models):
+    path = dynamic_models["encoder", False]
+    fused, unfused = graph.Session(path), graph.Session(path, fuse=False)
+    feeds = _feeds(fused, np.random.default_rng(3))
+    np.testing.assert_array_equal(fused.run(None, feeds)[0], unfused.run(None, feeds)[0])
+
+
+def test_float_model_matches_onnxruntime(dynamic_models):
+    path = dynamic_models["encoder_decoder", "float"]
+    session = graph.Session(path)
+    feeds = _feeds(session, np.random.default_rng(4))
+    (ours,) = session.run(None, feeds)
+    (theirs,) = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, feeds)
+    assert _rel(ours, theirs) <= 1e-4
+
+
+class _Calibration(CalibrationDataReader):
+    def __init__(self, rng):
+        self.batches = iter([{"x": rng.standard_normal((2, 9, WIDTH)).astype(np.float32)}
+                             for _ in range(4)])
+
+    def get_next(self):
+        return next(self.batches, None)
+
+
+@pytest.mark.parametrize("fmt", [QuantFormat.QOperator, QuantFormat.QDQ], ids=["qoperator", "qdq"])
+@pytest.mark.parametrize("per_channel", [False, True], ids=["per_tensor", "per_channel"])
+def test_quantize_static_model_matches_reference_and_onnxruntime(tmp_path, fmt, per_channel):
+    model = transformer.encoder(width=WIDTH, heads=4)
+    # onnx's reference evaluator implements (De)QuantizeLinear from opset 19 on.
+    model.opset_import[0].version = 21
+    model.ir_version = 10
+    src, dst = str(tmp_path / "float.onnx"), str(tmp_path / "static.onnx")
+    onnx.save(model, src)
+    quantize_static(src, dst, _Calibration(np.random.default_rng(5)), quant_format=fmt,
+                    op_types_to_quantize=["MatMul"], per_channel=per_channel,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    session = graph.Session(dst)
+    if fmt == QuantFormat.QOperator:
+        # The six weight GEMMs fuse with their DequantizeLinear; attention's QLinearMatMuls
+        # multiply two activations and run unfused.
+        assert sum(s.op_type == "QLinearMatMulDequant" for s in session.steps) == 6
+    feeds = _feeds(session, np.random.default_rng(6))
+    (ours,) = session.run(None, feeds)
+    (ref,) = ReferenceEvaluator(dst).run(None, feeds)
+    (theirs,) = ort.InferenceSession(dst, providers=["CPUExecutionProvider"]).run(None, feeds)
+    assert _rel(ours, ref) <= 1e-4
+    assert _rel(ours, theirs) <= 1e-4
