@@ -21,6 +21,8 @@ broadcasts (e.g. (n, 1) against (n, d)) are a ValueError naming the operand.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .backends import backend_for
@@ -96,9 +98,11 @@ def _binary(op: int, a, b, out, threads):
         shape = np.broadcast_shapes(a.shape, b.shape)
     except ValueError:
         raise ValueError(f"b: shape {b.shape} does not broadcast against a's {a.shape}") from None
-    # Make `a` the operand of the result's shape; both ops commute exactly.
-    big, small, small_name = (a, b, "b") if a.shape == shape else (b, a, "a")
-    if big.shape != shape:
+    # `big` holds as many values as the result (its shape may lack leading 1s): its flat order is
+    # the result's. Both ops commute exactly, so which operand it is does not matter.
+    size = math.prod(shape)
+    big, small, small_name = (a, b, "b") if a.size == size else (b, a, "a")
+    if big.size != size:
         raise ValueError(f"a, b: broadcasting that expands both operands ({a.shape} and {b.shape})"
                          " is not supported")
     tail = _strip_ones(small.shape)

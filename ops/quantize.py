@@ -34,11 +34,19 @@ def _as_array(value, number_dtype=None):
     return value
 
 
+def _zero_point(value):
+    value = _as_array(value)
+    if isinstance(value, (int, float)):
+        raise TypeError(f"zero_point: expected uint8 or int8 (an array or np.uint8/np.int8 scalar, "
+                        f"whose dtype picks the output type), got {value!r}")
+    return value
+
+
 def _params(x, scale, zero_point, axis, default_dtype, argument_dtype):
     """Checked (scale float32 1-D, zero_point 1-D of the quantized dtype, axis or None for
     per-tensor, the quantized dtype)."""
     scale = _as_array(scale, np.float32)
-    zero_point = _as_array(zero_point)
+    zero_point = _zero_point(zero_point)
     backend_for(scale=scale, zero_point=zero_point)
     check_float32(scale, "scale")
     if scale.ndim > 1:
@@ -94,7 +102,7 @@ def dequantize_linear(x, scale, zero_point=None, axis: int = 1, *, out=None,
         raise TypeError(f"x: expected uint8 or int8, got {x.dtype}")
     check_threads(threads)
     if zero_point is not None:
-        zero_point = _as_array(zero_point)
+        zero_point = _zero_point(zero_point)
         backend_for(zero_point=zero_point)
         if zero_point.dtype != x.dtype:
             raise TypeError(f"zero_point: expected x's dtype {x.dtype}, got {zero_point.dtype}")

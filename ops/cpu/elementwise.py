@@ -27,7 +27,7 @@ UNARY_CODES = {None: NONE, "relu": RELU, "exp": EXP, "tanh": TANH, "sigmoid": SI
 ADD, MUL = 0, 1
 
 
-@njit(fastmath=EXACT_FLAGS, cache=True)
+@njit(error_model="numpy", fastmath=EXACT_FLAGS, cache=True)
 def unary(x, out, op):
     """out = op(x) over 1-D arrays (out may be x)."""
     n = x.shape[0]
@@ -56,7 +56,7 @@ def unary(x, out, op):
             out[i] = x[i]
 
 
-@njit(fastmath=EXACT_FLAGS, cache=True)
+@njit(error_model="numpy", fastmath=EXACT_FLAGS, cache=True)
 def _binary_same(x, y, out, op):
     if op == ADD:
         for i in range(x.shape[0]):
@@ -66,7 +66,7 @@ def _binary_same(x, y, out, op):
             out[i] = x[i] * y[i]
 
 
-@njit(fastmath=EXACT_FLAGS, cache=True)
+@njit(error_model="numpy", fastmath=EXACT_FLAGS, cache=True)
 def _binary_scalar(x, c, out, op):
     if op == ADD:
         for i in range(x.shape[0]):
@@ -76,7 +76,7 @@ def _binary_scalar(x, c, out, op):
             out[i] = x[i] * c
 
 
-@njit(cache=True)
+@njit(error_model="numpy", cache=True)
 def binary(x, y, out, op, period):
     """out = x op y[i % period]; x.shape[0] is a multiple of period (or period == len(y) ==
     len(x))."""
@@ -90,7 +90,7 @@ def binary(x, y, out, op, period):
             _binary_same(x[lo:lo + period], y, out[lo:lo + period], op)
 
 
-@njit(cache=True)
+@njit(error_model="numpy", cache=True)
 def bias_add_rows(x, bias, residual, out, act):
     """out[r] = act(x[r] + bias (+ residual[r])) for each row r of the 2-D arrays; residual is
     either of x's shape or empty. The activation runs on the row while it is in cache."""
@@ -107,7 +107,7 @@ def bias_add_rows(x, bias, residual, out, act):
 # -- threads: blocks of the flat array (unary, binary) or of rows (bias_add) ---------------------
 
 
-@njit(cache=True, parallel=True)
+@njit(error_model="numpy", cache=True, parallel=True)
 def unary_parallel(x, out, op, blocks):
     n = x.shape[0]
     step = (n + blocks - 1) // blocks
@@ -117,7 +117,7 @@ def unary_parallel(x, out, op, blocks):
         unary(x[lo:hi], out[lo:hi], op)
 
 
-@njit(cache=True, parallel=True)
+@njit(error_model="numpy", cache=True, parallel=True)
 def binary_parallel(x, y, out, op, period, blocks):
     """As binary(); blocks hold whole periods (or any split when y has x's length)."""
     n = x.shape[0]
@@ -133,7 +133,7 @@ def binary_parallel(x, y, out, op, period, blocks):
             binary(x[lo:hi], y, out[lo:hi], op, period)
 
 
-@njit(cache=True, parallel=True)
+@njit(error_model="numpy", cache=True, parallel=True)
 def bias_add_rows_parallel(x, bias, residual, out, act, blocks):
     rows = x.shape[0]
     step = (rows + blocks - 1) // blocks
@@ -165,7 +165,7 @@ def apply_unary(x: np.ndarray, op: int, out: np.ndarray, threads) -> np.ndarray:
 
 
 def apply_binary(x: np.ndarray, y: np.ndarray, op: int, out: np.ndarray, threads) -> np.ndarray:
-    """out (C-contiguous, x's shape) = x op y, y's shape being a suffix of x's shape."""
+    """out (C-contiguous, as many values as x) = x op y, y repeating along x's flat order."""
     if x.size == 0:
         return out
     xf, yf, of = _flat(x), _flat(y), out.reshape(-1)

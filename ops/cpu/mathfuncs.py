@@ -14,6 +14,8 @@ Accuracy against float64 (eps = 2**-24; y64 the float64 value; dense sweeps in t
   gelu_tanh_f32     <= 4 eps (1 + 2|u|) |y64|: u is rounded to float32 before e**(2u), which
                     matters only on the far negative tail (|gelu(x)| < 1e-3 once |u| > 4)
   gelu_erf_f32      <= 2 eps |y64| (float64 C-library erfc: exact but not vectorised)
+Every ops kernel is compiled with error_model="numpy": IEEE division (x/0 is inf or NaN, as in
+numpy) instead of Python's ZeroDivisionError checks, which would also block vectorisation.
 Each function evaluates its arguments in the order written: callers compile them without the
 `reassoc` fast-math flag (which could undo the two-constant ln 2 reduction); `contract` (FMA) only
 makes them more accurate.
@@ -94,7 +96,7 @@ _ONE = np.float32(1.0)
 _EXP_NORMAL_LO = np.float32(-87.0)   # e**x stays a normal float32 above -87.33
 
 
-@njit(inline="always", fastmath=EXACT_FLAGS, cache=True)
+@njit(error_model="numpy", inline="always", fastmath=EXACT_FLAGS, cache=True)
 def _exp_reduced(xc):
     """(e**r, n) with xc = n ln 2 + r."""
     n = np.rint(xc * _LOG2E)
@@ -109,7 +111,7 @@ def _exp_reduced(xc):
     return p, np.int32(n)
 
 
-@njit(inline="never", fastmath=EXACT_FLAGS, cache=True)
+@njit(error_model="numpy", inline="never", fastmath=EXACT_FLAGS, cache=True)
 def exp_f32(x):
     """e**x for float32 x, <= 1 ulp in the normal range, correct to the last subnormal, inf above
     88.72, 0 for -inf. 2**n is applied as two factors, so no result needs a special case. The
@@ -122,7 +124,7 @@ def exp_f32(x):
     return p * pow2_f32(n1) * pow2_f32(n - n1)
 
 
-@njit(inline="never", fastmath=EXACT_FLAGS, cache=True)
+@njit(error_model="numpy", inline="never", fastmath=EXACT_FLAGS, cache=True)
 def exp_sum_term_f32(x):
     """e**x for x <= 0, as a term of a sum that is >= 1 (softmax's denominator): x below -87 is
     taken as -87, adding at most 2**-125 per term in place of a smaller number, which no float32
@@ -132,7 +134,7 @@ def exp_sum_term_f32(x):
     return p * pow2_f32(n)
 
 
-@njit(inline="never", fastmath=EXACT_FLAGS, cache=True)
+@njit(error_model="numpy", inline="never", fastmath=EXACT_FLAGS, cache=True)
 def sigmoid_f32(x):
     """1 / (1 + e**-x) for x >= 0, e**x / (1 + e**x) for x < 0: the exponential is never large,
     so neither tail overflows or cancels (down to subnormal results)."""
@@ -141,7 +143,7 @@ def sigmoid_f32(x):
     return s if x >= 0 else e * s
 
 
-@njit(inline="never", fastmath=EXACT_FLAGS, cache=True)
+@njit(error_model="numpy", inline="never", fastmath=EXACT_FLAGS, cache=True)
 def tanh_f32(x):
     """tanh: an odd polynomial for |x| < 0.625 (where 1 - 2/(e**2x + 1) would cancel), otherwise
     1 - 2/(e**2|x| + 1) with the sign restored. Both are computed and one selected, so a loop
@@ -163,7 +165,7 @@ _SQRT_2_OVER_PI = np.float32(0.7978845608028654)
 _GELU_CUBIC = np.float32(0.044715)
 
 
-@njit(inline="never", fastmath=EXACT_FLAGS, cache=True)
+@njit(error_model="numpy", inline="never", fastmath=EXACT_FLAGS, cache=True)
 def gelu_tanh_f32(x):
     """0.5 x (1 + tanh(u)), u = sqrt(2/pi) (x + 0.044715 x**3), computed as x * sigmoid(2u):
     the same number, but 1 + tanh(u) would cancel for x < -3."""
@@ -171,7 +173,7 @@ def gelu_tanh_f32(x):
     return x * sigmoid_f32(u + u)
 
 
-@njit(inline="never", cache=True)
+@njit(error_model="numpy", inline="never", cache=True)
 def gelu_erf_f32(x):
     """x * Phi(x) = 0.5 x erfc(-x / sqrt 2), in float64 (erfc keeps relative accuracy for x < 0,
     where 1 + erf would cancel)."""

@@ -17,7 +17,7 @@ from .mathfuncs import REDUCE_FLAGS
 from .threads import threads_for
 
 
-@njit(fastmath=REDUCE_FLAGS, cache=True)
+@njit(error_model="numpy", fastmath=REDUCE_FLAGS, cache=True)
 def _row_sum(x):
     s = 0.0
     for i in range(x.shape[0]):
@@ -25,7 +25,7 @@ def _row_sum(x):
     return s
 
 
-@njit(fastmath=REDUCE_FLAGS, cache=True)
+@njit(error_model="numpy", fastmath=REDUCE_FLAGS, cache=True)
 def _row_sq_dev(x, mean):
     s = 0.0
     for i in range(x.shape[0]):
@@ -34,19 +34,19 @@ def _row_sq_dev(x, mean):
     return s
 
 
-@njit(fastmath={"contract"}, cache=True)
+@njit(error_model="numpy", fastmath={"contract"}, cache=True)
 def _row_write(x, mean, rstd, w, b, out):
     for i in range(x.shape[0]):
         out[i] = np.float32((np.float64(x[i]) - mean) * rstd * np.float64(w[i]) + np.float64(b[i]))
 
 
-@njit(fastmath={"contract"}, cache=True)
+@njit(error_model="numpy", fastmath={"contract"}, cache=True)
 def _row_write_no_bias(x, mean, rstd, w, out):
     for i in range(x.shape[0]):
         out[i] = np.float32((np.float64(x[i]) - mean) * rstd * np.float64(w[i]))
 
 
-@njit(cache=True)
+@njit(error_model="numpy", cache=True)
 def layer_norm_row(x, w, b, epsilon, out):
     n = x.shape[0]
     mean = _row_sum(x) / n
@@ -58,13 +58,13 @@ def layer_norm_row(x, w, b, epsilon, out):
         _row_write_no_bias(x, mean, rstd, w, out)
 
 
-@njit(cache=True)
+@njit(error_model="numpy", cache=True)
 def layer_norm_rows(x, w, b, epsilon, out):
     for r in range(x.shape[0]):
         layer_norm_row(x[r], w, b, epsilon, out[r])
 
 
-@njit(cache=True, parallel=True)
+@njit(error_model="numpy", cache=True, parallel=True)
 def layer_norm_rows_parallel(x, w, b, epsilon, out):
     for r in prange(x.shape[0]):
         layer_norm_row(x[r], w, b, epsilon, out[r])

@@ -23,7 +23,7 @@ from .mathfuncs import REDUCE_FLAGS, fmax_f32
 from .threads import threads_for
 
 
-@njit(cache=True)
+@njit(error_model="numpy", cache=True)
 def _quantize_run(x, scale, zp, lo, hi, out):
     """out = clamp(rint(x / scale), lo, hi) + zp over 1-D arrays; returns the NaN count."""
     nan = 0
@@ -36,7 +36,7 @@ def _quantize_run(x, scale, zp, lo, hi, out):
     return nan
 
 
-@njit(cache=True)
+@njit(error_model="numpy", cache=True)
 def _quantize_row_per_channel(x, scale, zp, qmin, qmax, out):
     """x, out: one row of n values, each with its own scale and zero point."""
     nan = 0
@@ -52,7 +52,7 @@ def _quantize_row_per_channel(x, scale, zp, qmin, qmax, out):
     return nan
 
 
-@njit(cache=True, parallel=True)
+@njit(error_model="numpy", cache=True, parallel=True)
 def quantize_3d(x, scale, zp, qmin, qmax, out):
     """x, out: (outer, n, inner); scale, zp: n values. Returns the NaN count."""
     outer, n, inner = x.shape
@@ -68,7 +68,7 @@ def quantize_3d(x, scale, zp, qmin, qmax, out):
     return nan
 
 
-@njit(cache=True, parallel=True)
+@njit(error_model="numpy", cache=True, parallel=True)
 def quantize_flat(x, scale, zp, qmin, qmax, out, blocks):
     """Per-tensor: one scale and zero point for the flat arrays x, out."""
     n = x.shape[0]
@@ -84,7 +84,7 @@ def quantize_flat(x, scale, zp, qmin, qmax, out, blocks):
     return nan
 
 
-@njit(cache=True, parallel=True)
+@njit(error_model="numpy", cache=True, parallel=True)
 def dequantize_3d(q, scale, zp, out):
     outer, n, inner = q.shape
     for o in prange(outer):
@@ -94,13 +94,13 @@ def dequantize_3d(q, scale, zp, out):
             _dequantize_run(q[o, j], s, z, out[o, j])
 
 
-@njit(cache=True)
+@njit(error_model="numpy", cache=True)
 def _dequantize_run(q, scale, z, out):
     for i in range(q.shape[0]):
         out[i] = (np.float32(q[i]) - z) * scale
 
 
-@njit(cache=True, parallel=True)
+@njit(error_model="numpy", cache=True, parallel=True)
 def dequantize_flat(q, scale, zp, out, blocks):
     n = q.shape[0]
     step = (n + blocks - 1) // blocks
@@ -111,20 +111,20 @@ def dequantize_flat(q, scale, zp, out, blocks):
         _dequantize_run(q[s:e], scale, z, out[s:e])
 
 
-@njit(cache=True)
+@njit(error_model="numpy", cache=True)
 def _dequantize_row_per_channel(q, scale, zp, out):
     for j in range(q.shape[0]):
         out[j] = (np.float32(q[j]) - np.float32(zp[j])) * scale[j]
 
 
-@njit(cache=True, parallel=True)
+@njit(error_model="numpy", cache=True, parallel=True)
 def dequantize_last_axis(q, scale, zp, out):
     """q, out: (rows, n); scale, zp: n values."""
     for r in prange(q.shape[0]):
         _dequantize_row_per_channel(q[r], scale, zp, out[r])
 
 
-@njit(fastmath=REDUCE_FLAGS, cache=True)
+@njit(error_model="numpy", fastmath=REDUCE_FLAGS, cache=True)
 def _min_max_bad(x):
     """(min, max, count of NaN and inf) of a 1-D array."""
     hi = np.float32(-np.inf)
@@ -138,7 +138,7 @@ def _min_max_bad(x):
     return lo, hi, bad
 
 
-@njit(cache=True, parallel=True)
+@njit(error_model="numpy", cache=True, parallel=True)
 def min_max_bad(x, blocks):
     n = x.shape[0]
     step = (n + blocks - 1) // blocks

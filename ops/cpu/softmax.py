@@ -35,7 +35,7 @@ _NEG_INF = np.float32(-np.inf)
 # loops over range(lo, hi) do not (numba's negative-index wrap-around cannot be proven dead).
 
 
-@njit(fastmath=REDUCE_FLAGS, cache=True)
+@njit(error_model="numpy", fastmath=REDUCE_FLAGS, cache=True)
 def chunk_max(x):
     """max(x) ignoring NaN (-inf when empty or all NaN)."""
     m = _NEG_INF
@@ -44,7 +44,7 @@ def chunk_max(x):
     return m
 
 
-@njit(fastmath=REDUCE_FLAGS, cache=True)
+@njit(error_model="numpy", fastmath=REDUCE_FLAGS, cache=True)
 def chunk_sum_exp(x, m):
     """sum(e**(x - m)) for m >= max(x) (or m = 0 when x holds only -inf and NaN), float32 lanes."""
     s = np.float32(0.0)
@@ -53,7 +53,7 @@ def chunk_sum_exp(x, m):
     return s
 
 
-@njit(fastmath=REDUCE_FLAGS, cache=True)
+@njit(error_model="numpy", fastmath=REDUCE_FLAGS, cache=True)
 def chunk_store_exp(x, m, out):
     """out = e**(x - m); returns their float32-lane sum."""
     s = np.float32(0.0)
@@ -64,13 +64,13 @@ def chunk_store_exp(x, m, out):
     return s
 
 
-@njit(cache=True)
+@njit(error_model="numpy", cache=True)
 def _rescale(s, m_old, m_new):
     # e**(-inf) = 0 also when m_old = -inf; a NaN s stays NaN.
     return s * math.exp(np.float64(m_old) - np.float64(m_new)) if m_old != m_new else s
 
 
-@njit(cache=True)
+@njit(error_model="numpy", cache=True)
 def row_max_log_sum(x):
     """(m, L) for one row: m = max(x) ignoring NaN, L = ln(sum(e**(x - m))) as float32, NaN when
     logsoftmax of the row is NaN everywhere (see the module docstring)."""
@@ -89,20 +89,20 @@ def row_max_log_sum(x):
     return m, np.float32(math.log(s))
 
 
-@njit(fastmath=EXACT_FLAGS, cache=True)
+@njit(error_model="numpy", fastmath=EXACT_FLAGS, cache=True)
 def logsoftmax_row(x, out):
     m, log_s = row_max_log_sum(x)
     for i in range(x.shape[0]):
         out[i] = (x[i] - m) - log_s
 
 
-@njit(cache=True)
+@njit(error_model="numpy", cache=True)
 def _scale_chunk(out, f):
     for i in range(out.shape[0]):
         out[i] = out[i] * f
 
 
-@njit(cache=True)
+@njit(error_model="numpy", cache=True)
 def softmax_row(x, out, chunk_m):
     """chunk_m: scratch of at least ceil(n / CHUNK) float32 (the running max each chunk used)."""
     n = x.shape[0]
@@ -124,33 +124,33 @@ def softmax_row(x, out, chunk_m):
         _scale_chunk(out[lo:min(lo + CHUNK, n)], f)
 
 
-@njit(cache=True)
+@njit(error_model="numpy", cache=True)
 def logsoftmax_rows(x, out):
     for r in range(x.shape[0]):
         logsoftmax_row(x[r], out[r])
 
 
-@njit(cache=True, parallel=True)
+@njit(error_model="numpy", cache=True, parallel=True)
 def logsoftmax_rows_parallel(x, out):
     for r in prange(x.shape[0]):
         logsoftmax_row(x[r], out[r])
 
 
-@njit(cache=True)
+@njit(error_model="numpy", cache=True)
 def softmax_rows(x, out):
     chunk_m = np.empty(x.shape[1] // CHUNK + 1, np.float32)
     for r in range(x.shape[0]):
         softmax_row(x[r], out[r], chunk_m)
 
 
-@njit(cache=True, parallel=True)
+@njit(error_model="numpy", cache=True, parallel=True)
 def softmax_rows_parallel(x, out):
     for r in prange(x.shape[0]):
         chunk_m = np.empty(x.shape[1] // CHUNK + 1, np.float32)
         softmax_row(x[r], out[r], chunk_m)
 
 
-@njit(fastmath=REDUCE_FLAGS, cache=True)
+@njit(error_model="numpy", fastmath=REDUCE_FLAGS, cache=True)
 def _slab_max_sum(x, m, s):
     """Column-wise over a (n, inner) slab: m = max ignoring NaN, s = float64 sum of e**(x - m);
     s is NaN where m is -inf (as in the row kernel)."""
@@ -170,7 +170,7 @@ def _slab_max_sum(x, m, s):
             s[j] = np.nan
 
 
-@njit(fastmath=EXACT_FLAGS, cache=True)
+@njit(error_model="numpy", fastmath=EXACT_FLAGS, cache=True)
 def _logsoftmax_slab(x, out, m, s, log_s):
     n, inner = x.shape
     _slab_max_sum(x, m, s)
@@ -181,7 +181,7 @@ def _logsoftmax_slab(x, out, m, s, log_s):
             out[i, j] = (x[i, j] - m[j]) - log_s[j]
 
 
-@njit(fastmath=EXACT_FLAGS, cache=True)
+@njit(error_model="numpy", fastmath=EXACT_FLAGS, cache=True)
 def _softmax_slab(x, out, m, s, inv_s):
     n, inner = x.shape
     _slab_max_sum(x, m, s)
@@ -192,7 +192,7 @@ def _softmax_slab(x, out, m, s, inv_s):
             out[i, j] = exp_f32(x[i, j] - m[j]) * inv_s[j]
 
 
-@njit(cache=True, parallel=True)
+@njit(error_model="numpy", cache=True, parallel=True)
 def logsoftmax_strided(x, out):
     """x, out: (outer, n, inner); normalise over n."""
     inner = x.shape[2]
@@ -203,7 +203,7 @@ def logsoftmax_strided(x, out):
         _logsoftmax_slab(x[o], out[o], m, s, log_s)
 
 
-@njit(cache=True, parallel=True)
+@njit(error_model="numpy", cache=True, parallel=True)
 def softmax_strided(x, out):
     inner = x.shape[2]
     for o in prange(x.shape[0]):

@@ -24,7 +24,7 @@ from .threads import threads_for
 _NEG_INF = np.float32(-np.inf)
 
 
-@njit(cache=True)
+@njit(error_model="numpy", cache=True)
 def _insert(vals, ids, count, v, i):
     """Insert (v, i) into the descending arrays holding `count` items; returns the new count."""
     k = vals.shape[0]
@@ -42,7 +42,7 @@ def _insert(vals, ids, count, v, i):
     return count
 
 
-@njit(cache=True)
+@njit(error_model="numpy", cache=True)
 def topk_row(x, k, out_vals, out_ids, keep):
     """keep: float32 scratch of k (the x values kept)."""
     n = x.shape[0]
@@ -77,14 +77,14 @@ def topk_row(x, k, out_vals, out_ids, keep):
         out_vals[t] = (keep[t] - m) - log_s   # the same expression as logsoftmax_row
 
 
-@njit(cache=True)
+@njit(error_model="numpy", cache=True)
 def topk_rows(x, k, out_vals, out_ids):
     keep = np.empty(k, np.float32)
     for r in range(x.shape[0]):
         topk_row(x[r], k, out_vals[r], out_ids[r], keep)
 
 
-@njit(cache=True, parallel=True)
+@njit(error_model="numpy", cache=True, parallel=True)
 def topk_rows_parallel(x, k, out_vals, out_ids):
     for r in prange(x.shape[0]):
         keep = np.empty(k, np.float32)
