@@ -1,7 +1,7 @@
 """logsoftmax and softmax on the CPU (numba): one pass over memory per row, vectorised.
 
 Last axis (the decoder's case), per row:
-  1. Online max and sum, chunk by chunk (CHUNK values, 4 KiB, stay in L1 between the two loops):
+  1. Online max and sum, chunk by chunk (CHUNK values, 8 KiB, stay in L1 between the two loops):
      chunk max (vmaxps); if it exceeds the running max m, rescale the running sum by e**(m_old - m);
      add the chunk's sum of e**(x - m) (a vectorised exp, float32 lanes, chunk total in float64).
      softmax stores each e**(x - m_chunk) in `out` as it goes, so exp runs once per element.
@@ -27,7 +27,7 @@ from numba import njit, prange
 from .mathfuncs import EXACT_FLAGS, REDUCE_FLAGS, exp_f32, exp_sum_term_f32, fmax_f32
 from .threads import threads_for
 
-CHUNK = 1024
+CHUNK = 2048
 _NEG_INF = np.float32(-np.inf)
 
 

@@ -3,7 +3,8 @@
 logsoftmax is x minus a per-row constant, so its k largest entries are x's. Per row, chunk by
 chunk (as in softmax.py): the chunk max feeds the online max/sum and also decides whether the
 chunk can hold a top-k candidate at all -- once k values are kept, a chunk whose max does not
-exceed the k-th kept value is skipped, which after the first few chunks is nearly every chunk.
+exceed the k-th kept value is skipped; in the others, blocks of BLOCK values are checked the same
+way and only a block that can contribute is scanned value by value.
 Candidates go into a sorted array of k (insertion: k is small, beam sizes of 4 to 16).
 
 Order: by value descending; equal values by index ascending (a value enters only if strictly
@@ -22,6 +23,7 @@ from .softmax import CHUNK, _rescale, chunk_max, chunk_sum_exp
 from .threads import threads_for
 
 _NEG_INF = np.float32(-np.inf)
+BLOCK = 64
 
 
 @njit(error_model="numpy", cache=True)
@@ -58,10 +60,16 @@ def topk_row(x, k, out_vals, out_ids, keep):
         s += chunk_sum_exp(x[lo:hi], m if m != _NEG_INF else np.float32(0.0))
         if count == k and not cm > keep[k - 1]:
             continue
-        for i in range(lo, hi):
-            v = x[i]
-            if v == v and (count < k or v > keep[k - 1]):
-                count = _insert(keep, out_ids, count, v, i)
+        # Some value here may enter: scan, value by value, only the blocks that can contribute.
+        for b in range((hi - lo + BLOCK - 1) // BLOCK):
+            b0 = lo + b * BLOCK
+            b1 = min(b0 + BLOCK, hi)
+            if count == k and not chunk_max(x[b0:b1]) > keep[k - 1]:
+                continue
+            for i in range(b0, b1):
+                v = x[i]
+                if v == v and (count < k or v > keep[k - 1]):
+                    count = _insert(keep, out_ids, count, v, i)
     if count < k:   # fewer than k numbers: NaN entries fill up, in index order
         for i in range(n):
             if count == k:
