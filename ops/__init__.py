@@ -10,14 +10,14 @@
 Each front end checks its arguments (errors name the argument), then calls the backend that
 the input's array type selects (ops.backends): numpy arrays -> ops.cpu (numba). The GPU arrays
 of the WGSL layer will plug into the same front ends. Accuracy bounds and special values are
-stated in each module's docstring (softmax.py, elementwise.py, norm.py, quantize.py).
+stated in each module's docstring (probabilities.py, elementwise.py, norm.py, quantize.py).
 """
 
 from .backends import register_array_type
 from .elementwise import add, bias_add, exp, gelu, mul, relu, sigmoid, tanh
 from .norm import layer_norm
+from .probabilities import log_softmax_topk, logsoftmax, softmax
 from .quantize import dequantize_linear, dynamic_quantize_linear, quantize_linear
-from .softmax import log_softmax_topk, logsoftmax, softmax
 
 __all__ = [
     "add", "bias_add", "dequantize_linear", "dynamic_quantize_linear", "exp", "gelu", "layer_norm",

@@ -21,7 +21,7 @@ _TYPES = {np.dtype(np.uint8): TensorProto.UINT8, np.dtype(np.int8): TensorProto.
           np.dtype(np.float32): TensorProto.FLOAT}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _model(op, in_types, out_types, opset, **attrs):
     inputs = [helper.make_tensor_value_info(f"i{j}", t, None) for j, t in enumerate(in_types)]
     outputs = [helper.make_tensor_value_info(f"o{j}", t, None) for j, t in enumerate(out_types)]

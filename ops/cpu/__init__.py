@@ -10,15 +10,17 @@ Contract of a backend module (this one; ops/wgsl/ for GPU arrays will offer the 
     quantize_linear(x, scale, zero_point, axis, out, threads) -> NaN count
     dequantize_linear(q, scale, zero_point, axis, out, threads), min_max(x, threads)
 Arguments arrive validated: dtypes and shapes checked, axis normalised, `out` allocated or
-checked. One module per job: softmax.py, topk.py, elementwise.py, norm.py, quantize.py; the
-vectorisable maths they share is in mathfuncs.py, the thread policy in threads.py.
+checked. One module per job: probabilities.py (logsoftmax, softmax), topk.py, elementwise.py,
+norm.py, quantize.py; the vectorisable maths they share is in mathfuncs.py, the thread policy in
+threads.py. (No module is named like a function exported here, so `ops.cpu.<name>` is never
+ambiguous.)
 """
 
 from .arrays import check_out, empty
 from .elementwise import UNARY_CODES, apply_binary, apply_unary, bias_add
 from .norm import layer_norm
+from .probabilities import logsoftmax, softmax
 from .quantize import dequantize_linear, min_max, quantize_linear
-from .softmax import logsoftmax, softmax
 from .topk import log_softmax_topk
 
 NAME = "cpu"

@@ -1,7 +1,7 @@
 """log_softmax_topk on the CPU: logsoftmax and the k largest entries of each row, in one pass.
 
 logsoftmax is x minus a per-row constant, so its k largest entries are x's. Per row, chunk by
-chunk (as in softmax.py): the chunk max feeds the online max/sum and also decides whether the
+chunk (as in probabilities.py): the chunk max feeds the online max/sum and also decides whether the
 chunk can hold a top-k candidate at all -- once k values are kept, a chunk whose max does not
 exceed the k-th kept value is skipped; in the others, blocks of BLOCK values are checked the same
 way and only a block that can contribute is scanned value by value.
@@ -19,7 +19,7 @@ import numpy as np
 from numba import njit, prange
 
 from .mathfuncs import fmax_f32
-from .softmax import CHUNK, _rescale, chunk_max, chunk_sum_exp
+from .probabilities import CHUNK, _rescale, chunk_max, chunk_sum_exp
 from .threads import threads_for
 
 _NEG_INF = np.float32(-np.inf)
