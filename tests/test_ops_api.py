@@ -58,3 +58,27 @@ def test_a_registered_array_type_routes_to_its_backend(monkeypatch):
     assert isinstance(result, FakeDeviceArray) and calls == [(x, 0)]
     with pytest.raises(TypeError, match="out: is a ndarray but x is not"):
         ops.logsoftmax(x, out=np.empty((2, 5), np.float32))
+
+
+def test_non_contiguous_inputs_give_the_contiguous_results():
+    rng = np.random.default_rng(9)
+    base = rng.standard_normal((40, 60)).astype(np.float32)
+    view = base[::2, 1::3]                       # strided, neither C nor F contiguous
+    copy = np.ascontiguousarray(view)
+    w = np.ones(view.shape[1], np.float32)
+    for f in (ops.relu, ops.gelu, ops.logsoftmax, ops.softmax,
+              lambda v: ops.layer_norm(v, w), lambda v: ops.add(v, v),
+              lambda v: ops.bias_add(v, w, activation="tanh"),
+              lambda v: ops.quantize_linear(v, np.float32(0.1), np.int8(0)),
+              lambda v: ops.log_softmax_topk(v, 3)[1]):
+        np.testing.assert_array_equal(f(view), f(copy))
+
+
+def test_thread_setting_from_the_environment(i8gemm_env):
+    x = np.random.default_rng(10).standard_normal((64, 4000)).astype(np.float32)
+    expected = ops.logsoftmax(x, threads=1)
+    i8gemm_env("I8GEMM_NUM_THREADS", "2")
+    np.testing.assert_array_equal(ops.logsoftmax(x), expected)
+    i8gemm_env("I8GEMM_NUM_THREADS", "two")
+    with pytest.raises(ValueError, match="I8GEMM_NUM_THREADS"):
+        ops.logsoftmax(x)
