@@ -14,6 +14,9 @@ Accuracy against float64 (eps = 2**-24; y64 the float64 value; dense sweeps in t
   gelu_tanh_f32     <= 4 eps (1 + 2|u|) |y64|: u is rounded to float32 before e**(2u), which
                     matters only on the far negative tail (|gelu(x)| < 1e-3 once |u| > 4)
   gelu_erf_f32      <= 2 eps |y64| (float64 C-library erfc: exact but not vectorised)
+When editing this file, delete ops/cpu/__pycache__: numba's on-disk cache checks only the
+timestamp of the file a jitted function lives in, not of the functions it calls from here.
+
 Every ops kernel is compiled with error_model="numpy": IEEE division (x/0 is inf or NaN, as in
 numpy) instead of Python's ZeroDivisionError checks, which would also block vectorisation.
 Each function evaluates its arguments in the order written: callers compile them without the
