@@ -14,8 +14,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog="i8gemm", description="Fast, exact 8-bit integer GEMM and inference kernels.")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("info", help="CPU features, the path chosen, GPU adapters, tuning store")
-    bench.add_arguments(sub.add_parser(
-        "bench", help="int8 GEMM vs numpy float32 and onnxruntime MatMulInteger, side by side"))
+    bench_parser = sub.add_parser(
+        "bench", help="int8 GEMM vs numpy float32 and onnxruntime MatMulInteger, side by side")
+    bench.add_arguments(bench_parser)
+    bench_parser.add_argument("--ops", action="store_true",
+                              help="benchmark the ops kernels (logsoftmax, top-k, layer_norm) instead")
     sub.add_parser("tune", help="tune tile sizes for this machine (not yet implemented)")
     from graph import run
     run.add_arguments(sub.add_parser(
@@ -29,6 +32,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "info":
             from dispatch import info
             return info.main(args)
+        if args.command == "bench" and args.ops:
+            from ops import bench as ops_bench
+            return ops_bench.main(args)
         if args.command == "bench":
             from gemm import bench
             return bench.main(args)

@@ -1,6 +1,26 @@
-"""Neural-inference kernels beyond GEMM (not yet implemented).
+"""Neural-inference kernels beyond GEMM: what a translation decoder needs around gemm_i8.
 
-To come (see the ops issue): logsoftmax, softmax, log_softmax_topk, bias_add, relu, gelu, tanh,
-sigmoid, exp, layer_norm, quantize_linear / dequantize_linear / dynamic_quantize_linear, each with
-a numba CPU path and a WGSL GPU path, registered with `dispatch` like the GEMM kernels.
+    import ops
+    y = ops.logsoftmax(logits)                      # axis=-1, out=, threads= like numpy/gemm
+    values, ids = ops.log_softmax_topk(logits, k=8) # fused: one pass per row (beam search)
+    h = ops.bias_add(x, b, activation="relu")       # act(x + b (+ residual)) in one pass
+    h = ops.layer_norm(h, gamma, beta, 1e-5)
+    q, s, z = ops.dynamic_quantize_linear(h)        # ONNX DynamicQuantizeLinear, bit for bit
+
+Each front end checks its arguments (errors name the argument), then calls the backend that
+the input's array type selects (ops.backends): numpy arrays -> ops.cpu (numba). The GPU arrays
+of the WGSL layer will plug into the same front ends. Accuracy bounds and special values are
+stated in each module's docstring (probabilities.py, elementwise.py, norm.py, quantize.py).
 """
+
+from .backends import register_array_type
+from .elementwise import add, bias_add, exp, gelu, mul, relu, sigmoid, tanh
+from .norm import layer_norm
+from .probabilities import log_softmax_topk, logsoftmax, softmax
+from .quantize import dequantize_linear, dynamic_quantize_linear, quantize_linear
+
+__all__ = [
+    "add", "bias_add", "dequantize_linear", "dynamic_quantize_linear", "exp", "gelu", "layer_norm",
+    "log_softmax_topk", "logsoftmax", "mul", "quantize_linear", "register_array_type", "relu",
+    "sigmoid", "softmax", "tanh",
+]

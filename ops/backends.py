@@ -1,0 +1,48 @@
+"""Which backend runs an op: chosen by the type of the input arrays.
+
+numpy arrays run on the CPU backend (ops.cpu). The GPU half plugs in here: its module calls
+`register_array_type(GpuArray, "ops.wgsl")` once the GPU array type exists, and ops.wgsl offers the
+functions listed in ops/cpu/__init__.py. Until then any other array type is a TypeError that names
+the argument. Types are matched exactly (a numpy subclass such as a masked array is refused, since
+the kernels would ignore what the subclass adds).
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+import numpy as np
+
+_BACKENDS: dict[type, str] = {np.ndarray: "ops.cpu"}
+
+
+def register_array_type(array_type: type, module: str) -> None:
+    """Route arrays of `array_type` to the backend module named `module`."""
+    _BACKENDS[array_type] = module
+
+
+def backend_for(**arrays) -> ModuleType:
+    """The backend module for these named arrays (None values are skipped); all must be of one
+    kind, e.g. backend_for(x=x, weight=w)."""
+    chosen = None
+    first = None
+    for name, value in arrays.items():
+        if value is None:
+            continue
+        module = _BACKENDS.get(type(value))
+        if module is None:
+            raise TypeError(f"{name}: expected a numpy.ndarray, got {type(value).__name__}"
+                            + _hint(value))
+        if chosen is None:
+            chosen, first = module, name
+        elif module != chosen:
+            raise TypeError(f"{name}: is a {type(value).__name__} but {first} is not; pass arrays "
+                            "of one kind (all numpy or all GPU)")
+    return importlib.import_module(chosen or "ops.cpu")
+
+
+def _hint(value) -> str:
+    if isinstance(value, (list, tuple, int, float)):
+        return " (convert it with np.asarray(..., dtype=np.float32))"
+    return ""

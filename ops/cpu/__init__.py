@@ -1,0 +1,32 @@
+"""The CPU backend of ops (numba): the functions the ops front end calls on numpy arrays.
+
+Contract of a backend module (this one; ops/wgsl/ for GPU arrays will offer the same names):
+    empty(shape, dtype), check_out(out, shape, dtype, argument, inputs)
+    logsoftmax(x, axis, out, threads), softmax(x, axis, out, threads)
+    log_softmax_topk(x, k, out_values, out_indices, threads)
+    apply_unary(x, op, out, threads), apply_binary(x, y, op, out, threads)
+    bias_add(x, bias, residual, act, axis, out, threads)
+    layer_norm(x, weight, bias, epsilon, axis, out, threads)
+    quantize_linear(x, scale, zero_point, axis, out, threads) -> NaN count
+    dequantize_linear(q, scale, zero_point, axis, out, threads), min_max(x, threads)
+Arguments arrive validated: dtypes and shapes checked, axis normalised, `out` allocated or
+checked. One module per job: probabilities.py (logsoftmax, softmax), topk.py, elementwise.py,
+norm.py, quantize.py; the vectorisable maths they share is in mathfuncs.py, the thread policy in
+threads.py. (No module is named like a function exported here, so `ops.cpu.<name>` is never
+ambiguous.)
+"""
+
+from .arrays import check_out, empty
+from .elementwise import UNARY_CODES, apply_binary, apply_unary, bias_add
+from .norm import layer_norm
+from .probabilities import logsoftmax, softmax
+from .quantize import dequantize_linear, min_max, quantize_linear
+from .topk import log_softmax_topk
+
+NAME = "cpu"
+
+__all__ = [
+    "NAME", "UNARY_CODES", "apply_binary", "apply_unary", "bias_add", "check_out", "dequantize_linear",
+    "empty", "layer_norm", "log_softmax_topk", "logsoftmax", "min_max", "quantize_linear",
+    "softmax",
+]

@@ -1,0 +1,204 @@
+"""Elementwise kernels on the CPU (numba): activations, add/mul with broadcasting, fused bias add.
+
+Every kernel loops over flat C-contiguous float32 arrays with a loop-invariant op code tested
+outside the loop, so each op's loop vectorises (the activations are mathfuncs' branch-free
+forms). Large arrays are cut into blocks that numba's threads share; small ones run on the
+calling thread.
+
+Broadcasting (add, mul, bias_add): the second operand `y` holds `period` values and repeats along
+the flat array: out[i] = x[i] op y[i % period]. That covers equal shapes (period = size), a
+scalar (period = 1) and a trailing-axes operand such as a bias or a (seq, d) residual added to a
+(batch, seq, d) array.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from .mathfuncs import EXACT_FLAGS, exp_f32, gelu_erf_f32, gelu_tanh_f32, sigmoid_f32, tanh_f32
+from .threads import threads_for
+
+# Unary op codes (also bias_add's activation).
+NONE, RELU, EXP, TANH, SIGMOID, GELU_TANH, GELU_ERF = range(7)
+UNARY_CODES = {None: NONE, "relu": RELU, "exp": EXP, "tanh": TANH, "sigmoid": SIGMOID,
+               "gelu_tanh": GELU_TANH, "gelu": GELU_ERF}
+# Binary op codes.
+ADD, MUL = 0, 1
+
+
+@njit(error_model="numpy", fastmath=EXACT_FLAGS, cache=True)
+def unary(x, out, op):
+    """out = op(x) over 1-D arrays (out may be x)."""
+    n = x.shape[0]
+    zero = np.float32(0.0)
+    if op == RELU:
+        for i in range(n):
+            v = x[i]
+            out[i] = zero if v < zero else v   # keeps NaN, as np.maximum(x, 0) does
+    elif op == EXP:
+        for i in range(n):
+            out[i] = exp_f32(x[i])
+    elif op == TANH:
+        for i in range(n):
+            out[i] = tanh_f32(x[i])
+    elif op == SIGMOID:
+        for i in range(n):
+            out[i] = sigmoid_f32(x[i])
+    elif op == GELU_TANH:
+        for i in range(n):
+            out[i] = gelu_tanh_f32(x[i])
+    elif op == GELU_ERF:
+        for i in range(n):
+            out[i] = gelu_erf_f32(x[i])
+    elif op == NONE:
+        for i in range(n):
+            out[i] = x[i]
+
+
+@njit(error_model="numpy", fastmath=EXACT_FLAGS, cache=True)
+def _binary_same(x, y, out, op):
+    if op == ADD:
+        for i in range(x.shape[0]):
+            out[i] = x[i] + y[i]
+    else:
+        for i in range(x.shape[0]):
+            out[i] = x[i] * y[i]
+
+
+@njit(error_model="numpy", fastmath=EXACT_FLAGS, cache=True)
+def _binary_scalar(x, c, out, op):
+    if op == ADD:
+        for i in range(x.shape[0]):
+            out[i] = x[i] + c
+    else:
+        for i in range(x.shape[0]):
+            out[i] = x[i] * c
+
+
+@njit(error_model="numpy", cache=True)
+def binary(x, y, out, op, period):
+    """out = x op y[i % period]; x.shape[0] is a multiple of period (or period == len(y) ==
+    len(x))."""
+    n = x.shape[0]
+    if period == n:
+        _binary_same(x, y, out, op)
+    elif period == 1:
+        _binary_scalar(x, y[0], out, op)
+    else:
+        for lo in range(0, n, period):
+            _binary_same(x[lo:lo + period], y, out[lo:lo + period], op)
+
+
+@njit(error_model="numpy", cache=True)
+def bias_add_rows(x, bias, residual, out, act):
+    """out[r] = act(x[r] + bias (+ residual[r])) for each row r of the 2-D arrays; residual is
+    either of x's shape or empty. The activation runs on the row while it is in cache."""
+    has_residual = residual.shape[0] > 0
+    for r in range(x.shape[0]):
+        o = out[r]
+        _binary_same(x[r], bias, o, ADD)
+        if has_residual:
+            _binary_same(o, residual[r], o, ADD)
+        if act != NONE:
+            unary(o, o, act)
+
+
+# -- threads: blocks of the flat array (unary, binary) or of rows (bias_add) ---------------------
+
+
+@njit(error_model="numpy", cache=True, parallel=True)
+def unary_parallel(x, out, op, blocks):
+    n = x.shape[0]
+    step = (n + blocks - 1) // blocks
+    for b in prange(blocks):
+        lo = min(b * step, n)
+        hi = min(lo + step, n)
+        unary(x[lo:hi], out[lo:hi], op)
+
+
+@njit(error_model="numpy", cache=True, parallel=True)
+def binary_parallel(x, y, out, op, period, blocks):
+    """As binary(); blocks hold whole periods (or any split when y has x's length)."""
+    n = x.shape[0]
+    unit = period if period != n else 1
+    units = n // unit
+    per_block = (units + blocks - 1) // blocks
+    for b in prange(blocks):
+        lo = min(b * per_block, units) * unit
+        hi = min(lo + per_block * unit, n)
+        if period == n:
+            binary(x[lo:hi], y[lo:hi], out[lo:hi], op, hi - lo)
+        else:
+            binary(x[lo:hi], y, out[lo:hi], op, period)
+
+
+@njit(error_model="numpy", cache=True, parallel=True)
+def bias_add_rows_parallel(x, bias, residual, out, act, blocks):
+    rows = x.shape[0]
+    step = (rows + blocks - 1) // blocks
+    for b in prange(blocks):
+        lo = min(b * step, rows)
+        hi = min(lo + step, rows)
+        res = residual[lo:hi] if residual.shape[0] > 0 else residual
+        bias_add_rows(x[lo:hi], bias, res, out[lo:hi], act)
+
+
+# -- host side: the front end passes validated arrays -------------------------------------------
+
+
+def _flat(a: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(a).reshape(-1)
+
+
+def apply_unary(x: np.ndarray, op: int, out: np.ndarray, threads) -> np.ndarray:
+    """out (C-contiguous, x's shape) = op(x)."""
+    if x.size == 0:
+        return out
+    xf, of = _flat(x), out.reshape(-1)
+    n = threads_for(x.size, x.size, threads)
+    if n == 1:
+        unary(xf, of, op)
+    else:
+        unary_parallel(xf, of, op, n)
+    return out
+
+
+def apply_binary(x: np.ndarray, y: np.ndarray, op: int, out: np.ndarray, threads) -> np.ndarray:
+    """out (C-contiguous, as many values as x) = x op y, y repeating along x's flat order."""
+    if x.size == 0:
+        return out
+    xf, yf, of = _flat(x), _flat(y), out.reshape(-1)
+    period = max(yf.shape[0], 1)
+    n = threads_for(x.size, x.size // period if period != x.size else x.size, threads)
+    if n == 1:
+        binary(xf, yf, of, op, period)
+    else:
+        binary_parallel(xf, yf, of, op, period, n)
+    return out
+
+
+_NO_RESIDUAL = np.empty((0, 0), np.float32)
+
+
+def bias_add(x: np.ndarray, bias: np.ndarray, residual, act: int, axis: int, out: np.ndarray,
+             threads) -> np.ndarray:
+    """out = act(x + bias along `axis` (+ residual of x's shape))."""
+    if x.size == 0:
+        return out
+    x = np.ascontiguousarray(x)
+    inner = 1
+    for d in x.shape[axis + 1:]:
+        inner *= d
+    # Along an inner axis each bias value repeats over the trailing axes: expand it once so the
+    # rows below are plain (row, bias) pairs.
+    row_bias = np.ascontiguousarray(bias) if inner == 1 else np.repeat(bias, inner)
+    width = row_bias.shape[0]
+    x2, out2 = x.reshape(-1, width), out.reshape(-1, width)
+    res2 = _NO_RESIDUAL if residual is None else np.ascontiguousarray(residual).reshape(-1, width)
+    n = threads_for(x.size, x2.shape[0], threads)
+    if n == 1:
+        bias_add_rows(x2, row_bias, res2, out2, act)
+    else:
+        bias_add_rows_parallel(x2, row_bias, res2, out2, act, n)
+    return out

@@ -1,0 +1,184 @@
+"""Scalar float32 maths that LLVM can vectorise: exp, tanh, sigmoid, gelu, and a NaN-ignoring max.
+
+numba compiles `np.exp`, `np.tanh` and `math.erf` on float32 to calls of the C library, one
+element at a time (there is no vector maths library without Intel's SVML). The functions here
+are straight-line arithmetic instead -- range reduction, a polynomial, a bit-built power of two,
+selects rather than branches -- so a loop calling them compiles to AVX-512/AVX2 code.
+
+Accuracy against float64 (eps = 2**-24; y64 the float64 value; dense sweeps in tests/test_ops_math.py):
+  exp_f32           |y - y64| <= 2 eps |y64| (about 1 ulp); 0 for -inf and below -103.97 (the
+                    subnormal range is correct to its last bit); inf above 88.72; NaN -> NaN
+  exp_sum_term_f32  as exp_f32 for -87 <= x <= 0 (the fast form for sums of e**(x - max))
+  sigmoid_f32       <= 6 eps |y64|, subnormal results included
+  tanh_f32          <= 6 eps |y64|
+  gelu_tanh_f32     <= 4 eps (1 + 2|u|) |y64|: u is rounded to float32 before e**(2u), which
+                    matters only on the far negative tail (|gelu(x)| < 1e-3 once |u| > 4)
+  gelu_erf_f32      <= 2 eps |y64| (float64 C-library erfc: exact but not vectorised)
+When editing this file, delete ops/cpu/__pycache__: numba's on-disk cache checks only the
+timestamp of the file a jitted function lives in, not of the functions it calls from here.
+
+Every ops kernel is compiled with error_model="numpy": IEEE division (x/0 is inf or NaN, as in
+numpy) instead of Python's ZeroDivisionError checks, which would also block vectorisation.
+Each function evaluates its arguments in the order written: callers compile them without the
+`reassoc` fast-math flag (which could undo the two-constant ln 2 reduction); `contract` (FMA) only
+makes them more accurate.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+F32 = ir.FloatType()
+I32 = ir.IntType(32)
+
+# Flags for functions in this module: FMA contraction only (no reassociation, no NaN/inf
+# assumptions), so the results are what the comments say on every path.
+EXACT_FLAGS = {"contract"}
+# Flags for reduction loops (sum/max over a row): reassociation lets LLVM keep one partial sum
+# per vector lane. It changes only the order of the additions, never NaN/inf handling.
+REDUCE_FLAGS = {"contract", "reassoc"}
+
+
+@intrinsic
+def pow2_f32(typingctx, n):
+    """2.0**n as float32 for an integer -126 <= n <= 127, built from its exponent bits."""
+    if not isinstance(n, types.Integer):
+        return None
+
+    def codegen(context, builder, sig, args):
+        v = args[0]
+        width = v.type.width
+        if width > 32:
+            v = builder.trunc(v, I32)
+        elif width < 32:
+            v = builder.sext(v, I32)
+        bits = builder.shl(builder.add(v, ir.Constant(I32, 127)), ir.Constant(I32, 23))
+        return builder.bitcast(bits, F32)
+
+    return types.float32(n), codegen
+
+
+@intrinsic
+def fmax_f32(typingctx, a, b):
+    """IEEE maxNum: the larger of a and b, ignoring a NaN operand. Unlike `max()`, a loop of these
+    vectorises to vmaxps (LLVM's llvm.maxnum)."""
+    if a != types.float32 or b != types.float32:
+        return None
+
+    def codegen(context, builder, sig, args):
+        fnty = ir.FunctionType(F32, [F32, F32])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.maxnum.f32")
+        return builder.call(fn, args)
+
+    return types.float32(a, b), codegen
+
+
+_LOG2E = np.float32(1.4426950408889634)
+# ln 2 split in two (Cody and Waite): n * _LN2_HI is exact for |n| < 2**11, so x - n ln 2 loses
+# nothing to cancellation.
+_LN2_HI = np.float32(0.693145751953125)
+_LN2_LO = np.float32(1.428606765330187e-06)
+_EXP_LO = np.float32(-104.0)   # exp(x) < 2**-150 rounds to 0 below this
+_EXP_HI = np.float32(89.0)     # exp(x) > float32 max above 88.73
+
+
+# e**r = 1 + r + r**2 (C2 + r (C3 + ...)) for |r| <= ln2/2: a least-squares fit in relative
+# error on Chebyshev nodes; |error| < 2**-27 before float32 rounding of the evaluation.
+_C2 = np.float32(0.49999988079071045)
+_C3 = np.float32(0.166665181517601)
+_C4 = np.float32(0.04166953265666962)
+_C5 = np.float32(0.008368915878236294)
+_C6 = np.float32(0.0013751407386735082)
+_ONE = np.float32(1.0)
+_EXP_NORMAL_LO = np.float32(-87.0)   # e**x stays a normal float32 above -87.33
+
+
+@njit(error_model="numpy", inline="always", fastmath=EXACT_FLAGS, cache=True)
+def _exp_reduced(xc):
+    """(e**r, n) with xc = n ln 2 + r."""
+    n = np.rint(xc * _LOG2E)
+    r = xc - n * _LN2_HI
+    r = r - n * _LN2_LO
+    p = _C6 * r + _C5
+    p = p * r + _C4
+    p = p * r + _C3
+    p = p * r + _C2
+    p = p * r + _ONE
+    p = p * r + _ONE
+    return p, np.int32(n)
+
+
+@njit(error_model="numpy", inline="never", fastmath=EXACT_FLAGS, cache=True)
+def exp_f32(x):
+    """e**x for float32 x, <= 1 ulp in the normal range, correct to the last subnormal, inf above
+    88.72, 0 for -inf. 2**n is applied as two factors, so no result needs a special case. The
+    clamps are written `lo if x < lo else x`, which keeps NaN (the comparison is false), and a NaN
+    then reaches the polynomial and the result."""
+    xc = _EXP_LO if x < _EXP_LO else x
+    xc = _EXP_HI if xc > _EXP_HI else xc
+    p, n = _exp_reduced(xc)
+    n1 = n >> 1
+    return p * pow2_f32(n1) * pow2_f32(n - n1)
+
+
+@njit(error_model="numpy", inline="never", fastmath=EXACT_FLAGS, cache=True)
+def exp_sum_term_f32(x):
+    """e**x for x <= 0, as a term of a sum that is >= 1 (softmax's denominator): x below -87 is
+    taken as -87, adding at most 2**-125 per term in place of a smaller number, which no float32
+    sum >= 1 can see. One power-of-two factor instead of two; NaN propagates."""
+    xc = _EXP_NORMAL_LO if x < _EXP_NORMAL_LO else x
+    p, n = _exp_reduced(xc)
+    return p * pow2_f32(n)
+
+
+@njit(error_model="numpy", inline="never", fastmath=EXACT_FLAGS, cache=True)
+def sigmoid_f32(x):
+    """1 / (1 + e**-x) for x >= 0, e**x / (1 + e**x) for x < 0: the exponential is never large,
+    so neither tail overflows or cancels (down to subnormal results)."""
+    e = exp_f32(-abs(x))
+    s = np.float32(1.0) / (np.float32(1.0) + e)
+    return s if x >= 0 else e * s
+
+
+@njit(error_model="numpy", inline="never", fastmath=EXACT_FLAGS, cache=True)
+def tanh_f32(x):
+    """tanh: an odd polynomial for |x| < 0.625 (where 1 - 2/(e**2x + 1) would cancel), otherwise
+    1 - 2/(e**2|x| + 1) with the sign restored. Both are computed and one selected, so a loop
+    stays branch-free."""
+    a = abs(x)
+    z = x * x
+    small = np.float32(-5.70498872745e-3)
+    small = small * z + np.float32(2.06390887954e-2)
+    small = small * z + np.float32(-5.37397155531e-2)
+    small = small * z + np.float32(1.33314422036e-1)
+    small = small * z + np.float32(-3.33332819422e-1)
+    small = small * z * x + x
+    large = np.float32(1.0) - np.float32(2.0) / (exp_f32(a + a) + np.float32(1.0))
+    large = large if x >= 0 else -large
+    return small if a < np.float32(0.625) else large   # NaN: `large` is NaN
+
+
+_SQRT_2_OVER_PI = np.float32(0.7978845608028654)
+_GELU_CUBIC = np.float32(0.044715)
+
+
+@njit(error_model="numpy", inline="never", fastmath=EXACT_FLAGS, cache=True)
+def gelu_tanh_f32(x):
+    """0.5 x (1 + tanh(u)), u = sqrt(2/pi) (x + 0.044715 x**3), computed as x * sigmoid(2u):
+    the same number, but 1 + tanh(u) would cancel for x < -3."""
+    u = _SQRT_2_OVER_PI * (x + _GELU_CUBIC * x * x * x)
+    return x * sigmoid_f32(u + u)
+
+
+@njit(error_model="numpy", inline="never", cache=True)
+def gelu_erf_f32(x):
+    """x * Phi(x) = 0.5 x erfc(-x / sqrt 2), in float64 (erfc keeps relative accuracy for x < 0,
+    where 1 + erf would cancel)."""
+    v = np.float64(x)
+    return np.float32(0.5 * v * math.erfc(-v * 0.7071067811865476))

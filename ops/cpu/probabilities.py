@@ -1,0 +1,245 @@
+"""logsoftmax and softmax on the CPU (numba): one pass over memory per row, vectorised.
+
+Last axis (the decoder's case), per row:
+  1. Online max and sum, chunk by chunk (CHUNK values, 8 KiB, stay in L1 between the two loops):
+     chunk max (vmaxps); if it exceeds the running max m, rescale the running sum by e**(m_old - m);
+     add the chunk's sum of e**(x - m) (a vectorised exp, float32 lanes, chunk total in float64).
+     softmax stores each e**(x - m_chunk) in `out` as it goes, so exp runs once per element.
+  2. Write: logsoftmax y = (x - m) - ln s; softmax y = e * (e**(m_chunk - m) / s), one scale per
+     chunk. The row is still in L2, so DRAM sees each input read once and each output written once.
+Another axis: the array is viewed as (outer, n, inner) and the loops run across `inner`
+(contiguous), with one running max and float64 sum per inner position (three sweeps of the slab).
+
+Special values follow numpy's `x - max - log(sum(exp(x - max)))` (and onnx's reference LogSoftmax)
+exactly, with no extra pass to find them:
+  - -inf entries (masked logits) give -inf (logsoftmax) or 0 (softmax);
+  - a row that is all -inf, or holds +inf or NaN, gives NaN everywhere: e**(x - m) is NaN for some
+    entry (-inf - -inf, inf - inf, NaN), so s is NaN, and an all -inf row forces s = NaN.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+from .mathfuncs import EXACT_FLAGS, REDUCE_FLAGS, exp_f32, exp_sum_term_f32, fmax_f32
+from .threads import threads_for
+
+CHUNK = 2048
+_NEG_INF = np.float32(-np.inf)
+
+
+# The chunk functions take the chunk as its own array view: loops over range(len) vectorise, while
+# loops over range(lo, hi) do not (numba's negative-index wrap-around cannot be proven dead).
+
+
+@njit(error_model="numpy", fastmath=REDUCE_FLAGS, cache=True)
+def chunk_max(x):
+    """max(x) ignoring NaN (-inf when empty or all NaN)."""
+    m = _NEG_INF
+    for i in range(x.shape[0]):
+        m = fmax_f32(m, x[i])
+    return m
+
+
+@njit(error_model="numpy", fastmath=REDUCE_FLAGS, cache=True)
+def chunk_sum_exp(x, m):
+    """sum(e**(x - m)) for m >= max(x) (or m = 0 when x holds only -inf and NaN), float32 lanes."""
+    s = np.float32(0.0)
+    for i in range(x.shape[0]):
+        s += exp_sum_term_f32(x[i] - m)
+    return s
+
+
+@njit(error_model="numpy", fastmath=REDUCE_FLAGS, cache=True)
+def chunk_store_exp(x, m, out):
+    """out = e**(x - m); returns their float32-lane sum."""
+    s = np.float32(0.0)
+    for i in range(x.shape[0]):
+        e = exp_f32(x[i] - m)
+        out[i] = e
+        s += e
+    return s
+
+
+@njit(error_model="numpy", cache=True)
+def _rescale(s, m_old, m_new):
+    # e**(-inf) = 0 also when m_old = -inf; a NaN s stays NaN.
+    return s * math.exp(np.float64(m_old) - np.float64(m_new)) if m_old != m_new else s
+
+
+@njit(error_model="numpy", cache=True)
+def row_max_log_sum(x):
+    """(m, L) for one row: m = max(x) ignoring NaN, L = ln(sum(e**(x - m))) as float32, NaN when
+    logsoftmax of the row is NaN everywhere (see the module docstring)."""
+    n = x.shape[0]
+    m = _NEG_INF
+    s = 0.0
+    for lo in range(0, n, CHUNK):
+        hi = min(lo + CHUNK, n)
+        m_new = fmax_f32(m, chunk_max(x[lo:hi]))
+        s = _rescale(s, m, m_new)
+        m = m_new
+        # While m is -inf the chunk holds only -inf and NaN: referring it to 0 adds 0 or NaN.
+        s += chunk_sum_exp(x[lo:hi], m if m != _NEG_INF else np.float32(0.0))
+    if m == _NEG_INF:
+        s = np.nan
+    return m, np.float32(math.log(s))
+
+
+@njit(error_model="numpy", fastmath=EXACT_FLAGS, cache=True)
+def logsoftmax_row(x, out):
+    m, log_s = row_max_log_sum(x)
+    for i in range(x.shape[0]):
+        out[i] = (x[i] - m) - log_s
+
+
+@njit(error_model="numpy", cache=True)
+def _scale_chunk(out, f):
+    for i in range(out.shape[0]):
+        out[i] = out[i] * f
+
+
+@njit(error_model="numpy", cache=True)
+def softmax_row(x, out, chunk_m):
+    """chunk_m: scratch of at least ceil(n / CHUNK) float32 (the running max each chunk used)."""
+    n = x.shape[0]
+    m = _NEG_INF
+    s = 0.0
+    for c, lo in enumerate(range(0, n, CHUNK)):
+        hi = min(lo + CHUNK, n)
+        m_new = fmax_f32(m, chunk_max(x[lo:hi]))
+        s = _rescale(s, m, m_new)
+        m = m_new
+        # As in row_max_log_sum; the chunk's scale below is then e**(-inf - m) = 0.
+        chunk_m[c] = m
+        s += chunk_store_exp(x[lo:hi], m if m != _NEG_INF else np.float32(0.0), out[lo:hi])
+    if m == _NEG_INF:
+        s = np.nan
+    inv_s = 1.0 / s
+    for c, lo in enumerate(range(0, n, CHUNK)):
+        f = np.float32(math.exp(np.float64(chunk_m[c]) - np.float64(m)) * inv_s)
+        _scale_chunk(out[lo:min(lo + CHUNK, n)], f)
+
+
+@njit(error_model="numpy", cache=True)
+def logsoftmax_rows(x, out):
+    for r in range(x.shape[0]):
+        logsoftmax_row(x[r], out[r])
+
+
+@njit(error_model="numpy", cache=True, parallel=True)
+def logsoftmax_rows_parallel(x, out):
+    for r in prange(x.shape[0]):
+        logsoftmax_row(x[r], out[r])
+
+
+@njit(error_model="numpy", cache=True)
+def softmax_rows(x, out):
+    chunk_m = np.empty(x.shape[1] // CHUNK + 1, np.float32)
+    for r in range(x.shape[0]):
+        softmax_row(x[r], out[r], chunk_m)
+
+
+@njit(error_model="numpy", cache=True, parallel=True)
+def softmax_rows_parallel(x, out):
+    for r in prange(x.shape[0]):
+        chunk_m = np.empty(x.shape[1] // CHUNK + 1, np.float32)
+        softmax_row(x[r], out[r], chunk_m)
+
+
+@njit(error_model="numpy", fastmath=REDUCE_FLAGS, cache=True)
+def _slab_max_sum(x, m, s):
+    """Column-wise over a (n, inner) slab: m = max ignoring NaN, s = float64 sum of e**(x - m);
+    s is NaN where m is -inf (as in the row kernel)."""
+    n, inner = x.shape
+    for j in range(inner):
+        m[j] = _NEG_INF
+        s[j] = 0.0
+    for i in range(n):
+        for j in range(inner):
+            m[j] = fmax_f32(m[j], x[i, j])
+    for i in range(n):
+        for j in range(inner):
+            ref = m[j] if m[j] != _NEG_INF else np.float32(0.0)
+            s[j] += np.float64(exp_f32(x[i, j] - ref))
+    for j in range(inner):
+        if m[j] == _NEG_INF:
+            s[j] = np.nan
+
+
+@njit(error_model="numpy", fastmath=EXACT_FLAGS, cache=True)
+def _logsoftmax_slab(x, out, m, s, log_s):
+    n, inner = x.shape
+    _slab_max_sum(x, m, s)
+    for j in range(inner):
+        log_s[j] = np.float32(math.log(s[j]))
+    for i in range(n):
+        for j in range(inner):
+            out[i, j] = (x[i, j] - m[j]) - log_s[j]
+
+
+@njit(error_model="numpy", fastmath=EXACT_FLAGS, cache=True)
+def _softmax_slab(x, out, m, s, inv_s):
+    n, inner = x.shape
+    _slab_max_sum(x, m, s)
+    for j in range(inner):
+        inv_s[j] = np.float32(1.0 / s[j])
+    for i in range(n):
+        for j in range(inner):
+            out[i, j] = exp_f32(x[i, j] - m[j]) * inv_s[j]
+
+
+@njit(error_model="numpy", cache=True, parallel=True)
+def logsoftmax_strided(x, out):
+    """x, out: (outer, n, inner); normalise over n."""
+    inner = x.shape[2]
+    for o in prange(x.shape[0]):
+        m = np.empty(inner, np.float32)
+        s = np.empty(inner, np.float64)
+        log_s = np.empty(inner, np.float32)
+        _logsoftmax_slab(x[o], out[o], m, s, log_s)
+
+
+@njit(error_model="numpy", cache=True, parallel=True)
+def softmax_strided(x, out):
+    inner = x.shape[2]
+    for o in prange(x.shape[0]):
+        m = np.empty(inner, np.float32)
+        s = np.empty(inner, np.float64)
+        inv_s = np.empty(inner, np.float32)
+        _softmax_slab(x[o], out[o], m, s, inv_s)
+
+
+def _as_3d(x: np.ndarray, axis: int) -> tuple[int, int, int]:
+    shape = x.shape
+    return math.prod(shape[:axis]), shape[axis], math.prod(shape[axis + 1:])
+
+
+def logsoftmax(x: np.ndarray, axis: int, out: np.ndarray, threads) -> np.ndarray:
+    """x: float32 (any layout); axis: normalised; out: C-contiguous float32 of x's shape."""
+    _run(x, axis, out, threads, logsoftmax_rows, logsoftmax_rows_parallel, logsoftmax_strided)
+    return out
+
+
+def softmax(x: np.ndarray, axis: int, out: np.ndarray, threads) -> np.ndarray:
+    _run(x, axis, out, threads, softmax_rows, softmax_rows_parallel, softmax_strided)
+    return out
+
+
+def _run(x, axis, out, threads, rows_serial, rows_parallel, strided) -> None:
+    if x.size == 0:
+        return
+    x = np.ascontiguousarray(x)
+    outer, n, inner = _as_3d(x, axis)
+    if inner == 1:
+        x2, out2 = x.reshape(outer, n), out.reshape(outer, n)
+        if threads_for(x.size, outer, threads) == 1:
+            rows_serial(x2, out2)
+        else:
+            rows_parallel(x2, out2)
+        return
+    threads_for(x.size, outer, threads)   # one thread: prange runs the rows in turn
+    strided(x.reshape(outer, n, inner), out.reshape(outer, n, inner))

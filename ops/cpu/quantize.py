@@ -1,0 +1,203 @@
+"""QuantizeLinear, DequantizeLinear and DynamicQuantizeLinear on the CPU (numba), bit for bit as
+onnx's reference implementation computes them.
+
+quantize:   q = clamp(rint(x / scale) + zero_point, qmin, qmax)   x / scale a float32 division
+            (not a multiplication by 1/scale, which rounds differently), rint half to even.
+            The clamp happens before the conversion to integer, so values beyond int32 and +-inf
+            saturate (the reference's float -> int32 cast is undefined there). NaN is counted and
+            reported to the caller, which raises.
+dequantize: y = (float32(q) - float32(zero_point)) * scale  (the difference is exact).
+dynamic:    min and max of x in one pass (which also counts NaN and inf), then quantize.
+
+Per-axis parameters: x is viewed as (outer, n, inner) with one scale and zero point per n.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+from .mathfuncs import REDUCE_FLAGS, fmax_f32
+from .threads import threads_for
+
+
+@njit(error_model="numpy", cache=True)
+def _quantize_run(x, scale, zp, lo, hi, out):
+    """out = clamp(rint(x / scale), lo, hi) + zp over 1-D arrays; returns the NaN count."""
+    nan = 0
+    for i in range(x.shape[0]):
+        v = np.rint(x[i] / scale)
+        nan += v != v
+        v = lo if v < lo else v
+        v = hi if v > hi else v
+        out[i] = np.int32(v) + zp
+    return nan
+
+
+@njit(error_model="numpy", cache=True)
+def _quantize_row_per_channel(x, scale, zp, qmin, qmax, out):
+    """x, out: one row of n values, each with its own scale and zero point."""
+    nan = 0
+    for j in range(x.shape[0]):
+        v = np.rint(x[j] / scale[j])
+        nan += v != v
+        z = np.int32(zp[j])
+        lo = np.float32(qmin - z)
+        hi = np.float32(qmax - z)
+        v = lo if v < lo else v
+        v = hi if v > hi else v
+        out[j] = np.int32(v) + z
+    return nan
+
+
+@njit(error_model="numpy", cache=True, parallel=True)
+def quantize_3d(x, scale, zp, qmin, qmax, out):
+    """x, out: (outer, n, inner); scale, zp: n values. Returns the NaN count."""
+    outer, n, inner = x.shape
+    nan = 0
+    for o in prange(outer):
+        if inner == 1:
+            nan += _quantize_row_per_channel(x[o, :, 0], scale, zp, qmin, qmax, out[o, :, 0])
+        else:
+            for j in range(n):
+                z = np.int32(zp[j])
+                nan += _quantize_run(x[o, j], scale[j], z, np.float32(qmin - z),
+                                     np.float32(qmax - z), out[o, j])
+    return nan
+
+
+@njit(error_model="numpy", cache=True, parallel=True)
+def quantize_flat(x, scale, zp, qmin, qmax, out, blocks):
+    """Per-tensor: one scale and zero point for the flat arrays x, out."""
+    n = x.shape[0]
+    step = (n + blocks - 1) // blocks
+    z = np.int32(zp)
+    lo = np.float32(qmin - z)
+    hi = np.float32(qmax - z)
+    nan = 0
+    for b in prange(blocks):
+        s = min(b * step, n)
+        e = min(s + step, n)
+        nan += _quantize_run(x[s:e], scale, z, lo, hi, out[s:e])
+    return nan
+
+
+@njit(error_model="numpy", cache=True, parallel=True)
+def dequantize_3d(q, scale, zp, out):
+    outer, n, inner = q.shape
+    for o in prange(outer):
+        for j in range(n):
+            s = scale[j]
+            z = np.float32(zp[j])
+            _dequantize_run(q[o, j], s, z, out[o, j])
+
+
+@njit(error_model="numpy", cache=True)
+def _dequantize_run(q, scale, z, out):
+    for i in range(q.shape[0]):
+        out[i] = (np.float32(q[i]) - z) * scale
+
+
+@njit(error_model="numpy", cache=True, parallel=True)
+def dequantize_flat(q, scale, zp, out, blocks):
+    n = q.shape[0]
+    step = (n + blocks - 1) // blocks
+    z = np.float32(zp)
+    for b in prange(blocks):
+        s = min(b * step, n)
+        e = min(s + step, n)
+        _dequantize_run(q[s:e], scale, z, out[s:e])
+
+
+@njit(error_model="numpy", cache=True)
+def _dequantize_row_per_channel(q, scale, zp, out):
+    for j in range(q.shape[0]):
+        out[j] = (np.float32(q[j]) - np.float32(zp[j])) * scale[j]
+
+
+@njit(error_model="numpy", cache=True, parallel=True)
+def dequantize_last_axis(q, scale, zp, out):
+    """q, out: (rows, n); scale, zp: n values."""
+    for r in prange(q.shape[0]):
+        _dequantize_row_per_channel(q[r], scale, zp, out[r])
+
+
+@njit(error_model="numpy", fastmath=REDUCE_FLAGS, cache=True)
+def _min_max_bad(x):
+    """(min, max, count of NaN and inf) of a 1-D array."""
+    hi = np.float32(-np.inf)
+    lo = np.float32(np.inf)
+    bad = 0
+    for i in range(x.shape[0]):
+        v = x[i]
+        hi = fmax_f32(hi, v)
+        lo = -fmax_f32(-lo, -v)
+        bad += not abs(v) < np.float32(np.inf)
+    return lo, hi, bad
+
+
+@njit(error_model="numpy", cache=True, parallel=True)
+def min_max_bad(x, blocks):
+    n = x.shape[0]
+    step = (n + blocks - 1) // blocks
+    los = np.empty(blocks, np.float32)
+    his = np.empty(blocks, np.float32)
+    bads = np.empty(blocks, np.int64)
+    for b in prange(blocks):
+        s = min(b * step, n)
+        e = min(s + step, n)
+        los[b], his[b], bads[b] = _min_max_bad(x[s:e])
+    return los.min(), his.max(), bads.sum()
+
+
+# -- host side --------------------------------------------------------------------------------
+
+
+def _as_3d(shape, axis):
+    return math.prod(shape[:axis]), shape[axis], math.prod(shape[axis + 1:])
+
+
+def quantize_linear(x: np.ndarray, scale: np.ndarray, zero_point: np.ndarray, axis, out,
+                    threads) -> int:
+    """scale: float32 (1 or n values), zero_point: out's dtype (same count), axis: normalised or
+    None for per-tensor. Writes out; returns the number of NaN met."""
+    if x.size == 0:
+        return 0
+    info = np.iinfo(out.dtype)
+    x = np.ascontiguousarray(x)
+    if axis is None:
+        blocks = threads_for(x.size, x.size, threads)
+        return int(quantize_flat(x.reshape(-1), scale[0], int(zero_point[0]), info.min, info.max,
+                                 out.reshape(-1), blocks))
+    shape3 = _as_3d(x.shape, axis)
+    threads_for(x.size, shape3[0], threads)
+    return int(quantize_3d(x.reshape(shape3), scale, zero_point.astype(np.int32), info.min,
+                           info.max, out.reshape(shape3)))
+
+
+def dequantize_linear(q: np.ndarray, scale: np.ndarray, zero_point: np.ndarray, axis, out,
+                      threads) -> np.ndarray:
+    if q.size == 0:
+        return out
+    q = np.ascontiguousarray(q)
+    if axis is None:
+        blocks = threads_for(q.size, q.size, threads)
+        dequantize_flat(q.reshape(-1), scale[0], int(zero_point[0]), out.reshape(-1), blocks)
+        return out
+    shape3 = _as_3d(q.shape, axis)
+    threads_for(q.size, shape3[0], threads)
+    if shape3[2] == 1:
+        dequantize_last_axis(q.reshape(shape3[:2]), scale, zero_point, out.reshape(shape3[:2]))
+    else:
+        dequantize_3d(q.reshape(shape3), scale, zero_point, out.reshape(shape3))
+    return out
+
+
+def min_max(x: np.ndarray, threads) -> tuple[float, float, int]:
+    """(min, max, count of NaN and inf) of x (non-empty)."""
+    xf = np.ascontiguousarray(x).reshape(-1)
+    blocks = threads_for(xf.size, xf.size, threads)
+    lo, hi, bad = min_max_bad(xf, blocks)
+    return np.float32(lo), np.float32(hi), int(bad)

@@ -1,0 +1,158 @@
+"""Elementwise ops: relu, gelu, tanh, sigmoid, exp, add, mul and the fused bias_add (front ends).
+
+Numerics (float32; y64 the float64 value of the same formula on the same float32 input;
+eps = 2**-24; the bounds hold for normal results, |y64| >= 2**-126; smaller results are within
+2**-126 absolute):
+  add, mul, relu        exact (correctly rounded, as numpy)
+  exp                   |y - y64| <= 2 eps |y64|      (0 below -103.97, inf above 88.72)
+  sigmoid, tanh         |y - y64| <= 6 eps |y64|
+  gelu, tanh form       |y - y64| <= 4 eps (1 + 2|u|) |y64|, u = sqrt(2/pi) (x + 0.044715 x**3);
+                        computed as x * sigmoid(2u), y64 = 0.5 x (1 + tanh u); the |u| term is
+                        e**(2u)'s float32 conditioning, visible only where |gelu(x)| < 1e-3
+  gelu, erf form        |y - y64| <= 2 eps |y64|      y64 = 0.5 x (1 + erf(x / sqrt 2))
+NaN propagates as in numpy; +-inf give what the formula gives (gelu(-inf) is NaN, like
+0.5 * -inf * (1 + erf(-inf)) in numpy).
+
+Broadcasting (add, mul): one operand may have fewer (leading) dimensions than the other, or
+leading dimensions of 1, i.e. its shape, leading 1s dropped, ends the other's shape: a scalar, a
+bias (d,), a (seq, d) array against (batch, seq, d). The result has the larger shape. Other numpy
+broadcasts (e.g. (n, 1) against (n, d)) are a ValueError naming the operand.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .backends import backend_for
+from .validate import check_axis, check_float32, check_threads, output
+
+_ADD, _MUL = 0, 1
+
+
+def _unary(name: str, x, out, threads):
+    backend = backend_for(x=x, out=out)
+    check_float32(x, "x")
+    check_threads(threads)
+    result = output(backend, out, x.shape, np.float32, (x,))
+    return backend.apply_unary(x, backend.UNARY_CODES[name], result, threads)
+
+
+def relu(x, *, out=None, threads: int | None = None):
+    """max(x, 0) (NaN stays NaN)."""
+    return _unary("relu", x, out, threads)
+
+
+def exp(x, *, out=None, threads: int | None = None):
+    """e**x."""
+    return _unary("exp", x, out, threads)
+
+
+def tanh(x, *, out=None, threads: int | None = None):
+    return _unary("tanh", x, out, threads)
+
+
+def sigmoid(x, *, out=None, threads: int | None = None):
+    """1 / (1 + e**-x)."""
+    return _unary("sigmoid", x, out, threads)
+
+
+_GELU_FORMS = {"none": "gelu", "tanh": "gelu_tanh"}
+
+
+def gelu(x, approximate: str = "none", *, out=None, threads: int | None = None):
+    """GELU: approximate="none" x * Phi(x) = 0.5 x (1 + erf(x / sqrt 2)) (ONNX Gelu's default),
+    approximate="tanh" 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x**3)))."""
+    if approximate not in _GELU_FORMS:
+        raise ValueError(f"approximate: expected 'none' or 'tanh', got {approximate!r}")
+    return _unary(_GELU_FORMS[approximate], x, out, threads)
+
+
+def _operand(value, argument: str):
+    """Python numbers become 0-d float32 arrays; arrays pass through (checked later)."""
+    if isinstance(value, bool):
+        raise TypeError(f"{argument}: expected a float32 array or a number, got {value!r}")
+    if isinstance(value, (int, float, np.float32)):
+        converted = np.asarray(value, np.float32)
+        if np.isfinite(value) and not np.isfinite(converted):
+            raise ValueError(f"{argument}: {value!r} overflows float32")
+        return converted
+    return value
+
+
+def _strip_ones(shape):
+    i = 0
+    while i < len(shape) and shape[i] == 1:
+        i += 1
+    return shape[i:]
+
+
+def _binary(op: int, a, b, out, threads):
+    a, b = _operand(a, "a"), _operand(b, "b")
+    backend = backend_for(a=a, b=b, out=out)
+    check_float32(a, "a")
+    check_float32(b, "b")
+    check_threads(threads)
+    try:
+        shape = np.broadcast_shapes(a.shape, b.shape)
+    except ValueError:
+        raise ValueError(f"b: shape {b.shape} does not broadcast against a's {a.shape}") from None
+    # `big` holds as many values as the result (its shape may lack leading 1s): its flat order is
+    # the result's. Both ops commute exactly, so which operand it is does not matter.
+    size = math.prod(shape)
+    big, small, small_name = (a, b, "b") if a.size == size else (b, a, "a")
+    if big.size != size:
+        raise ValueError(f"a, b: broadcasting that expands both operands ({a.shape} and {b.shape})"
+                         " is not supported")
+    tail = _strip_ones(small.shape)
+    if tail != shape[len(shape) - len(tail):]:
+        raise ValueError(f"{small_name}: shape {small.shape} must match the trailing axes of "
+                         f"{shape} (a scalar, a bias, or a same-shaped array); broadcasting along "
+                         "an inner axis is not supported")
+    result = output(backend, out, shape, np.float32, (a, b))
+    return backend.apply_binary(big, small, op, result, threads)
+
+
+def add(a, b, *, out=None, threads: int | None = None):
+    """a + b (float32; see the module docstring for the broadcasting supported)."""
+    return _binary(_ADD, a, b, out, threads)
+
+
+def mul(a, b, *, out=None, threads: int | None = None):
+    """a * b (float32; see the module docstring for the broadcasting supported)."""
+    return _binary(_MUL, a, b, out, threads)
+
+
+_ACTIVATIONS = (None, "relu", "gelu", "gelu_tanh", "tanh", "sigmoid")
+
+
+def bias_add(x, bias, *, residual=None, activation: str | None = None, axis: int = -1, out=None,
+             threads: int | None = None):
+    """activation(x + bias (+ residual)) in one pass over memory: a GEMM epilogue done separately.
+
+    bias: 1-D float32 of length x.shape[axis], added along `axis`. residual: optional float32
+    array of x's shape (a skip connection). activation: None, "relu", "gelu" (erf form),
+    "gelu_tanh", "tanh" or "sigmoid". Bitwise the same as add(add(x, bias), residual) followed by
+    the activation (each row is finished while it is in cache).
+    """
+    backend = backend_for(x=x, bias=bias, residual=residual, out=out)
+    check_float32(x, "x")
+    check_float32(bias, "bias")
+    check_threads(threads)
+    if x.ndim == 0:
+        raise ValueError("x: expected at least one dimension, got a 0-d array")
+    axis = check_axis(axis, x.ndim)
+    if bias.shape != (x.shape[axis],):
+        raise ValueError(f"bias: expected shape ({x.shape[axis]},) (x.shape[axis]), got "
+                         f"{bias.shape}")
+    if residual is not None:
+        check_float32(residual, "residual")
+        if residual.shape != x.shape:
+            raise ValueError(f"residual: expected x's shape {x.shape}, got {residual.shape}")
+    if activation not in _ACTIVATIONS:
+        raise ValueError(f"activation: expected one of {_ACTIVATIONS}, got {activation!r}")
+    act = backend.UNARY_CODES[activation]
+    inputs = (x, bias) if residual is None else (x, bias, residual)
+    result = output(backend, out, x.shape, np.float32, inputs)
+    return backend.bias_add(x, bias, residual, act, axis, result, threads)

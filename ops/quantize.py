@@ -1,0 +1,136 @@
+"""quantize_linear, dequantize_linear, dynamic_quantize_linear: ONNX's ops, bit for bit as
+onnx.reference computes them (front ends: validate, then dispatch).
+
+    quantize_linear    y = saturate(rint(x / scale) + zero_point)     rint: half to even;
+                       saturate: clamp to the range of int8 or uint8 (+-inf saturate too)
+    dequantize_linear  y = (x - zero_point) * scale                   float32
+    dynamic_quantize_linear(x) -> (y uint8, scale, zero_point uint8) with
+                       scale = (max(0, max x) - min(0, min x)) / 255  (1/255 if that range is 0,
+                       as the reference computes it), zero_point = rint(clamp(-min(0, min x) /
+                       scale, 0, 255)), then quantize_linear.
+Per-tensor: scale (and zero_point) a scalar or a 1-element array. Per-axis: 1-D arrays of
+x.shape[axis] values (ONNX's default axis is 1). NaN in x is a ValueError (the result would be
+meaningless); dynamic_quantize_linear also refuses inf (no scale represents it). An empty x gives an
+empty y (dynamic: scale 1/255, zero point 0).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .backends import backend_for
+from .validate import check_axis, check_float32, check_threads, output
+
+_QUANT_TYPES = (np.dtype(np.uint8), np.dtype(np.int8))
+
+
+def _as_array(value, number_dtype=None):
+    """numpy scalars become 0-d arrays of their dtype; Python numbers 0-d arrays of number_dtype
+    (scale: float32, as ONNX stores it; zero_point: none, so a Python int is refused)."""
+    if isinstance(value, np.generic):
+        return np.asarray(value)
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and number_dtype:
+        return np.asarray(value, number_dtype)
+    return value
+
+
+def _zero_point(value):
+    value = _as_array(value)
+    if isinstance(value, (int, float)):
+        raise TypeError(f"zero_point: expected uint8 or int8 (an array or np.uint8/np.int8 scalar, "
+                        f"whose dtype picks the output type), got {value!r}")
+    return value
+
+
+def _params(x, scale, zero_point, axis, default_dtype, argument_dtype):
+    """Checked (scale float32 1-D, zero_point 1-D of the quantized dtype, axis or None for
+    per-tensor, the quantized dtype)."""
+    scale = _as_array(scale, np.float32)
+    zero_point = _zero_point(zero_point)
+    backend_for(scale=scale, zero_point=zero_point)
+    check_float32(scale, "scale")
+    if scale.ndim > 1:
+        raise ValueError(f"scale: expected a scalar or a 1-D array, got shape {scale.shape}")
+    scale32 = np.asarray(scale, np.float32).reshape(-1)
+    if not np.all(np.isfinite(scale32)) or np.any(scale32 <= 0):
+        raise ValueError("scale: every value must be positive and finite (in float32)")
+    per_axis = scale32.size != 1
+    if per_axis:
+        axis = check_axis(axis, x.ndim)
+        if scale32.size != x.shape[axis]:
+            raise ValueError(f"scale: expected 1 value or {x.shape[axis]} (x.shape[axis]), got "
+                             f"{scale32.size}")
+    if zero_point is None:
+        dtype = np.dtype(default_dtype)
+        zp = np.zeros(scale32.size, dtype)
+    else:
+        dtype = zero_point.dtype
+        if dtype not in _QUANT_TYPES:
+            raise TypeError(f"zero_point: expected uint8 or int8, got {dtype}")
+        if zero_point.shape != scale.shape and zero_point.size != scale32.size:
+            raise ValueError(f"zero_point: expected scale's shape {scale.shape}, got "
+                             f"{zero_point.shape}")
+        if argument_dtype is not None and dtype != argument_dtype:
+            raise TypeError(f"zero_point: dtype {dtype} differs from dtype={argument_dtype}")
+        zp = np.ascontiguousarray(zero_point).reshape(-1)
+    return scale32, zp, (axis if per_axis else None), dtype
+
+
+def quantize_linear(x, scale, zero_point=None, axis: int = 1, *, dtype=None, out=None,
+                    threads: int | None = None):
+    """ONNX QuantizeLinear (float32 -> int8/uint8). The output dtype is zero_point's, else
+    `dtype` (np.uint8 or np.int8), else uint8 (ONNX's default)."""
+    backend = backend_for(x=x, out=out)
+    check_float32(x, "x")
+    check_threads(threads)
+    if dtype is not None and np.dtype(dtype) not in _QUANT_TYPES:
+        raise TypeError(f"dtype: expected np.uint8 or np.int8, got {dtype!r}")
+    wanted = None if dtype is None else np.dtype(dtype)
+    scale32, zp, axis, qtype = _params(x, scale, zero_point, axis, wanted or np.uint8, wanted)
+    result = output(backend, out, x.shape, qtype, (x,))
+    nan = backend.quantize_linear(x, scale32, zp, axis, result, threads)
+    if nan:
+        raise ValueError(f"x: contains {nan} NaN value(s), which have no quantized value")
+    return result
+
+
+def dequantize_linear(x, scale, zero_point=None, axis: int = 1, *, out=None,
+                      threads: int | None = None):
+    """ONNX DequantizeLinear (int8/uint8 -> float32). zero_point, if given, has x's dtype."""
+    backend = backend_for(x=x, out=out)
+    if x.dtype not in _QUANT_TYPES:
+        raise TypeError(f"x: expected uint8 or int8, got {x.dtype}")
+    check_threads(threads)
+    if zero_point is not None:
+        zero_point = _zero_point(zero_point)
+        backend_for(zero_point=zero_point)
+        if zero_point.dtype != x.dtype:
+            raise TypeError(f"zero_point: expected x's dtype {x.dtype}, got {zero_point.dtype}")
+    scale32, zp, axis, _ = _params(x, scale, zero_point, axis, x.dtype, None)
+    result = output(backend, out, x.shape, np.float32, ())
+    return backend.dequantize_linear(x, scale32, zp, axis, result, threads)
+
+
+def dynamic_quantize_linear(x, *, out=None, threads: int | None = None):
+    """ONNX DynamicQuantizeLinear: (y uint8 of x's shape, scale np.float32, zero_point np.uint8),
+    bit-identical to onnx.reference."""
+    backend = backend_for(x=x, out=out)
+    check_float32(x, "x")
+    check_threads(threads)
+    f32 = np.float32
+    if x.size:
+        lo, hi, bad = backend.min_max(x, threads)
+        if bad:
+            raise ValueError(f"x: contains {bad} NaN or infinite value(s); no scale represents them")
+    else:
+        lo = hi = f32(0.0)
+    # The reference's float32 arithmetic, step by step.
+    maxx = f32(max(f32(0.0), hi))
+    minx = f32(min(f32(0.0), lo))
+    scale = f32(f32(1.0) if maxx == minx else f32(maxx - minx)) / f32(255.0)
+    initial_zero_point = f32(0.0) - minx / scale
+    zero_point = np.rint(f32(max(f32(0.0), min(f32(255.0), initial_zero_point))))
+    y = output(backend, out, x.shape, np.uint8, (x,))
+    backend.quantize_linear(x, np.array([scale], f32), np.array([zero_point], np.uint8), None, y,
+                            threads)
+    return y, f32(scale), np.uint8(zero_point)

@@ -1,0 +1,68 @@
+"""layer_norm against float64 numpy (ONNX LayerNormalization semantics)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+from ops_reference import EPS, assert_within, layer_norm64
+
+import ops
+
+FINITE = st.floats(-1e4, 1e4, width=32)
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_layer_norm_matches_float64(data):
+    shape = data.draw(hnp.array_shapes(min_dims=1, max_dims=3, min_side=0, max_side=40))
+    axis = data.draw(st.integers(-len(shape), len(shape) - 1))
+    x = data.draw(hnp.arrays(np.float32, shape, elements=FINITE))
+    w = data.draw(hnp.arrays(np.float32, shape[axis:], elements=st.floats(-4, 4, width=32)))
+    b = data.draw(st.none() | hnp.arrays(np.float32, shape[axis:], elements=st.floats(-4, 4, width=32)))
+    epsilon = data.draw(st.sampled_from([0.0, 1e-12, 1e-5, 0.1]))
+    ref = layer_norm64(x, w, b, epsilon, axis)
+    bias_term = 0 if b is None else np.abs(b)
+    bound = 2 * EPS * np.abs(np.nan_to_num(ref)) + 2 * EPS * bias_term + 2.0 ** -126
+    got = ops.layer_norm(x, w, b, epsilon, axis=axis)
+    if epsilon == 0.0:
+        # A constant row has variance 0: 0/0 is NaN in both; compare where defined.
+        defined = ~np.isnan(ref)
+        assert_within(got[defined], ref[defined], np.broadcast_to(bound, ref.shape)[defined])
+        assert np.isnan(got[~defined]).all()
+    else:
+        assert_within(got, ref, bound, "layer_norm")
+
+
+def test_special_rows_and_threads():
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((2048, 512)).astype(np.float32) * 3 + 10
+    x[0, 5] = np.nan
+    x[1, 7] = np.inf
+    w = rng.standard_normal(512).astype(np.float32)
+    b = rng.standard_normal(512).astype(np.float32)
+    one = ops.layer_norm(x, w, b, 1e-5, threads=1)
+    np.testing.assert_array_equal(ops.layer_norm(x, w, b, 1e-5, threads=2), one)
+    assert np.isnan(one[:2]).all() and np.isfinite(one[2:]).all()
+    y = x.copy()
+    ops.layer_norm(y, w, b, 1e-5, out=y)
+    np.testing.assert_array_equal(y, one)
+
+
+def test_errors():
+    x = np.zeros((3, 4), np.float32)
+    w = np.ones(4, np.float32)
+    with pytest.raises(ValueError, match=r"weight: expected shape \(4,\)"):
+        ops.layer_norm(x, np.ones(3, np.float32))
+    with pytest.raises(ValueError, match=r"bias: expected shape \(3, 4\)"):
+        ops.layer_norm(x, np.ones((3, 4), np.float32), w, axis=0)
+    with pytest.raises(TypeError, match="weight: expected float32"):
+        ops.layer_norm(x, w.astype(np.float64))
+    with pytest.raises(ValueError, match="epsilon"):
+        ops.layer_norm(x, w, None, -1.0)
+    with pytest.raises(TypeError, match="epsilon"):
+        ops.layer_norm(x, w, None, "1e-5")
+    with pytest.raises(TypeError, match="weight: expected a numpy.ndarray"):
+        ops.layer_norm(x, [1.0] * 4)

@@ -1,0 +1,158 @@
+"""logsoftmax and softmax against float64 numpy, over shapes, axes and special values."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+from ops_reference import EPS, assert_within, logsoftmax64, softmax64
+
+import ops
+
+FINITE = st.floats(-1e4, 1e4, width=32)
+# Mostly ordinary values, sometimes -inf (masked logits), NaN or +inf.
+WITH_SPECIALS = st.one_of(FINITE, FINITE, FINITE, FINITE, FINITE, FINITE,
+                          st.just(-np.inf), st.just(np.nan), st.just(np.inf))
+
+
+def logsoftmax_bound(ref, n):
+    return 4 * EPS * (np.abs(np.nan_to_num(ref, posinf=0, neginf=0)) + np.log(max(n, 1)) + 1)
+
+
+def softmax_bound(ref):
+    return 8 * EPS * np.nan_to_num(ref) + EPS
+
+
+@st.composite
+def array_and_axis(draw, elements=FINITE, max_side=40):
+    shape = draw(hnp.array_shapes(min_dims=1, max_dims=3, min_side=0, max_side=max_side))
+    x = draw(hnp.arrays(np.float32, shape, elements=elements))
+    axis = draw(st.integers(-len(shape), len(shape) - 1))
+    return x, axis
+
+
+@settings(max_examples=60, deadline=None)
+@given(array_and_axis())
+def test_logsoftmax_matches_float64(case):
+    x, axis = case
+    ref = logsoftmax64(x, axis)
+    assert_within(ops.logsoftmax(x, axis=axis), ref, logsoftmax_bound(ref, x.shape[axis]),
+                  "logsoftmax")
+
+
+@settings(max_examples=60, deadline=None)
+@given(array_and_axis())
+def test_softmax_matches_float64(case):
+    x, axis = case
+    ref = softmax64(x, axis)
+    assert_within(ops.softmax(x, axis=axis), ref, softmax_bound(ref), "softmax")
+
+
+@settings(max_examples=60, deadline=None)
+@given(array_and_axis(elements=WITH_SPECIALS, max_side=12))
+def test_special_values_as_numpy(case):
+    """-inf, +inf and NaN anywhere: the same NaN/inf pattern as numpy's formula, and the same
+    numbers elsewhere."""
+    x, axis = case
+    ref = logsoftmax64(x, axis)
+    assert_within(ops.logsoftmax(x, axis=axis), ref, logsoftmax_bound(ref, x.shape[axis]),
+                  "logsoftmax")
+    sref = softmax64(x, axis)
+    assert_within(ops.softmax(x, axis=axis), sref, softmax_bound(sref), "softmax")
+
+
+def test_documented_rows():
+    x = np.array([[-np.inf, 0.0, 1.0],          # masked entry
+                  [-np.inf, -np.inf, -np.inf],   # all masked: NaN (numpy, onnx)
+                  [np.nan, 0.0, 1.0],            # NaN: the row is NaN
+                  [np.inf, 0.0, 1.0],            # +inf: the row is NaN
+                  [1e4, -1e4, 1e4]], np.float32)  # large magnitudes: no overflow
+    y = ops.logsoftmax(x)
+    assert y[0, 0] == -np.inf and np.isfinite(y[0, 1:]).all()
+    assert np.isnan(y[1:4]).all()
+    np.testing.assert_allclose(y[4], [-np.log(2), -2e4 - np.log(2), -np.log(2)], rtol=1e-6)
+    s = ops.softmax(x)
+    assert s[0, 0] == 0.0 and np.isnan(s[1:4]).all()
+    np.testing.assert_allclose(s[4], [0.5, 0.0, 0.5])
+
+
+def test_long_rows_cross_chunks():
+    """Rows longer than the kernel's chunk, with the maximum late, early, and -inf leading
+    chunks (the online max/sum rescales)."""
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((5, 5000)).astype(np.float32) * 30
+    x[0, 4999] = 400.0
+    x[1, 0] = 400.0
+    x[2, :3000] = -np.inf
+    x[3, :4999] = -np.inf
+    x[4, 2500] = np.nan
+    for f, ref_f, bound in ((ops.logsoftmax, logsoftmax64, lambda r: logsoftmax_bound(r, 5000)),
+                            (ops.softmax, softmax64, softmax_bound)):
+        ref = ref_f(x, -1)
+        assert_within(f(x), ref, bound(ref), f.__name__)
+
+
+def test_length_one_and_empty_axes():
+    x = np.array([[3.0], [-np.inf], [np.nan]], np.float32)
+    np.testing.assert_array_equal(ops.logsoftmax(x), [[0.0], [np.nan], [np.nan]])
+    np.testing.assert_array_equal(ops.softmax(x), [[1.0], [np.nan], [np.nan]])
+    for shape, axis in (((3, 0), -1), ((0, 4), 0), ((0, 4), 1)):
+        e = np.zeros(shape, np.float32)
+        assert ops.logsoftmax(e, axis=axis).shape == shape
+        assert ops.softmax(e, axis=axis).shape == shape
+
+
+def test_out_in_place_and_layouts():
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((6, 50)).astype(np.float32)
+    expected = ops.logsoftmax(x)
+    out = np.empty_like(x)
+    assert ops.logsoftmax(x, out=out) is out
+    np.testing.assert_array_equal(out, expected)
+    y = x.copy()
+    ops.logsoftmax(y, out=y)
+    np.testing.assert_array_equal(y, expected)
+    # A transposed (non-contiguous) input gives the same numbers as its contiguous copy.
+    np.testing.assert_array_equal(ops.softmax(x.T, axis=0), ops.softmax(np.ascontiguousarray(x.T), axis=0))
+    # Another axis runs another kernel (column sums): the same numbers within the bound.
+    ref = logsoftmax64(x, -1)
+    assert_within(ops.logsoftmax(x.T, axis=0).T, ref, logsoftmax_bound(ref, 50))
+
+
+def test_threads_do_not_change_results():
+    """Rows are independent: the serial and the multi-threaded kernels agree bit for bit."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((16, 9000)).astype(np.float32) * 10  # above the serial threshold
+    for f in (ops.logsoftmax, ops.softmax):
+        np.testing.assert_array_equal(f(x, threads=1), f(x, threads=2))
+    x3 = rng.standard_normal((40, 30, 60)).astype(np.float32)
+    np.testing.assert_array_equal(ops.softmax(x3, axis=1, threads=1),
+                                  ops.softmax(x3, axis=1, threads=2))
+
+
+@pytest.mark.parametrize("f", [ops.logsoftmax, ops.softmax])
+def test_errors_name_the_argument(f):
+    x = np.zeros((2, 3), np.float32)
+    with pytest.raises(TypeError, match="x: expected float32"):
+        f(x.astype(np.float64))
+    with pytest.raises(TypeError, match="x: expected a numpy.ndarray"):
+        f([[1.0, 2.0]])
+    with pytest.raises(np.exceptions.AxisError, match="axis"):
+        f(x, axis=2)
+    with pytest.raises(TypeError, match="axis"):
+        f(x, axis=1.0)
+    with pytest.raises(ValueError, match="out: expected shape"):
+        f(x, out=np.empty((3, 2), np.float32))
+    with pytest.raises(TypeError, match="out: expected dtype float32"):
+        f(x, out=np.empty((2, 3), np.float64))
+    with pytest.raises(ValueError, match="out: must be C-contiguous"):
+        f(x, out=np.empty((3, 2), np.float32).T)
+    big = np.zeros((2, 4), np.float32)
+    with pytest.raises(ValueError, match="out: overlaps"):
+        f(big.reshape(-1)[:6].reshape(2, 3), out=big.reshape(-1)[1:7].reshape(2, 3))
+    with pytest.raises(ValueError, match="threads"):
+        f(x, threads=0)
+    with pytest.raises(ValueError, match="x: expected at least one dimension"):
+        f(np.ones((), np.float32))
