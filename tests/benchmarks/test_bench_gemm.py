@@ -1,7 +1,7 @@
 """pytest-benchmark suite: the standard shapes, i8gemm against its baselines.
 
 Skipped in the normal test run (pyproject sets --benchmark-skip). Run it with:
-    pytest tests/benchmarks --benchmark-enable --benchmark-group-by=param:shape
+    pytest tests/benchmarks --benchmark-only --benchmark-group-by=param:shape
 Each shape is a group: gemm_i8 int8 -> int32 next to onnxruntime MatMulInteger (u8 x s8), and
 gemm_i8 float32 -> float32 (quantize + multiply + unquantize + bias) next to numpy A @ W + bias.
 `i8gemm bench` measures the same contenders interleaved and prints the ratios.

@@ -1,7 +1,7 @@
 """pytest-benchmark suite for the ops kernels, each next to its numpy form.
 
 Skipped in the normal test run (pyproject sets --benchmark-skip). Run it with:
-    pytest tests/benchmarks/test_bench_ops.py --benchmark-enable --benchmark-group-by=group
+    pytest tests/benchmarks/test_bench_ops.py --benchmark-only --benchmark-group-by=group
 `i8gemm bench --ops` times the same contenders interleaved and prints the ratios, with the
 memory-bound floor (a numpy copy of the same bytes).
 """
