@@ -16,7 +16,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("info", help="CPU features, the path chosen, GPU adapters, tuning store")
     bench.add_arguments(sub.add_parser(
         "bench", help="int8 GEMM vs numpy float32 and onnxruntime MatMulInteger, side by side"))
-    sub.add_parser("tune", help="tune tile sizes for this machine (not yet implemented)")
+    from tuning import cli as tune_cli
+
+    tune_cli.add_arguments(sub.add_parser(
+        "tune", help="tune tile sizes for this machine's shapes; --show / --clear the store"))
     sub.add_parser("run", help="run an ONNX model (not yet implemented)")
     return parser
 

@@ -1,0 +1,188 @@
+"""The search over one implementation's tuning space for one shape.
+
+Contract: `search(space, shape, limits, bench, verify=..., budget_s=...)` times candidate configs
+and returns the fastest it found, with every trial reported. It knows nothing about kernels or
+hardware: `bench(config) -> seconds` is one timed sample and `verify(config)` raises if the
+config fails to build or gives a wrong answer, so the logic is tested with fake timings.
+
+- The heuristic default is always measured first, and with as many samples as the winner, so
+  the comparison is fair; a winner must beat it by `min_gain` to be chosen (noise alone should
+  not replace a default).
+- Each candidate is verified, warmed up, then sampled; its score is the median of its samples.
+- A candidate whose verify or bench raises scores as infinitely slow ("failed"); one whose
+  verify raises `WrongAnswer` is "wrong". Both are reported, never chosen.
+- A candidate whose median after `abandon_after` samples exceeds `abandon_factor` x the best
+  so far is abandoned (no more samples spent on it).
+- Small spaces (<= exhaustive_limit configs) are searched exhaustively. Larger ones by random
+  sampling with successive halving: every candidate (in random order, as many as half the
+  budget allows) gets one sample; the best third get more samples; and so on until `repeats`.
+- The budget is wall time (the injectable `clock`); a sample that has started is finished, so
+  a search may overrun by one sample plus one verification.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import random
+import statistics
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from dispatch.space import Config, TuningSpace
+
+
+class WrongAnswer(AssertionError):
+    """A candidate computed a result different from the reference."""
+
+
+@dataclasses.dataclass
+class Trial:
+    config: Config
+    samples: list[float] = dataclasses.field(default_factory=list)
+    status: str = "pending"    # ok | abandoned | failed | wrong | skipped (out of budget)
+    error: str = ""
+    is_default: bool = False
+
+    @property
+    def time_s(self) -> float:
+        if self.status in ("failed", "wrong") or not self.samples:
+            return math.inf
+        return statistics.median(self.samples)
+
+
+@dataclasses.dataclass
+class SearchResult:
+    shape: tuple
+    best: Config
+    best_time_s: float
+    default: Config
+    default_time_s: float
+    trials: list[Trial]
+    space_size: int
+    strategy: str              # "exhaustive" or "halving"
+    out_of_budget: bool
+
+    @property
+    def gain(self) -> float:
+        return self.default_time_s / self.best_time_s if self.best_time_s > 0 else math.nan
+
+    @property
+    def failures(self) -> list[Trial]:
+        return [t for t in self.trials if t.status in ("failed", "wrong")]
+
+
+def search(space: TuningSpace, shape: tuple, limits: Mapping[str, Any],
+           bench: Callable[[Config], float], *, verify: Callable[[Config], None] | None = None,
+           budget_s: float = 10.0, warmup: int = 1, repeats: int = 5, abandon_after: int = 2,
+           abandon_factor: float = 2.0, exhaustive_limit: int = 48, min_gain: float = 0.02,
+           seed: int = 0, clock: Callable[[], float] = time.perf_counter,
+           progress: Callable[[int, int], None] | None = None
+           ) -> SearchResult:
+    deadline = clock() + budget_s
+    default = space.default(shape, limits)
+    if not space.allows(default, shape, limits):
+        raise ValueError(f"the heuristic default {default} breaks the space's restrictions "
+                         f"for shape {shape}")
+    others = [c for c in space.configs(shape, limits) if c != default]
+    trials = [Trial(default, is_default=True)] + [Trial(c) for c in others]
+    runner = _Runner(bench, verify, warmup, clock)
+
+    if len(trials) <= exhaustive_limit:
+        strategy = "exhaustive"
+        best = math.inf
+        for i, trial in enumerate(trials):
+            if i and clock() > deadline:
+                break
+            runner.start(trial)
+            while trial.status == "ok" and len(trial.samples) < repeats:
+                if len(trial.samples) >= abandon_after and trial.time_s > abandon_factor * best:
+                    trial.status = "abandoned"
+                    break
+                if trial.samples and clock() > deadline and not trial.is_default:
+                    break
+                runner.sample(trial)
+            best = min(best, trial.time_s)
+            if progress:
+                progress(i + 1, len(trials))
+        finalists = [t for t in trials if t.status == "ok"]
+    else:
+        strategy = "halving"
+        rng = random.Random(seed)
+        rest = trials[1:]
+        rng.shuffle(rest)
+        trials = [trials[0]] + rest
+        # Rung 1: one sample each, in random order, within half the budget.
+        rung_deadline = clock() + budget_s / 2
+        best = math.inf
+        for i, trial in enumerate(trials):
+            if i and clock() > rung_deadline:
+                break
+            runner.start(trial)
+            if trial.status == "ok":
+                runner.sample(trial)
+                if not trial.is_default and trial.time_s > abandon_factor * best:
+                    trial.status = "abandoned"
+            best = min(best, trial.time_s)
+            if progress:
+                progress(i + 1, len(trials))
+        finalists = [t for t in trials if t.status == "ok"]
+        samples = 1
+        while len(finalists) > 2 and samples < repeats and clock() <= deadline:
+            finalists.sort(key=lambda t: t.time_s)
+            keep = max(2, math.ceil(len(finalists) / 3))
+            finalists = finalists[:keep] + [t for t in finalists[keep:] if t.is_default]
+            samples = min(repeats, samples * 2 + 1)
+            _top_up(runner, finalists, samples, deadline, clock)
+        _top_up(runner, finalists, repeats, deadline, clock)
+
+    for trial in trials:
+        if trial.status == "pending":
+            trial.status = "skipped"
+    default_trial = trials[0]
+    # Compare only candidates sampled as often as the default: fewer samples flatter by chance.
+    fair = [t for t in finalists if len(t.samples) >= len(default_trial.samples)] or finalists
+    winner = min(fair, key=lambda t: t.time_s, default=default_trial)
+    if winner.time_s > default_trial.time_s * (1 - min_gain):
+        winner = default_trial
+    return SearchResult(
+        shape=tuple(shape), best=winner.config, best_time_s=winner.time_s, default=default,
+        default_time_s=default_trial.time_s, trials=trials, space_size=len(trials),
+        strategy=strategy, out_of_budget=clock() > deadline)
+
+
+def _top_up(runner, finalists, samples, deadline, clock) -> None:
+    """Bring every finalist to `samples` samples, round-robin so noise hits them alike."""
+    while clock() <= deadline:
+        behind = [t for t in finalists if t.status == "ok" and len(t.samples) < samples]
+        if not behind:
+            return
+        for trial in behind:
+            runner.sample(trial)
+
+
+class _Runner:
+    def __init__(self, bench, verify, warmup, clock):
+        self.bench, self.verify, self.warmup, self.clock = bench, verify, warmup, clock
+
+    def start(self, trial: Trial) -> None:
+        """Verify and warm up a candidate; a failure marks it and ends its trial."""
+        try:
+            if self.verify is not None:
+                self.verify(trial.config)
+            for _ in range(self.warmup):
+                self.bench(trial.config)
+        except WrongAnswer as exc:
+            trial.status, trial.error = "wrong", str(exc) or "wrong answer"
+            return
+        except Exception as exc:  # any failure to build or run scores as infinitely slow
+            trial.status, trial.error = "failed", f"{type(exc).__name__}: {exc}"
+            return
+        trial.status = "ok"
+
+    def sample(self, trial: Trial) -> None:
+        try:
+            trial.samples.append(float(self.bench(trial.config)))
+        except Exception as exc:
+            trial.status, trial.error = "failed", f"{type(exc).__name__}: {exc}"
