@@ -62,7 +62,7 @@ class SearchResult:
     trials: list[Trial]
     space_size: int
     strategy: str              # "exhaustive" or "halving"
-    out_of_budget: bool
+    out_of_budget: bool        # the budget cut the search short (candidates left untimed)
 
     @property
     def gain(self) -> float:
@@ -149,7 +149,8 @@ def search(space: TuningSpace, shape: tuple, limits: Mapping[str, Any],
     return SearchResult(
         shape=tuple(shape), best=winner.config, best_time_s=winner.time_s, default=default,
         default_time_s=default_trial.time_s, trials=trials, space_size=len(trials),
-        strategy=strategy, out_of_budget=clock() > deadline)
+        strategy=strategy,
+        out_of_budget=clock() > deadline or any(t.status == "skipped" for t in trials))
 
 
 def _top_up(runner, finalists, samples, deadline, clock) -> None:
