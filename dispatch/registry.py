@@ -129,8 +129,7 @@ def _decide(op, shape, dtype, backend, threads) -> tuple[tuple[Implementation, d
         return (impl, {}), "default"
     limits = space.limits(threads=threads)
     config, source = store.lookup(op, impl.qualified_name, space, dtype, limits, shape)
-    if source != "tuned" and cpu.setting("I8GEMM_AUTOTUNE") in ("1", "true", "yes", "on") \
-            and not _AUTOTUNING:
+    if source != "tuned" and autotune_enabled() and not _AUTOTUNING:
         tuned = _autotune(impl, shape, dtype, limits)
         if tuned is not None:
             config, source = tuned, "autotuned"
@@ -143,6 +142,10 @@ def _decide(op, shape, dtype, backend, threads) -> tuple[tuple[Implementation, d
 AUTOTUNER_PACKAGE = "tuning"
 _AUTOTUNER: Callable[..., dict | None] | None = None
 _AUTOTUNING = False
+
+
+def autotune_enabled() -> bool:
+    return cpu.setting("I8GEMM_AUTOTUNE").lower() in ("1", "true", "yes", "on")
 
 
 def register_autotuner(tune: Callable[..., dict | None]) -> None:
