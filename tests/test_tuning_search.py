@@ -109,8 +109,8 @@ def test_restrictions_are_respected_and_restricted_configs_never_run():
 
 
 def test_prune_shrinks_the_search_but_not_what_may_run():
-    space = TuningSpace(params={"x": (1, 2, 3)}, default=lambda s, l: {"x": 2},
-                        prune=(lambda c, s, l: c["x"] != 3,))
+    space = TuningSpace(params={"x": (1, 2, 3)}, default=lambda shape, limits: {"x": 2},
+                        prune=(lambda c, shape, limits: c["x"] != 3,))
     assert [c["x"] for c in space.configs((1, 1, 1), {})] == [1, 2]
     assert space.allows({"x": 3}, (1, 1, 1), {})   # a stored x=3 is still usable
 
@@ -182,7 +182,7 @@ def test_a_winner_within_noise_of_the_default_does_not_replace_it():
 
 
 def test_a_default_that_breaks_the_restrictions_is_an_error():
-    space = toy_space(restrictions=[lambda c, s, l: c["x"] > 1])
+    space = toy_space(restrictions=[lambda c, shape, limits: c["x"] > 1])
     with pytest.raises(ValueError, match="default"):
         search(space, (1, 1, 1), {}, fake_bench(bowl), budget_s=1.0)
 

@@ -17,6 +17,7 @@ from dispatch import store as reader
 from tuning import store as writer
 
 OP = "gemm_i8"
+INT8 = np.dtype(np.int8)
 
 
 @pytest.fixture
@@ -47,7 +48,7 @@ def config(tile="8x3", threads=2, m_block=16, p_block=4):
     return {"tile": tile, "threads": threads, "m_block": m_block, "p_block": p_block}
 
 
-def look(shape, threads=2, dtype=np.dtype(np.int8)):
+def look(shape, threads=2, dtype=INT8):
     impl, limits = impl_and_limits(threads)
     return reader.lookup(OP, impl.qualified_name, impl.tuning_space, dtype, limits, shape)
 
