@@ -5,9 +5,10 @@ and returns the fastest it found, with every trial reported. It knows nothing ab
 hardware: `bench(config) -> seconds` is one timed sample and `verify(config)` raises if the
 config fails to build or gives a wrong answer, so the logic is tested with fake timings.
 
-- The heuristic default is always measured first, and with as many samples as the winner, so
-  the comparison is fair; a winner must beat it by `min_gain` to be chosen (noise alone should
-  not replace a default).
+- The heuristic default is always measured first. The search ends in a showdown: the best
+  `showdown` candidates and the default are sampled afresh in interleaved rounds (noise hits
+  them alike; a lucky sample in the search does not decide), and the winner must beat the
+  default there by `min_gain` to be chosen (noise alone should not replace a default).
 - Each candidate is verified, warmed up, then sampled; its score is the median of its samples.
 - A candidate whose verify or bench raises scores as infinitely slow ("failed"); one whose
   verify raises `WrongAnswer` is "wrong". Both are reported, never chosen.
@@ -15,9 +16,11 @@ config fails to build or gives a wrong answer, so the logic is tested with fake 
   so far is abandoned (no more samples spent on it).
 - Small spaces (<= exhaustive_limit configs) are searched exhaustively. Larger ones by random
   sampling with successive halving: every candidate (in random order, as many as half the
-  budget allows) gets one sample; the best third get more samples; and so on until `repeats`.
-- The budget is wall time (the injectable `clock`); a sample that has started is finished, so
-  a search may overrun by one sample plus one verification.
+  search's budget allows) gets one sample; the best third get more samples; and so on until
+  `repeats`.
+- The budget is wall time (the injectable `clock`): `showdown_share` of it is kept for the
+  showdown. A sample that has started is finished, and the showdown's first round always runs,
+  so a search may overrun by a few samples.
 """
 
 from __future__ import annotations
@@ -44,12 +47,20 @@ class Trial:
     status: str = "pending"    # ok | abandoned | failed | wrong | skipped (out of budget)
     error: str = ""
     is_default: bool = False
+    showdown: list[float] = dataclasses.field(default_factory=list)
 
     @property
     def time_s(self) -> float:
+        """The search's score: the median of its samples (inf if it failed)."""
         if self.status in ("failed", "wrong") or not self.samples:
             return math.inf
         return statistics.median(self.samples)
+
+    def showdown_time_s(self) -> float:
+        """The median of its interleaved showdown samples."""
+        if self.status in ("failed", "wrong") or not self.showdown:
+            return math.inf
+        return statistics.median(self.showdown)
 
 
 @dataclasses.dataclass
@@ -77,10 +88,11 @@ def search(space: TuningSpace, shape: tuple, limits: Mapping[str, Any],
            bench: Callable[[Config], float], *, verify: Callable[[Config], None] | None = None,
            budget_s: float = 10.0, warmup: int = 1, repeats: int = 5, abandon_after: int = 2,
            abandon_factor: float = 2.0, exhaustive_limit: int = 48, min_gain: float = 0.02,
-           seed: int = 0, clock: Callable[[], float] = time.perf_counter,
+           showdown: int = 3, showdown_share: float = 0.25, seed: int = 0, clock: Callable[[], float] = time.perf_counter,
            progress: Callable[[int, int], None] | None = None
            ) -> SearchResult:
     deadline = clock() + budget_s
+    end_of_search = clock() + budget_s * (1 - showdown_share)
     default = space.default(shape, limits)
     if not space.allows(default, shape, limits):
         raise ValueError(f"the heuristic default {default} breaks the space's restrictions "
@@ -93,14 +105,14 @@ def search(space: TuningSpace, shape: tuple, limits: Mapping[str, Any],
         strategy = "exhaustive"
         best = math.inf
         for i, trial in enumerate(trials):
-            if i and clock() > deadline:
+            if i and clock() > end_of_search:
                 break
             runner.start(trial)
             while trial.status == "ok" and len(trial.samples) < repeats:
                 if len(trial.samples) >= abandon_after and trial.time_s > abandon_factor * best:
                     trial.status = "abandoned"
                     break
-                if trial.samples and clock() > deadline and not trial.is_default:
+                if trial.samples and clock() > end_of_search and not trial.is_default:
                     break
                 runner.sample(trial)
             best = min(best, trial.time_s)
@@ -114,7 +126,7 @@ def search(space: TuningSpace, shape: tuple, limits: Mapping[str, Any],
         rng.shuffle(rest)
         trials = [trials[0]] + rest
         # Rung 1: one sample each, in random order, within half the budget.
-        rung_deadline = clock() + budget_s / 2
+        rung_deadline = clock() + budget_s * (1 - showdown_share) / 2
         best = math.inf
         for i, trial in enumerate(trials):
             if i and clock() > rung_deadline:
@@ -129,26 +141,43 @@ def search(space: TuningSpace, shape: tuple, limits: Mapping[str, Any],
                 progress(i + 1, len(trials))
         finalists = [t for t in trials if t.status == "ok"]
         samples = 1
-        while len(finalists) > 2 and samples < repeats and clock() <= deadline:
+        while len(finalists) > 2 and samples < repeats and clock() <= end_of_search:
             finalists.sort(key=lambda t: t.time_s)
             keep = max(2, math.ceil(len(finalists) / 3))
             finalists = finalists[:keep] + [t for t in finalists[keep:] if t.is_default]
             samples = min(repeats, samples * 2 + 1)
-            _top_up(runner, finalists, samples, deadline, clock)
-        _top_up(runner, finalists, repeats, deadline, clock)
+            _top_up(runner, finalists, samples, end_of_search, clock)
+        _top_up(runner, finalists, repeats, end_of_search, clock)
 
     for trial in trials:
         if trial.status == "pending":
             trial.status = "skipped"
     default_trial = trials[0]
-    # Compare only candidates sampled as often as the default: fewer samples flatter by chance.
-    fair = [t for t in finalists if len(t.samples) >= len(default_trial.samples)] or finalists
-    winner = min(fair, key=lambda t: t.time_s, default=default_trial)
-    if winner.time_s > default_trial.time_s * (1 - min_gain):
-        winner = default_trial
+    # The showdown: the best few and the default, sampled afresh in interleaved rounds, so the
+    # final choice is not a lucky sample (the winner's curse) or a burst of machine noise that
+    # hit one candidate's consecutive samples.
+    ranked = sorted((t for t in finalists if not t.is_default), key=lambda t: t.time_s)
+    contenders = [t for t in [default_trial, *ranked[:showdown]] if t.status == "ok"]
+    rounds = 0
+    while contenders and rounds < repeats:
+        estimate = sum(t.showdown[-1] if t.showdown else t.time_s for t in contenders)
+        if rounds and clock() + estimate > deadline:
+            break
+        for trial in contenders:
+            runner.sample(trial, into=trial.showdown)
+        contenders = [t for t in contenders if t.status == "ok"]
+        rounds += 1
+    if rounds:
+        finalists = contenders
+        score = Trial.showdown_time_s
+    else:
+        score = Trial.time_s.fget
+    winner = min(finalists, key=score, default=default_trial)
+    if default_trial.status != "ok" or score(winner) > score(default_trial) * (1 - min_gain):
+        winner = default_trial if default_trial.status == "ok" else winner
     return SearchResult(
-        shape=tuple(shape), best=winner.config, best_time_s=winner.time_s, default=default,
-        default_time_s=default_trial.time_s, trials=trials, space_size=len(trials),
+        shape=tuple(shape), best=winner.config, best_time_s=score(winner), default=default,
+        default_time_s=score(default_trial), trials=trials, space_size=len(trials),
         strategy=strategy,
         out_of_budget=clock() > deadline or any(t.status == "skipped" for t in trials))
 
@@ -182,8 +211,8 @@ class _Runner:
             return
         trial.status = "ok"
 
-    def sample(self, trial: Trial) -> None:
+    def sample(self, trial: Trial, into: list[float] | None = None) -> None:
         try:
-            trial.samples.append(float(self.bench(trial.config)))
+            (trial.samples if into is None else into).append(float(self.bench(trial.config)))
         except Exception as exc:
             trial.status, trial.error = "failed", f"{type(exc).__name__}: {exc}"
