@@ -38,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU thread budget to tune for (default: I8GEMM_NUM_THREADS or all "
                              "cores); entries apply to calls with this many threads")
-    parser.add_argument("--repeats", type=int, default=7,
+    parser.add_argument("--repeats", type=int, default=11,
                         help="interleaved repeats of the final default-vs-tuned timing")
     parser.add_argument("--show", action="store_true", help="print the tuning store and exit")
     parser.add_argument("--clear", action="store_true", help="empty the tuning store and exit")

@@ -15,8 +15,8 @@ config fails to build or gives a wrong answer, so the logic is tested with fake 
 - A candidate whose median after `abandon_after` samples exceeds `abandon_factor` x the best
   so far is abandoned (no more samples spent on it).
 - Small spaces (<= exhaustive_limit configs) are searched exhaustively. Larger ones by random
-  sampling with successive halving: every candidate (in random order, as many as half the
-  search's budget allows) gets one sample; the best third get more samples; and so on until
+  sampling with successive halving: every candidate (in random order, as many as 60% of
+  the search's budget allows) gets one sample; the best third get more samples; and so on until
   `repeats`.
 - The budget is wall time (the injectable `clock`): `showdown_share` of it is kept for the
   showdown. A sample that has started is finished, and the showdown's first round always runs,
@@ -88,7 +88,8 @@ def search(space: TuningSpace, shape: tuple, limits: Mapping[str, Any],
            bench: Callable[[Config], float], *, verify: Callable[[Config], None] | None = None,
            budget_s: float = 10.0, warmup: int = 1, repeats: int = 5, abandon_after: int = 2,
            abandon_factor: float = 2.0, exhaustive_limit: int = 48, min_gain: float = 0.02,
-           showdown: int = 3, showdown_share: float = 0.25, seed: int = 0, clock: Callable[[], float] = time.perf_counter,
+           showdown: int = 3, showdown_share: float = 0.25, seed: int = 0,
+           clock: Callable[[], float] = time.perf_counter,
            progress: Callable[[int, int], None] | None = None
            ) -> SearchResult:
     deadline = clock() + budget_s
@@ -125,8 +126,8 @@ def search(space: TuningSpace, shape: tuple, limits: Mapping[str, Any],
         rest = trials[1:]
         rng.shuffle(rest)
         trials = [trials[0]] + rest
-        # Rung 1: one sample each, in random order, within half the budget.
-        rung_deadline = clock() + budget_s * (1 - showdown_share) / 2
+        # Rung 1: one sample each, in random order, within 60% of the search budget.
+        rung_deadline = clock() + budget_s * (1 - showdown_share) * 0.6
         best = math.inf
         for i, trial in enumerate(trials):
             if i and clock() > rung_deadline:
