@@ -213,3 +213,48 @@ def test_candidate_hash_changes_with_the_candidates_not_the_shape():
     assert a.candidate_hash({}) != b.candidate_hash({})
     v2 = TuningSpace(params=a.params, default=a.default, version="2")
     assert v2.candidate_hash({}) != a.candidate_hash({})
+
+
+def test_a_gpu_style_space_plugs_in_unchanged():
+    """A space shaped like a tiled WGSL GEMM's: workgroup tile BM x BN, per-invocation TM x TN,
+    restricted by the adapter's limits (given to the restrictions as `limits`)."""
+    limits = {"max_compute_workgroup_storage_size": 16384,
+              "max_compute_invocations_per_workgroup": 256}
+
+    def divides(c, shape, limits):
+        return c["bm"] % c["tm"] == 0 and c["bn"] % c["tn"] == 0
+
+    def invocations(c, shape, limits):
+        return (c["bm"] // c["tm"]) * (c["bn"] // c["tn"]) <= \
+            limits["max_compute_invocations_per_workgroup"]
+
+    def storage(c, shape, limits):   # int8 A and B K-slices of BK, as u32
+        return (c["bm"] + c["bn"]) * c["bk"] <= limits["max_compute_workgroup_storage_size"]
+
+    space = TuningSpace(
+        params={"bm": (16, 32, 64, 128), "bn": (16, 32, 64, 128), "bk": (16, 32, 64),
+                "tm": (1, 2, 4, 8), "tn": (1, 2, 4, 8)},
+        default=lambda shape, limits: {"bm": 64, "bn": 64, "bk": 32, "tm": 4, "tn": 4},
+        restrictions=(divides, invocations, storage),
+        fingerprint=lambda: "gpu|Fake Adapter|driver 1.0|Vulkan",
+    )
+    seen = []
+
+    def bench(c):
+        seen.append(c)
+        # Fastest at 128 x 64 with 8 x 4 per invocation and BK=32.
+        return 1.0 + abs(c["bm"] - 128) / 64 + abs(c["bn"] - 64) / 64 + abs(c["tm"] - 8) / 8 \
+            + abs(c["tn"] - 4) / 8 + abs(c["bk"] - 32) / 64
+
+    clock = FakeClock()
+    def timed(c):
+        clock.now += 0.001
+        return bench(c)
+    result = search(space, (256, 1024, 4096), limits, timed, budget_s=100.0, clock=clock)
+    assert result.strategy == "halving"
+    assert result.best == {"bm": 128, "bn": 64, "bk": 32, "tm": 8, "tn": 4}
+    assert all(divides(c, None, limits) and invocations(c, None, limits)
+               and storage(c, None, limits) for c in seen)
+    # A smaller adapter rules the winner out (storage 192 x 64 > 8192).
+    small = {**limits, "max_compute_workgroup_storage_size": 8192}
+    assert not space.allows({"bm": 128, "bn": 64, "bk": 64, "tm": 8, "tn": 4}, (1, 1, 1), small)
