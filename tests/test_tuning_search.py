@@ -258,3 +258,19 @@ def test_a_gpu_style_space_plugs_in_unchanged():
     # A smaller adapter rules the winner out (storage 192 x 64 > 8192).
     small = {**limits, "max_compute_workgroup_storage_size": 8192}
     assert not space.allows({"bm": 128, "bn": 64, "bk": 64, "tm": 8, "tn": 4}, (1, 1, 1), small)
+
+
+def test_a_failing_default_leaves_the_best_working_candidate():
+    result = search(toy_space(xs=(1, 2, 3), ys=(1,)), (1, 1, 1), {},
+                    fake_bench(bowl, fail={(1, 1)}), budget_s=math.inf)
+    assert result.best == {"x": 3, "y": 1}
+    assert result.default_time_s == math.inf
+    assert [t.config for t in result.failures] == [{"x": 1, "y": 1}]
+
+
+def test_nothing_runs():
+    result = search(toy_space(xs=(1, 2), ys=(1,)), (1, 1, 1), {},
+                    fake_bench(bowl, fail={(1, 1), (2, 1)}), budget_s=math.inf)
+    assert result.best == result.default
+    assert result.best_time_s == result.default_time_s == math.inf
+    assert len(result.failures) == 2

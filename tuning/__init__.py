@@ -11,6 +11,7 @@ recorded. dispatch imports this package by name when that setting asks for it.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import dispatch
@@ -37,6 +38,8 @@ def autotune(impl: dispatch.Implementation, shape: tuple, dtype: Any, limits) ->
     bench = GemmBench(impl, shape, limits)
     result = search(impl.tuning_space, shape, limits, bench.bench, verify=bench.verify,
                     budget_s=budget)
+    if not math.isfinite(result.best_time_s):
+        return None  # nothing ran: keep the default (dispatch warns only on an exception)
     store.record([store.make_entry(impl.op, impl, dtype, limits, result)])
     return result.best
 

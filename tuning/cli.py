@@ -74,20 +74,27 @@ def main(args) -> int:
         result = search(space, shape, limits, bench.bench, verify=bench.verify,
                         budget_s=args.budget,
                         progress=lambda done, total, i=i, s=shape: bar.show(i, s, done, total))
+        for trial in result.failures:
+            bar.clear()
+            print(f"  {shape}: candidate {dispatch.config_text(trial.config)} {trial.status}: "
+                  f"{trial.error}", file=sys.stderr)
+        if not math.isfinite(result.best_time_s):
+            print(f"  {shape}: no configuration ran; nothing recorded", file=sys.stderr)
+            continue
         bar.show(i, shape, None, None, note="re-timing default vs tuned")
-        if result.best == result.default:   # one config: time it once, no gain to report
-            times = dict.fromkeys(("default", "tuned"),
-                                  compare(bench, {"default": result.default}, args.repeats)["default"])
-        else:
-            times = compare(bench, {"default": result.default, "tuned": result.best},
-                            args.repeats)
+        # Time the two side by side; the default once if it won, not at all if it failed.
+        named = {"default": result.default, "tuned": result.best}
+        if result.best == result.default:
+            del named["tuned"]
+        elif not math.isfinite(result.default_time_s):
+            del named["default"]
+        timed = compare(bench, named, args.repeats)
+        times = {"default": timed.get("default", math.inf),
+                 "tuned": timed.get("tuned", timed.get("default"))}
         store.record([store.make_entry(OP, impl, TUNED_DTYPE, limits, result,
                                        time_s=times["tuned"], default_time_s=times["default"])])
         rows.append((shape, times["default"], times["tuned"], result))
         bar.clear()
-        for trial in result.failures:
-            print(f"  {shape}: candidate {dispatch.config_text(trial.config)} {trial.status}: "
-                  f"{trial.error}", file=sys.stderr)
     print(format_table(rows))
     print(f"{len(shapes)} shape(s) in {time.perf_counter() - started:.0f} s; recorded in "
           f"{reader.store_path()}")

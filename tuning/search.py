@@ -168,17 +168,15 @@ def search(space: TuningSpace, shape: tuple, limits: Mapping[str, Any],
             runner.sample(trial, into=trial.showdown)
         contenders = [t for t in contenders if t.status == "ok"]
         rounds += 1
-    if rounds:
-        finalists = contenders
-        score = Trial.showdown_time_s
-    else:
-        score = Trial.time_s.fget
-    winner = min(finalists, key=score, default=default_trial)
-    if default_trial.status != "ok" or score(winner) > score(default_trial) * (1 - min_gain):
-        winner = default_trial if default_trial.status == "ok" else winner
+    # No contender (nothing ran): the default stands, at infinite time.
+    winner = min(contenders, key=Trial.showdown_time_s, default=default_trial)
+    if default_trial.status == "ok" and \
+            winner.showdown_time_s() > default_trial.showdown_time_s() * (1 - min_gain):
+        winner = default_trial
     return SearchResult(
-        shape=tuple(shape), best=winner.config, best_time_s=score(winner), default=default,
-        default_time_s=score(default_trial), trials=trials, space_size=len(trials),
+        shape=tuple(shape), best=winner.config, best_time_s=winner.showdown_time_s(),
+        default=default, default_time_s=default_trial.showdown_time_s(), trials=trials,
+        space_size=len(trials),
         strategy=strategy,
         out_of_budget=clock() > deadline or any(t.status == "skipped" for t in trials))
 
