@@ -3,7 +3,9 @@
 `GemmBench(impl, shape, limits)` builds random int8 operands of the shape once, and the exact
 reference product. `verify(config)` runs the config once and raises `WrongAnswer` unless the
 result is bit-identical; `bench(config)` returns the seconds per call of one sample, a batch of
-calls long enough (`target_s`) for the clock to resolve. Calls go through the public
+calls long enough (`target_s`) for the clock to resolve; a config's first `bench` call also times
+one untimed call to size that batch. verify's call and that one warm a config up, so the search
+runs with warmup=0. Calls go through the public
 `gemm.gemm_i8` with the private `_params=` override, so what is timed is what users run.
 """
 

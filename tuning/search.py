@@ -15,9 +15,9 @@ config fails to build or gives a wrong answer, so the logic is tested with fake 
 - A candidate whose median after `abandon_after` samples exceeds `abandon_factor` x the best
   so far is abandoned (no more samples spent on it).
 - Small spaces (<= exhaustive_limit configs) are searched exhaustively. Larger ones by random
-  sampling with successive halving: every candidate (in random order, as many as 60% of
-  the search's budget allows) gets one sample; the best third get more samples; and so on until
-  `repeats`.
+  sampling with successive halving, in brackets: candidates in random order get one sample
+  each for 60% of the time left; the best third (with earlier brackets' survivors) get more
+  samples, and so on until `repeats`; then the next bracket, until candidates or time run out.
 - The budget is wall time (the injectable `clock`): `showdown_share` of it is kept for the
   showdown. A sample that has started is finished, and the showdown's first round always runs,
   so a search may overrun by a few samples.
@@ -88,7 +88,7 @@ def search(space: TuningSpace, shape: tuple, limits: Mapping[str, Any],
            bench: Callable[[Config], float], *, verify: Callable[[Config], None] | None = None,
            budget_s: float = 10.0, warmup: int = 1, repeats: int = 5, abandon_after: int = 2,
            abandon_factor: float = 2.0, exhaustive_limit: int = 48, min_gain: float = 0.02,
-           showdown: int = 3, showdown_share: float = 0.25, seed: int = 0,
+           showdown: int = 3, showdown_share: float = 0.15, seed: int = 0,
            clock: Callable[[], float] = time.perf_counter,
            progress: Callable[[int, int], None] | None = None
            ) -> SearchResult:
@@ -126,29 +126,36 @@ def search(space: TuningSpace, shape: tuple, limits: Mapping[str, Any],
         rest = trials[1:]
         rng.shuffle(rest)
         trials = [trials[0]] + rest
-        # Rung 1: one sample each, in random order, within 60% of the search budget.
-        rung_deadline = clock() + budget_s * (1 - showdown_share) * 0.6
+        pending = list(trials)
+        finalists: list[Trial] = []
         best = math.inf
-        for i, trial in enumerate(trials):
-            if i and clock() > rung_deadline:
-                break
-            runner.start(trial)
-            if trial.status == "ok":
-                runner.sample(trial)
-                if not trial.is_default and trial.time_s > abandon_factor * best:
-                    trial.status = "abandoned"
-            best = min(best, trial.time_s)
-            if progress:
-                progress(i + 1, len(trials))
-        finalists = [t for t in trials if t.status == "ok"]
-        samples = 1
-        while len(finalists) > 2 and samples < repeats and clock() <= end_of_search:
-            finalists.sort(key=lambda t: t.time_s)
-            keep = max(2, math.ceil(len(finalists) / 3))
-            finalists = finalists[:keep] + [t for t in finalists[keep:] if t.is_default]
-            samples = min(repeats, samples * 2 + 1)
-            _top_up(runner, finalists, samples, end_of_search, clock)
-        _top_up(runner, finalists, repeats, end_of_search, clock)
+        # Brackets until the candidates or the time run out: a first rung (one sample each, in
+        # random order, for 60% of the time left), then halving among its survivors and those
+        # of earlier brackets.
+        while pending and clock() <= end_of_search:
+            rung_deadline = clock() + (end_of_search - clock()) * 0.6
+            started = 0
+            while pending and (not started or clock() <= rung_deadline):
+                trial = pending.pop(0)
+                started += 1
+                runner.start(trial)
+                if trial.status == "ok":
+                    runner.sample(trial)
+                    if not trial.is_default and trial.time_s > abandon_factor * best:
+                        trial.status = "abandoned"
+                    else:
+                        finalists.append(trial)
+                best = min(best, trial.time_s)
+                if progress:
+                    progress(len(trials) - len(pending), len(trials))
+            samples = 1
+            while len(finalists) > 2 and samples < repeats and clock() <= end_of_search:
+                finalists.sort(key=lambda t: t.time_s)
+                keep = max(2, math.ceil(len(finalists) / 3))
+                finalists = finalists[:keep] + [t for t in finalists[keep:] if t.is_default]
+                samples = min(repeats, samples * 2 + 1)
+                _top_up(runner, finalists, samples, end_of_search, clock)
+            _top_up(runner, finalists, repeats, end_of_search, clock)
 
     for trial in trials:
         if trial.status == "pending":
