@@ -31,9 +31,23 @@ def report() -> str:
     lines.append("")
     lines.append("threads:   " + _threads())
     lines.append("GPU:       not yet supported (the WGSL path lands with its own issue)")
-    lines.append("tuning:    no store yet (the autotuner lands with its own issue); heuristic "
-                 "defaults are used")
+    lines.append("tuning:    " + _tuning())
     return "\n".join(lines)
+
+
+def _tuning() -> str:
+    """The store's location and how many of its entries apply here (this CPU's fingerprint and
+    this library's kernel versions)."""
+    from . import fingerprint, store
+
+    versions = {i.tuning_space.version for i in registry.implementations("gemm_i8")
+                if i.backend == "cpu" and i.tuning_space is not None}
+    entries = store.read()
+    here = store.entries_for_this_machine(entries, {fingerprint.cpu_fingerprint()}, versions)
+    autotune = " (I8GEMM_AUTOTUNE=1: new shapes are tuned on first use)" \
+        if registry.autotune_enabled() else ""
+    return (f"store {store.describe()}\n           {here} entries for this machine"
+            f" ({len(entries)} in all){autotune}; `i8gemm tune` fills it")
 
 
 def _threads() -> str:

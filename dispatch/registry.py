@@ -1,18 +1,28 @@
 """The kernel registry and the choice of implementation for each call.
 
 Kernel modules register themselves here (dispatch imports none of them). `select()` answers: for
-this op, shape and backend, which implementation runs and with which parameters. Parameters come
-from the implementation's heuristic default; the tuning store (see the tuning issue) will be read
-here first once it exists.
+this op, shape and backend, which implementation runs and with which parameters: the tuning
+store's entry for this machine if there is one (see dispatch.store for the lookup order), else
+the implementation's heuristic default.
+
+Autotuning on first use (I8GEMM_AUTOTUNE=1) needs the tuner, which lives in a layer above
+(tuning/). It plugs in through `register_autotuner`, a hook: dispatch knows only the callable's
+signature. So that setting the variable is enough, the first decision that needs the hook
+imports the `tuning` package by name, the way a plugin is loaded; that import happens only when
+the user opted in, and no dispatch module imports tuning at import time, so the layering stays
+downward for everything else.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
+import warnings
 from collections.abc import Callable
 from typing import Any
 
-from . import cpu
+from . import cpu, store
+from .space import TuningSpace
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,12 +32,18 @@ class Implementation:
     path: str                    # e.g. "avx512vnni"; the name users pass as backend="cpu:<path>"
     level: cpu.IsaLevel | None   # the ISA level it needs (CPU paths)
     entry: Any                   # the object the op's front end calls
-    tuning_space: dict[str, Any] = dataclasses.field(default_factory=dict)
-    default_params: Callable[..., dict[str, Any]] | None = None
+    tuning_space: TuningSpace | None = None
 
     @property
     def qualified_name(self) -> str:
         return f"{self.backend}:{self.path}"
+
+    def default_params(self, shape: tuple, threads: int | None = None) -> dict[str, Any]:
+        """The heuristic choice for `shape` (realized for the entry point), ignoring the store."""
+        space = self.tuning_space
+        if space is None:
+            return {}
+        return space.realize(space.default(shape, space.limits(threads=threads)))
 
     def available(self) -> tuple[bool, str]:
         """(can run here, reason if not)."""
@@ -75,6 +91,9 @@ def resolve(op: str, backend: str | None = None) -> Implementation:
 
 
 _DECISIONS: dict[tuple, tuple[Implementation, dict[str, Any]]] = {}
+# Where each remembered decision's parameters came from: "tuned", "nearest", "autotuned" or
+# "default" (for `explain` and the tests; not on the hot path).
+_SOURCES: dict[tuple, str] = {}
 
 
 def select(op: str, shape: tuple[int, ...], dtype: Any = None, backend: str | None = None,
@@ -82,19 +101,83 @@ def select(op: str, shape: tuple[int, ...], dtype: Any = None, backend: str | No
     """Implementation and parameters for one call of `op` on `shape`.
 
     Decisions are remembered per (op, shape, dtype, backend, threads), so a repeated shape costs
-    one dictionary lookup. Like intgemm's INTGEMM_CPUID, the I8GEMM_* environment variables are
-    read once, at the first decision; `refresh()` reads them again."""
+    one dictionary lookup. Like intgemm's INTGEMM_CPUID, the I8GEMM_* environment variables and
+    the tuning store are read once, at the first decision; `refresh()` reads them again."""
     key = (op, shape, dtype, backend, threads)
     decision = _DECISIONS.get(key)
     if decision is None:
-        impl = resolve(op, backend)
-        params = impl.default_params(shape, threads=threads) if impl.default_params else {}
-        decision = _DECISIONS[key] = (impl, params)
+        decision, source = _decide(op, shape, dtype, backend, threads)
+        if not _AUTOTUNING:
+            # Decisions taken while the autotuner runs (its own timing calls) are provisional.
+            _DECISIONS[key] = decision
+            _SOURCES[key] = source
     return decision
 
 
+def explain(op: str, shape: tuple[int, ...], dtype: Any = None, backend: str | None = None,
+            threads: int | None = None) -> str:
+    """Where select()'s parameters for this call come from: "tuned", "nearest", "autotuned" or
+    "default"."""
+    select(op, shape, dtype, backend, threads)
+    return _SOURCES.get((op, shape, dtype, backend, threads), "default")
+
+
+def _decide(op, shape, dtype, backend, threads) -> tuple[tuple[Implementation, dict], str]:
+    impl = resolve(op, backend)
+    space = impl.tuning_space
+    if space is None:
+        return (impl, {}), "default"
+    limits = space.limits(threads=threads)
+    config, source = store.lookup(op, impl.qualified_name, space, dtype, limits, shape)
+    if source != "tuned" and autotune_enabled() and not _AUTOTUNING:
+        tuned = _autotune(impl, shape, dtype, limits)
+        if tuned is not None:
+            config, source = tuned, "autotuned"
+    return (impl, space.realize(config)), source
+
+
+# ---------------------------------------------------------------------------------------------
+# The autotuner hook (see the module docstring).
+
+AUTOTUNER_PACKAGE = "tuning"
+_AUTOTUNER: Callable[..., dict | None] | None = None
+_AUTOTUNING = False
+
+
+def autotune_enabled() -> bool:
+    return cpu.setting("I8GEMM_AUTOTUNE").lower() in ("1", "true", "yes", "on")
+
+
+def register_autotuner(tune: Callable[..., dict | None]) -> None:
+    """Install `tune(impl, shape, dtype, limits) -> config or None`: called by select() for a
+    shape the store lacks when I8GEMM_AUTOTUNE=1; it tunes, records the result in the store
+    and returns the chosen config (None: keep the default)."""
+    global _AUTOTUNER
+    _AUTOTUNER = tune
+
+
+def _autotune(impl: Implementation, shape, dtype, limits) -> dict | None:
+    global _AUTOTUNING
+    if _AUTOTUNER is None:
+        importlib.import_module(AUTOTUNER_PACKAGE)  # registers itself on import
+    if _AUTOTUNER is None:
+        raise RuntimeError(f"I8GEMM_AUTOTUNE=1: the package {AUTOTUNER_PACKAGE!r} registered no "
+                           "autotuner")
+    _AUTOTUNING = True
+    try:
+        return _AUTOTUNER(impl, shape, dtype, limits)
+    except Exception as exc:  # a failed tuning must not fail the user's call
+        warnings.warn(f"I8GEMM_AUTOTUNE: tuning {impl.qualified_name} for shape {shape} failed "
+                      f"({exc}); using the default", RuntimeWarning, stacklevel=4)
+        return None
+    finally:
+        _AUTOTUNING = False
+
+
 def refresh() -> None:
-    """Forget remembered decisions and re-read the I8GEMM_* environment variables (after the
-    environment, the registry or the tuning store changes)."""
+    """Forget remembered decisions, re-read the I8GEMM_* environment variables and the tuning
+    store (after the environment, the registry or the store changes)."""
     _DECISIONS.clear()
+    _SOURCES.clear()
     cpu.setting.cache_clear()
+    store.refresh()

@@ -19,7 +19,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_arguments(bench_parser)
     bench_parser.add_argument("--ops", action="store_true",
                               help="benchmark the ops kernels (logsoftmax, top-k, layer_norm) instead")
-    sub.add_parser("tune", help="tune tile sizes for this machine (not yet implemented)")
+    from tuning import cli as tune_cli
+
+    tune_cli.add_arguments(sub.add_parser(
+        "tune", help="tune tile sizes for this machine's shapes; --show / --clear the store"))
     from graph import run
     run.add_arguments(sub.add_parser(
         "run", help="run an ONNX model: random or .npz inputs, --explain, timings, --compare-ort"))

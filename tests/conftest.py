@@ -5,6 +5,8 @@
   gives, never reported as passed.
 - `ref(A, B)`: the exact reference product A.astype(int32) @ B.astype(int32).
 - `ref_quantize(x, qm)`: the quantization convention written out in numpy.
+- Every test session uses its own empty tuning store (I8GEMM_TUNING_STORE), so entries a user
+  tuned on this machine cannot change which parameters the tests see.
 """
 
 from __future__ import annotations
@@ -58,6 +60,17 @@ def cpu_path(request) -> str:
     """The name of one CPU path ('generic', 'avx2', ...); unavailable paths are skipped."""
     skip_unless_available(request.param)
     return request.param
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_tuning_store(tmp_path_factory):
+    mp = pytest.MonkeyPatch()
+    mp.setenv("I8GEMM_TUNING_STORE", str(tmp_path_factory.mktemp("store") / "tuning.json"))
+    mp.delenv("I8GEMM_AUTOTUNE", raising=False)
+    dispatch.refresh()
+    yield
+    mp.undo()
+    dispatch.refresh()
 
 
 @pytest.fixture(scope="session")

@@ -149,7 +149,7 @@ def test_select_remembers_decisions(clean_env):
     assert d1 is d2
     impl, params = d1
     assert set(params) >= {"tile", "threads", "m_block", "p_block"}
-    assert params["tile"] in impl.tuning_space["tile"]
+    assert params["tile"] in impl.entry.tiles
     assert params["threads"] == 1                       # 7*123*45 MACs: below the threshold
     other = dispatch.select("gemm_i8", (8, 123, 45), np.dtype(np.int8))
     assert other is not d1
@@ -168,19 +168,19 @@ def test_select_threads_above_threshold(clean_env):
 def test_every_cpu_path_declares_a_tuning_space():
     for impl in cpu_impls():
         space = impl.tuning_space
-        assert "tile" in space, impl.path
-        tiles = space["tile"]
+        assert set(space.params) == {"tile", "threads", "m_block", "p_block"}, impl.path
+        tiles = [space.realize({"tile": name, "threads": 1, "m_block": "all",
+                                "p_block": "all"})["tile"] for name in space.params["tile"]]
         assert len(tiles) >= 1
         assert all(isinstance(t, Tile) and t.isa == impl.path for t in tiles)
+        assert tiles == list(impl.entry.tiles)
         assert tiles[0] == impl.entry.default_tile
         assert len(set(tiles)) == len(tiles)
-        for key in ("m_block", "p_block", "threads"):
-            assert key in space, (impl.path, key)
-        assert impl.default_params is not None
+        assert impl.default_params((64, 256, 1024), threads=1)["tile"] == tiles[0]
 
 
 def test_tile_widths():
     lanes = {"generic": 8, "avx2": 8, "avxvnni": 8, "avx512bw": 16, "avx512vnni": 16}
     for impl in cpu_impls():
-        for t in impl.tuning_space["tile"]:
+        for t in impl.entry.tiles:
             assert t.nr == t.nv * lanes[impl.path]

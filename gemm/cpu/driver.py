@@ -62,28 +62,21 @@ class CpuPath:
             return 0 if unsigned_in else 128
         return -128 if unsigned_in else 0
 
-    def default_params(self, shape, threads=None) -> dict:
-        return default_params(self, shape, threads)
+    def tile_named(self, name: str) -> Tile:
+        for tile in self.tiles:
+            if tile_name(tile) == name:
+                return tile
+        raise ValueError(f"tile: {name!r} is not a tile of cpu:{self.name}; expected one of "
+                         + ", ".join(tile_name(t) for t in self.tiles))
 
 
 PATHS: dict[str, CpuPath] = {}
-
-# What the autotuner may vary (the tuning issue searches it); restrictions: m_block is a multiple
-# of the tile's MR, and the tile must be one of the path's own.
-TUNING_SPACE = {
-    "tile": "CpuPath.tiles",
-    "m_block": (8, 16, 32, 64, 128, 256, 1 << 30),   # 1 << 30: all rows in one block
-    "p_block": (1, 2, 4, 8, 16, 1 << 30),            # panels per block
-    "threads": "1..cores",
-}
-
 
 def register_path(path: CpuPath) -> CpuPath:
     PATHS[path.name] = path
     dispatch.register(dispatch.Implementation(
         op="gemm_i8", backend="cpu", path=path.name, level=path.level, entry=path,
-        tuning_space={**TUNING_SPACE, "tile": path.tiles},
-        default_params=path.default_params,
+        tuning_space=tuning_space(path),
     ))
     return path
 
@@ -109,21 +102,114 @@ def resolve_threads(threads) -> int:
     return min(int(threads), max_threads())
 
 
-def default_params(path: CpuPath, shape, threads=None) -> dict:
-    """The heuristic choice of tile and blocking for an (M, K, N) call."""
+# ---------------------------------------------------------------------------------------------
+# The tuning space: what the autotuner may vary for a path, as data (see dispatch.space).
+#
+#   tile     the register tile MRxNV (the path's own `tiles`; simd.py emits any of them)
+#   threads  how many of the call's threads to use (1: the serial driver)
+#   m_block  rows per block of work ("all": every row in one block); a multiple of MR
+#   p_block  panels of NR columns per block ("all": every panel)
+# Blocks run on numba's threads; within a block the driver walks panels outer and rows inner,
+# so m_block x K bytes of A is what streams past each panel: m_block is the cache block over M.
+
+# Bump when a change to simd.py, an ISA step or the driver's blocking can change which
+# configuration wins: tuned entries of another version are never used.
+KERNEL_VERSION = "cpu-1"
+ALL = "all"
+_ALL_AS_INT = 1 << 30
+M_BLOCKS = (8, 16, 32, 64, 128, 256, ALL)
+P_BLOCKS = (1, 2, 4, 8, 16, 32, 64, ALL)
+
+
+def tile_name(tile: Tile) -> str:
+    return f"{tile.mr}x{tile.nv}"
+
+
+def _thread_counts(limits) -> tuple:
+    budget = limits["threads"]
+    return tuple(sorted({1, budget} | {t for t in (2, 4, 8, 16, 32, 64) if t < budget}))
+
+
+def _blocks(config, shape, path: CpuPath) -> int:
+    m, _, n = shape
+    panels = -(-n // path.tile_named(config["tile"]).nr)
+    mb, pb = config["m_block"], config["p_block"]
+    return (1 if mb == ALL else -(-m // mb)) * (1 if pb == ALL else -(-panels // pb))
+
+
+def tuning_space(path: CpuPath) -> dispatch.TuningSpace:
+    names = tuple(tile_name(t) for t in path.tiles)
+
+    def restrictions():
+        def known_tile(c, shape, limits):
+            return c["tile"] in names
+
+        def within_budget(c, shape, limits):
+            return isinstance(c["threads"], int) and 1 <= c["threads"] <= limits["threads"]
+
+        def whole_tiles_of_rows(c, shape, limits):
+            mb = c["m_block"]
+            return mb == ALL or (isinstance(mb, int) and mb >= 1
+                                 and mb % path.tile_named(c["tile"]).mr == 0)
+
+        def positive_panels(c, shape, limits):
+            return c["p_block"] == ALL or (isinstance(c["p_block"], int) and c["p_block"] >= 1)
+
+        return (known_tile, within_budget, whole_tiles_of_rows, positive_panels)
+
+    def prune():
+        # Only shrink the search: configurations ruled out here still run correctly.
+        def serial_runs_whole(c, shape, limits):
+            return c["threads"] > 1 or (c["m_block"] == ALL and c["p_block"] == ALL)
+
+        def one_spelling(c, shape, limits):
+            m, _, n = shape
+            panels = -(-n // path.tile_named(c["tile"]).nr)
+            return ((c["m_block"] == ALL or c["m_block"] < m)
+                    and (c["p_block"] == ALL or c["p_block"] < panels))
+
+        def no_idle_threads(c, shape, limits):
+            return c["threads"] == 1 or _blocks(c, shape, path) >= c["threads"]
+
+        return (serial_runs_whole, one_spelling, no_idle_threads)
+
+    def realize(config) -> dict:
+        return {"tile": path.tile_named(config["tile"]), "threads": config["threads"],
+                "m_block": _ALL_AS_INT if config["m_block"] == ALL else config["m_block"],
+                "p_block": _ALL_AS_INT if config["p_block"] == ALL else config["p_block"]}
+
+    return dispatch.TuningSpace(
+        params={"tile": names, "threads": _thread_counts, "m_block": M_BLOCKS,
+                "p_block": P_BLOCKS},
+        default=lambda shape, limits: heuristic_config(path, shape, limits["threads"]),
+        restrictions=restrictions(),
+        prune=prune(),
+        version=KERNEL_VERSION,
+        limits=lambda threads=None: {"threads": resolve_threads(threads)},
+        realize=realize,
+        fingerprint=dispatch.cpu_fingerprint,
+        # The micro-kernels see int8 panels whatever A's dtype (uint8 and float32 A are
+        # converted while A is packed), so every A dtype shares one tuned entry.
+        operand_dtype=lambda dtype: "int8",
+    )
+
+
+def heuristic_config(path: CpuPath, shape, threads: int) -> dict:
+    """The heuristic choice of tile and blocking for an (M, K, N) call with `threads` threads."""
     m, k, n = shape
     tile = path.default_tile
-    threads = resolve_threads(threads)
+    name = tile_name(tile)
     panels = -(-n // tile.nr)
     if threads == 1 or m * k * n < SERIAL_WORK:
-        return {"tile": tile, "threads": 1, "m_block": m, "p_block": panels}
+        return {"tile": name, "threads": 1, "m_block": ALL, "p_block": ALL}
     if panels >= 2 * threads or m <= tile.mr:
         # Enough columns: each thread takes an even share of the panels and all the rows.
-        return {"tile": tile, "threads": threads, "m_block": m, "p_block": -(-panels // threads)}
+        return {"tile": name, "threads": threads, "m_block": ALL,
+                "p_block": -(-panels // threads)}
     # Few columns, many rows: split the rows too.
     m_block = -(-m // threads)
     m_block = -(-m_block // tile.mr) * tile.mr
-    return {"tile": tile, "threads": threads, "m_block": m_block, "p_block": panels}
+    return {"tile": name, "threads": threads, "m_block": m_block, "p_block": ALL}
 
 
 # ---------------------------------------------------------------------------------------------

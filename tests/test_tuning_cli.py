@@ -1,0 +1,225 @@
+"""The CPU tuning space, `i8gemm tune`, ONNX model shapes, and I8GEMM_AUTOTUNE=1 end to end.
+
+These run real (tiny) kernels but assert nothing about speed: only that every configuration is
+exact, that the command records what it tuned, and that autotuning on first use stores a shape.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import dispatch
+import gemm  # noqa: F401
+from dispatch import store as reader
+from graph import cli
+from tuning.bench import GemmBench
+from tuning.model_shapes import model_shapes
+from tuning.search import WrongAnswer
+
+ROOT = Path(__file__).resolve().parents[1]
+STANDARD = [(1, 512, 512), (8, 512, 2048), (32, 512, 512), (64, 512, 2048), (128, 1024, 1024),
+            (256, 1024, 4096), (256, 2048, 2048), (16, 512, 32000), (64, 512, 32000),
+            (1024, 1024, 1024)]
+
+
+@pytest.fixture
+def store_file(tmp_path, i8gemm_env):
+    path = tmp_path / "tuning.json"
+    i8gemm_env("I8GEMM_TUNING_STORE", str(path))
+    i8gemm_env("I8GEMM_AUTOTUNE", None)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# The CPU space.
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 2048), st.integers(1, 4096), st.integers(1, 40000), st.integers(1, 16))
+def test_cpu_space_defaults_are_allowed_and_candidates_obey_the_restrictions(m, k, n, threads):
+    for impl in dispatch.implementations("gemm_i8"):
+        space = impl.tuning_space
+        limits = {"threads": threads}
+        default = space.default((m, k, n), limits)
+        assert space.allows(default, (m, k, n), limits), (impl.path, default)
+        for config in space.configs((m, k, n), limits):
+            mr = space.realize(config)["tile"].mr
+            assert config["m_block"] == "all" or config["m_block"] % mr == 0
+            assert 1 <= config["threads"] <= threads
+            if config["threads"] == 1:
+                assert config["m_block"] == config["p_block"] == "all"
+
+
+def test_cpu_space_covers_the_standard_shapes():
+    impl = dispatch.resolve("gemm_i8")
+    limits = {"threads": 2}
+    for shape in STANDARD:
+        configs = list(impl.tuning_space.configs(shape, limits))
+        tiles = {c["tile"] for c in configs}
+        assert tiles == set(impl.tuning_space.params["tile"])
+        assert {c["threads"] for c in configs} == {1, 2}
+
+
+def test_every_configuration_of_the_space_is_exact():
+    """The tuner's own verification (GemmBench.verify) passes for every config of the chosen
+    path on an awkward shape, and fails for a config that computes something else."""
+    impl = dispatch.resolve("gemm_i8")
+    shape = (29, 45, 211)
+    limits = impl.tuning_space.limits(threads=2)
+    bench = GemmBench(impl, shape, limits, seed=3)
+    configs = list(impl.tuning_space.configs(shape, limits))
+    assert len(configs) > 20
+    for config in configs:
+        bench.verify(config)
+    bench.reference[3, 5] += 1        # a reference the kernel cannot match
+    with pytest.raises(WrongAnswer, match="1 of"):
+        bench.verify(configs[0])
+
+
+# ---------------------------------------------------------------------------------------------
+# ONNX model shapes.
+
+
+def _model(path: Path) -> Path:
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w1 = numpy_helper.from_array(rng.standard_normal((64, 32)).astype(np.float32), "W1")
+    w2 = numpy_helper.from_array(rng.standard_normal((48, 32)).astype(np.float32), "W2")
+    w3 = numpy_helper.from_array(rng.integers(-127, 128, (48, 16)).astype(np.int8), "W3")
+    nodes = [
+        helper.make_node("MatMul", ["x", "W1"], ["h1"]),                       # [b, s, 64] @ 64x32
+        helper.make_node("Reshape", ["h1", "shape2d"], ["h1_2d"]),
+        helper.make_node("Gemm", ["h1_2d", "W2"], ["h2"], transB=1),           # [?, 32] @ (48x32)^T
+        helper.make_node("MatMulInteger", ["q", "W3"], ["h3"]),                # [4, 48] @ 48x16
+        helper.make_node("MatMul", ["x", "y"], ["not_a_weight"]),              # B is no initializer
+    ]
+    graph = helper.make_graph(
+        nodes, "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "seq", 64]),
+         helper.make_tensor_value_info("y", TensorProto.FLOAT, [64, 8]),
+         helper.make_tensor_value_info("q", TensorProto.INT8, [4, 48])],
+        [helper.make_tensor_value_info("h2", TensorProto.FLOAT, None),
+         helper.make_tensor_value_info("h3", TensorProto.INT32, None),
+         helper.make_tensor_value_info("not_a_weight", TensorProto.FLOAT, None)],
+        initializer=[w1, w2, w3, numpy_helper.from_array(np.array([-1, 32], np.int64),
+                                                         "shape2d")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+def test_model_shapes(tmp_path):
+    shapes = model_shapes(_model(tmp_path / "m.onnx"), [1, 8])
+    # MatMul: M = batch (batch and seq are symbolic together); Gemm transB: K=32, N=48, its A's
+    # leading dim is inferred as unknown -> batch; MatMulInteger: fixed M = 4.
+    assert shapes == [(1, 64, 32), (8, 64, 32), (1, 32, 48), (8, 32, 48), (4, 48, 16)]
+
+
+def test_model_shapes_errors(tmp_path):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not a model at all")
+    with pytest.raises(ValueError, match="--model"):
+        model_shapes(bad, [1])
+
+
+# ---------------------------------------------------------------------------------------------
+# `i8gemm tune`.
+
+
+def test_tune_command_records_and_shows_and_clears(store_file, capsys):
+    rc = cli.main(["tune", "--shapes", "4,32,48;3,40,20", "--budget", "0.3", "--repeats", "2",
+                   "--threads", "2"])
+    out = capsys.readouterr()
+    assert rc == 0, out.err
+    assert "geometric mean gain" in out.out
+    assert "   4    32     48 |" in out.out and "   3    40     20 |" in out.out
+    assert "shape 2/2" in out.err                      # the progress bar
+    entries = reader.read(store_file)
+    assert {(e["shape"][0], e["k"], e["n"]) for e in entries.values()} == {(4, 32, 48), (3, 40, 20)}
+    for e in entries.values():
+        assert e["fingerprint"] == dispatch.cpu_fingerprint()
+        assert e["time_s"] > 0 and e["default_time_s"] > 0
+        assert e["limits"] == reader.limits_text(
+            dispatch.resolve("gemm_i8").tuning_space.limits(threads=2))
+    assert dispatch.explain("gemm_i8", (4, 32, 48), np.dtype(np.int8), threads=2) == "tuned"
+
+    assert cli.main(["tune", "--show"]) == 0
+    shown = capsys.readouterr().out
+    assert "2 entries, 2 for this machine" in shown and str(store_file) in shown
+
+    assert cli.main(["info"]) == 0
+    assert "2 entries for this machine" in capsys.readouterr().out
+
+    assert cli.main(["tune", "--clear"]) == 0
+    assert "2 entries removed" in capsys.readouterr().out
+    assert reader.read(store_file) == {}
+
+
+def test_tune_command_with_a_model(store_file, tmp_path, capsys):
+    model = _model(tmp_path / "m.onnx")
+    rc = cli.main(["tune", "--model", str(model), "--batch", "2", "--budget", "0.2",
+                   "--repeats", "1", "--threads", "1"])
+    assert rc == 0, capsys.readouterr().err
+    shapes = {tuple(e["shape"]) for e in reader.read(store_file).values()}
+    assert shapes == {(2, 64, 32), (2, 32, 48), (4, 48, 16)}
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--backend", "gpu"], "no GPU implementation of gemm_i8 is registered"),
+    (["--budget", "0"], "--budget"),
+    (["--shapes", "1,2"], "--shapes"),
+    (["--batch", "x", "--model", "m.onnx"], "--batch"),
+    (["--backend", "tpu"], "backend"),
+])
+def test_tune_command_errors(store_file, capsys, argv, message):
+    assert cli.main(["tune", *argv]) == 2
+    assert message in capsys.readouterr().err
+    assert not store_file.exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# I8GEMM_AUTOTUNE=1, end to end in fresh processes.
+
+_SCRIPT = """
+import sys, numpy as np, gemm, dispatch
+rng = np.random.default_rng(1)
+a = rng.integers(-128, 128, (24, 72), dtype=np.int8)
+b = rng.integers(-127, 128, (72, 40), dtype=np.int8)
+c = gemm.gemm_i8(a, b, threads=2)
+assert np.array_equal(c, a.astype(np.int32) @ b.astype(np.int32))
+print(dispatch.explain("gemm_i8", (24, 72, 40), np.dtype(np.int8), threads=2))
+print("tuning" in sys.modules)
+"""
+
+
+def _run(env_extra: dict) -> list[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("I8GEMM_")}
+    env.update(env_extra, PYTHONPATH=str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""))
+    proc = subprocess.run([sys.executable, "-c", _SCRIPT], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.split()
+
+
+def test_autotune_on_first_use_end_to_end(tmp_path):
+    path = tmp_path / "tuning.json"
+    first = _run({"I8GEMM_TUNING_STORE": str(path), "I8GEMM_AUTOTUNE": "1",
+                  "I8GEMM_AUTOTUNE_BUDGET": "0.5"})
+    assert first == ["autotuned", "True"]
+    entries = list(json.loads(path.read_text())["entries"])
+    assert len(entries) == 1
+    e = entries[0]
+    assert (e["shape"], e["k"], e["n"], e["m_bucket"]) == ([24, 72, 40], 72, 40, 32)
+    assert e["fingerprint"] == dispatch.cpu_fingerprint()
+    # A later process without autotuning uses the stored entry, and never imports the tuner.
+    assert _run({"I8GEMM_TUNING_STORE": str(path)}) == ["tuned", "False"]

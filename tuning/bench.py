@@ -1,0 +1,84 @@
+"""Timing real gemm_i8 calls for the search: the `bench=` and `verify=` of tuning.search.
+
+`GemmBench(impl, shape, limits)` builds random int8 operands of the shape once, and the exact
+reference product. `verify(config)` runs the config once and raises `WrongAnswer` unless the
+result is bit-identical; `bench(config)` returns the seconds per call of one sample, a batch of
+calls long enough (`target_s`) for the clock and the machine's noise to average out. A config's
+first `bench` call first times three untimed calls to size that batch; with verify's call they
+warm the config up, so the search runs with warmup=0. Calls go through the public
+`gemm.gemm_i8` with the private `_params=` override, so what is timed is what users run.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+import dispatch
+import gemm
+
+from .search import WrongAnswer
+
+
+class GemmBench:
+    def __init__(self, impl: dispatch.Implementation, shape: tuple, limits: Mapping[str, Any],
+                 *, seed: int = 0, target_s: float = 0.002):
+        m, k, n = shape
+        rng = np.random.default_rng(seed)
+        self.impl = impl
+        self.space = impl.tuning_space
+        self.a = rng.integers(-128, 128, (m, k), dtype=np.int8)
+        # -127: B from prepare_b never holds -128, and the sign-trick paths reject it.
+        b = rng.integers(-127, 128, (k, n), dtype=np.int8)
+        self.b = gemm.prepare_b_quantized(b)
+        # Exact in float64: |sum| <= 128 * 127 * K stays far below 2**53 for any real K.
+        self.reference = (self.a.astype(np.float64) @ b.astype(np.float64)).astype(np.int32)
+        self.out = np.empty((m, n), np.int32)
+        self.kwargs = {"backend": impl.qualified_name}
+        if "threads" in limits:
+            self.kwargs["threads"] = limits["threads"]
+        self.target_s = target_s
+        self._batch: dict[str, int] = {}
+
+    def _call(self, params) -> None:
+        gemm.gemm_i8(self.a, self.b, out=self.out, _params=params, **self.kwargs)
+
+    def verify(self, config) -> None:
+        self.out.fill(-1)  # so a config that writes nothing cannot pass on a previous result
+        self._call(self.space.realize(config))
+        if not np.array_equal(self.out, self.reference):
+            bad = int(np.count_nonzero(self.out != self.reference))
+            raise WrongAnswer(f"{bad} of {self.out.size} results differ from the reference")
+
+    def bench(self, config) -> float:
+        params = self.space.realize(config)
+        key = dispatch.config_text(config)
+        batch = self._batch.get(key)
+        if batch is None:
+            # The fastest of three calls: a first call may compile or wake the thread pool.
+            dt = math.inf
+            for _ in range(3):
+                t0 = time.perf_counter()
+                self._call(params)
+                dt = min(dt, time.perf_counter() - t0)
+            batch = self._batch[key] = max(1, min(1000, int(self.target_s / max(dt, 1e-7))))
+        t0 = time.perf_counter()
+        for _ in range(batch):
+            self._call(params)
+        return (time.perf_counter() - t0) / batch
+
+
+def compare(bench: GemmBench, configs: dict[str, dict], repeats: int) -> dict[str, float]:
+    """Median seconds per call of each named config, timed interleaved (every round samples
+    each config once, so the machine's noise hits them alike)."""
+    for config in configs.values():
+        bench.bench(config)  # warm-up
+    samples: dict[str, list[float]] = {name: [] for name in configs}
+    for _ in range(repeats):
+        for name, config in configs.items():
+            samples[name].append(bench.bench(config))
+    return {name: float(np.median(s)) for name, s in samples.items()}
