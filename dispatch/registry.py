@@ -4,6 +4,11 @@ Kernel modules register themselves here (dispatch imports none of them). `select
 this op, shape and backend, which implementation runs and with which parameters. Parameters come
 from the implementation's heuristic default; the tuning store (see the tuning issue) will be read
 here first once it exists.
+
+CPU paths are named after their ISA level ("avx2"); a level may also have variants, named
+"<level>-<variant>" ("avx2-i16"). Exactly one path per level is *preferred*: the one chosen when
+the level is picked automatically. The others run only when named (backend="cpu:avx2-i16" or
+I8GEMM_CPU_PATH=avx2-i16).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ class Implementation:
     entry: Any                   # the object the op's front end calls
     tuning_space: dict[str, Any] = dataclasses.field(default_factory=dict)
     default_params: Callable[..., dict[str, Any]] | None = None
+    preferred: bool = True       # chosen for its level unless another path is named
 
     @property
     def qualified_name(self) -> str:
@@ -42,6 +48,12 @@ _REGISTRY: dict[str, dict[str, Implementation]] = {}
 
 
 def register(impl: Implementation) -> Implementation:
+    if impl.backend == "cpu" and impl.preferred:
+        for other in implementations(impl.op):
+            if (other.backend == "cpu" and other.preferred and other.level == impl.level
+                    and other.path != impl.path):
+                raise ValueError(f"impl: cpu:{impl.path} and cpu:{other.path} are both the "
+                                 f"preferred {impl.op!r} path of level {impl.level.path_name!r}")
     _REGISTRY.setdefault(impl.op, {})[impl.qualified_name] = impl
     _DECISIONS.clear()
     return impl
@@ -53,22 +65,35 @@ def implementations(op: str) -> list[Implementation]:
 
 def _cpu_choice(op: str, level: cpu.IsaLevel) -> Implementation:
     for impl in implementations(op):
-        if impl.backend == "cpu" and impl.level == level:
+        if impl.backend == "cpu" and impl.level == level and impl.preferred:
             return impl
     raise RuntimeError(f"no CPU implementation of {op!r} is registered for path {level.path_name!r}")
+
+
+def _cpu_named(op: str, name: str, label: str) -> Implementation:
+    """The CPU path called `name` (any case, spaces ignored); `label` is how errors name it."""
+    wanted = name.strip().lower()
+    for impl in implementations(op):
+        if impl.backend == "cpu" and impl.path == wanted:
+            cpu.require(impl.level, label, impl.path)
+            return impl
+    names = ", ".join(i.path for i in sorted(
+        (i for i in implementations(op) if i.backend == "cpu"), key=lambda i: (i.level, i.path)))
+    raise ValueError(f"{label} is not a CPU path of {op!r}; expected one of: {names}")
 
 
 def resolve(op: str, backend: str | None = None) -> Implementation:
     """The implementation for `backend` ("cpu", "cpu:<path>", or None = the default CPU path)."""
     if backend is None or backend == "cpu":
-        return _cpu_choice(op, cpu.best_level())
+        forced = cpu.setting("I8GEMM_CPU_PATH")
+        if forced:
+            return _cpu_named(op, forced, f"I8GEMM_CPU_PATH={forced!r}")
+        return _cpu_choice(op, max(cpu.available_levels()))
     if not isinstance(backend, str):
         raise TypeError(f"backend: expected a string such as 'cpu' or 'cpu:avx2', got {backend!r}")
     kind, _, path = backend.partition(":")
     if kind == "cpu" and path:
-        level = cpu.parse_level(path, argument="backend")
-        cpu.require(level, f"backend={backend!r}")
-        return _cpu_choice(op, level)
+        return _cpu_named(op, path, f"backend={backend!r}")
     if kind == "gpu":
         raise RuntimeError(f"backend={backend!r}: the GPU path is not available yet (WGSL issue)")
     raise ValueError(f"backend: expected 'cpu', 'cpu:<path>' or 'gpu', got {backend!r}")
