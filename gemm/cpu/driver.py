@@ -1,8 +1,9 @@
 """The CPU driver shared by every instruction set: packing, blocking, threads and the epilogue.
 
 Contract of a CPU path (`CpuPath`, one per ISA module):
-  - A is packed per call into rows of k4*4 bytes, encoded as the path's micro-kernel wants it:
-    "u8" (vpdpbusd: int8 a is stored as a + 128) or "s8" (sign trick, portable path: as is).
+  - A is packed per call into rows of k4*4 values, encoded as the path's micro-kernel wants it:
+    "u8" (vpdpbusd: int8 a is stored as a + 128), "s8" (sign trick, portable path: as is; uint8
+    a as a - 128) or "s16" (vpmaddwd: int8 and uint8 a widened to int16, unshifted).
     The shift `d` this adds is removed in the epilogue as -d * colsum(B).
   - B is packed once (prepare time) into panels of NR columns, in the path's `b_layout`:
     "i8" ([k4][NR][4 int8], every path but one) or "i16" ([k4][2][NR][2 int16], avx2_i16.py);
@@ -49,7 +50,7 @@ B_LAYOUTS = {"i8": 4, "i16": 8}
 class CpuPath:
     name: str
     level: dispatch.IsaLevel
-    a_encoding: str          # "u8" or "s8": how the micro-kernel wants A's bytes
+    a_encoding: str          # "u8", "s8" or "s16": how the micro-kernel wants A's values
     b_allows_min: bool       # whether -128 in B is multiplied exactly
     tiles: tuple[Tile, ...]  # candidate register tiles; the first is the default
     b_layout: str = "i8"     # how packed B panels hold a value: "i8" or "i16" (B_LAYOUTS)
@@ -70,13 +71,15 @@ class CpuPath:
 
     @property
     def a_dtype(self):
-        return np.uint8 if self.a_encoding == "u8" else np.int8
+        return {"u8": np.uint8, "s8": np.int8, "s16": np.int16}[self.a_encoding]
 
     def a_shift(self, a_dtype) -> int:
         """What packing adds to each A value of dtype `a_dtype` to reach this path's encoding."""
         unsigned_in = np.dtype(a_dtype) == np.uint8
         if self.a_encoding == "u8":
             return 0 if unsigned_in else 128
+        if self.a_encoding == "s16":
+            return 0        # int16 holds int8 and uint8 values alike
         return -128 if unsigned_in else 0
 
     def default_params(self, shape, threads=None) -> dict:

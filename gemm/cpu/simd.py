@@ -62,6 +62,9 @@ class IsaOps:
                 tuple of values); passed on to `step` as a_prepped.
     step:       (builder, acc_i32, a_bytes, a_prepped, b) -> new acc_i32; each int32 lane gains
                 the dot product of the 4 A values with that lane's column's 4 B values.
+    a_k4_bytes: bytes one row's group of four k takes in packed A (4 for int8 A).
+    load_a:     (builder, p) -> the `a` operand of prep_a and step for the A group at p (i8*);
+                None broadcasts its 4 bytes to every int32 lane (a vector of bytes).
     b_k4_bytes: bytes one column's group of four k takes in a packed panel (4 for int8 B).
     load_b:     (builder, b_k, j, nr, intp) -> the `b` operand of `step` for the j-th vector of
                 columns, where b_k (i8*) points at the panel's current k4 group; None loads one
@@ -71,6 +74,8 @@ class IsaOps:
     bits: int
     prep_a: Callable
     step: Callable
+    a_k4_bytes: int = 4
+    load_a: Callable | None = None
     b_k4_bytes: int = 4
     load_b: Callable | None = None
 
@@ -85,6 +90,20 @@ class IsaOps:
     @property
     def acc_type(self) -> ir.VectorType:
         return vec(I32, self.i32_lanes)
+
+    def emit_load_a(self, builder: ir.IRBuilder, p: ir.Value) -> ir.Value:
+        """The `a` operand of prep_a and step for the A group at p (see load_a)."""
+        if self.load_a is not None:
+            return self.load_a(builder, p)
+        a32 = builder.load(builder.bitcast(p, I32.as_pointer()), align=1)
+        lanes = self.i32_lanes
+        splat = builder.shuffle_vector(
+            builder.insert_element(ir.Constant(self.acc_type, ir.Undefined), a32,
+                                   ir.Constant(I32, 0)),
+            ir.Constant(self.acc_type, ir.Undefined),
+            ir.Constant(vec(I32, lanes), [0] * lanes),
+        )
+        return builder.bitcast(splat, self.byte_type)
 
     def emit_load_b(self, builder: ir.IRBuilder, b_k: ir.Value, j: int, nr: int,
                     intp: ir.IntType) -> ir.Value:
@@ -193,7 +212,7 @@ def _ov_tile_panel_bytes(tile, k4):
 def _emit_rows(builder, ops: IsaOps, rows: int, nv: int, nr: int, a_base, a_stride, b_base, k4,
                acc_ptr):
     """Emit the k loop for exactly `rows` rows; accumulators are loop-carried SSA values."""
-    byte_t, acc_t = ops.byte_type, ops.acc_type
+    acc_t = ops.acc_type
     lanes = ops.i32_lanes
     intp = k4.type
     pre = builder.block
@@ -213,17 +232,10 @@ def _emit_rows(builder, ops: IsaOps, rows: int, nv: int, nr: int, a_base, a_stri
 
     b_k = builder.gep(b_base, [builder.mul(k, ir.Constant(intp, nr * ops.b_k4_bytes))])
     b_vecs = [ops.emit_load_b(builder, b_k, j, nr, intp) for j in range(nv)]
-    k_bytes = builder.mul(k, ir.Constant(intp, 4))
+    k_bytes = builder.mul(k, ir.Constant(intp, ops.a_k4_bytes))
     new_accs = []
     for r in range(rows):
-        p = builder.gep(row_ptrs[r], [k_bytes])
-        a32 = builder.load(builder.bitcast(p, I32.as_pointer()), align=1)
-        splat = builder.shuffle_vector(
-            builder.insert_element(ir.Constant(acc_t, ir.Undefined), a32, ir.Constant(I32, 0)),
-            ir.Constant(acc_t, ir.Undefined),
-            ir.Constant(vec(I32, lanes), [0] * lanes),
-        )
-        a_bytes = builder.bitcast(splat, byte_t)
+        a_bytes = ops.emit_load_a(builder, builder.gep(row_ptrs[r], [k_bytes]))
         a_prep = ops.prep_a(builder, a_bytes)
         new_accs.append([ops.step(builder, accs[r][j], a_bytes, a_prep, b_vecs[j])
                          for j in range(nv)])
@@ -263,9 +275,14 @@ def _tile_dot_simd(typingctx, tile, rows, a, a_off, a_stride, b, b_off, k4, acc)
         a_data = context.make_array(sa[2])(context, builder, a_arr).data
         b_data = context.make_array(sa[5])(context, builder, b_arr).data
         acc_data = context.make_array(sa[8])(context, builder, acc_arr).data
-        a_base = builder.gep(builder.bitcast(a_data, I8.as_pointer()), [as_intp(a_off_v, sa[3])])
+        # a_off and a_stride count elements of packed A (bytes, or int16 for a widened A).
+        a_item = context.get_abi_sizeof(context.get_data_type(sa[2].dtype))
+        a_off_i, stride = as_intp(a_off_v, sa[3]), as_intp(a_stride_v, sa[4])
+        if a_item != 1:
+            a_off_i = builder.mul(a_off_i, ir.Constant(intp, a_item))
+            stride = builder.mul(stride, ir.Constant(intp, a_item))
+        a_base = builder.gep(builder.bitcast(a_data, I8.as_pointer()), [a_off_i])
         b_base = builder.gep(builder.bitcast(b_data, I8.as_pointer()), [as_intp(b_off_v, sa[6])])
-        stride = as_intp(a_stride_v, sa[4])
         k4_i = as_intp(k4_v, sa[7])
         acc_ptr = builder.bitcast(acc_data, I32.as_pointer())
         rows_i = as_intp(rows_v, sa[1])
