@@ -4,9 +4,10 @@ A PreparedB holds B's int8 columns (B transposed, N x K, each row padded with ze
 of 4 so k-groups never straddle the end), their int32 sums (for the shift and zero-point
 corrections), the per-column quantization multipliers, and one packed copy per (panel layout,
 register-tile width) a path has asked for: "i8" panels [k4][NR][4 int8] for most paths, "i16"
-panels [k4][2][NR][2 int16] (B widened once) for cpu:avx2-i16. Keeping the plain columns beside the packed panels costs one more
-copy of B but makes shortlisting cheap: `select_columns` gathers whole contiguous columns and
-packs only those, instead of picking 4-byte pieces out of every panel.
+panels [k4][2][NR][2 int16] (B widened once) for cpu:avx2-i16. Keeping the plain columns beside
+the packed panels costs one more copy of B but makes shortlisting cheap: `select_columns`
+gathers whole contiguous columns and packs only those (in every layout the parent holds),
+instead of picking 4-byte pieces out of every panel.
 """
 
 from __future__ import annotations
