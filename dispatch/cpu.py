@@ -83,8 +83,8 @@ def available_levels() -> list[IsaLevel]:
 
 
 def parse_level(name: str, argument: str = "I8GEMM_CPU_PATH") -> IsaLevel:
-    """The ISA level a CPU path name needs: "avx2" -> AVX2; a variant "avx2-i16" -> AVX2 too
-    (which variants exist is the registry's business)."""
+    """The ISA level a CPU path name needs: "avx2" -> AVX2, and "avx2-i16" -> AVX2 too (which
+    paths exist is the registry's business)."""
     level_name = name.strip().partition("-")[0]
     try:
         return IsaLevel[level_name.upper()]

@@ -5,10 +5,10 @@ this op, shape and backend, which implementation runs and with which parameters.
 from the implementation's heuristic default; the tuning store (see the tuning issue) will be read
 here first once it exists.
 
-CPU paths are named after their ISA level ("avx2"); a level may also have variants, named
-"<level>-<variant>" ("avx2-i16"). Exactly one path per level is *preferred*: the one chosen when
-the level is picked automatically. The others run only when named (backend="cpu:avx2-i16" or
-I8GEMM_CPU_PATH=avx2-i16).
+CPU paths are named after their ISA level ("avx2"), or "<level>-<variant>" ("avx2-i16") where a
+level has several. Exactly one path per level is *preferred*: the one chosen when that level is
+picked automatically (for AVX2, avx2-i16). The others run only when named (backend="cpu:avx2"
+or I8GEMM_CPU_PATH=avx2).
 """
 
 from __future__ import annotations

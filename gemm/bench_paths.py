@@ -47,8 +47,11 @@ def bench_paths_shape(shape, paths: list[str], threads: int, repeats: int, rng) 
     if session is not None:
         feeds = {"A": (a.astype(np.int16) + 128).astype(np.uint8), "B": b}
         fns["ort_u8s8"] = lambda: session.run(None, feeds)
+    # With one thread no contender has a pool that spin-waits, so the pauses `gemm.bench` needs
+    # between contenders only add noise here: short samples, back to back.
+    pause_s = 0.0 if threads == 1 else 0.1
     with bench._blas_limit(threads):
-        times = bench.time_side_by_side(fns, repeats)
+        times = bench.time_side_by_side(fns, repeats, target_s=0.005, pause_s=pause_s)
     ops = 2.0 * m * k * n
     row = {"shape": [m, k, n], "threads": threads,
            "gops": {name: ops / t / 1e9 for name, t in times.items()},

@@ -20,8 +20,8 @@ SIGN_TRICK_PATHS = frozenset({"avx2", "avx512bw"})
 # The paths whose micro-kernel takes A as unsigned bytes (a + 128): vpdpbusd.
 U8_PATHS = frozenset({"avxvnni", "avx512vnni"})
 ALL_CPU_PATHS = ("generic", "avx2", "avx2-i16", "avxvnni", "avx512bw", "avx512vnni")
-# The variants: paths that run only when named (not their level's preferred path).
-VARIANT_PATHS = frozenset({"avx2-i16"})
+# The paths that run only when named: not their level's preferred path (for AVX2, avx2-i16 is).
+NAMED_ONLY_PATHS = frozenset({"avx2"})
 
 
 def cpu_impls() -> list[dispatch.Implementation]:

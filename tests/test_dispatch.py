@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from conftest import (
     ALL_CPU_PATHS,
+    NAMED_ONLY_PATHS,
     SIGN_TRICK_PATHS,
-    VARIANT_PATHS,
     available_paths,
     cpu_impls,
     impl_for,
@@ -45,13 +45,11 @@ def test_every_level_has_one_preferred_cpu_path():
         assert impl.qualified_name == f"cpu:{impl.path}"
         assert impl.entry.name == impl.path
         assert impl.preferred == impl.entry.preferred
-        if impl.preferred:
-            assert impl.level.path_name == impl.path
-        else:   # a variant: named "<level>-<variant>"
-            assert impl.path.startswith(impl.level.path_name + "-")
+        # Named "<level>" or "<level>-<variant>".
+        assert impl.path.partition("-")[0] == impl.level.path_name
     preferred = [i for i in impls if i.preferred]
     assert sorted(i.level for i in preferred) == sorted(IsaLevel)
-    assert {i.path for i in impls if not i.preferred} == VARIANT_PATHS
+    assert {i.path for i in impls if not i.preferred} == NAMED_ONLY_PATHS
 
 
 def test_a_second_preferred_path_for_a_level_is_refused():
@@ -120,26 +118,35 @@ def test_forced_path_every_available(clean_env, cpu_path):
         np.testing.assert_array_equal(gemm.gemm_i8(a, b), ref(a, b))
 
 
-def test_variant_runs_only_when_named(clean_env):
-    """cpu:avx2-i16 is never chosen by default; it is chosen by backend= or I8GEMM_CPU_PATH, and
-    it really runs: it multiplies -128 in B, which cpu:avx2 rejects."""
-    if "avx2-i16" not in available_paths():
-        pytest.skip("cpu:avx2-i16 cannot run on this machine: " + impl_for("avx2-i16").available()[1])
-    assert dispatch.resolve("gemm_i8").path != "avx2-i16"
-    assert dispatch.resolve("gemm_i8", "cpu:avx2").path == "avx2"
-    assert dispatch.resolve("gemm_i8", "cpu:avx2-i16").path == "avx2-i16"
-    assert dispatch.resolve("gemm_i8", "cpu:AVX2-I16").path == "avx2-i16"
-    rng = np.random.default_rng(2)
-    a = rng.integers(-128, 128, (4, 21), dtype=np.int8)
-    b = rng.integers(-128, 128, (21, 9), dtype=np.int8)
-    b[0, 0] = -128
-    np.testing.assert_array_equal(gemm.gemm_i8(a, b, backend="cpu:avx2-i16"), ref(a, b))
-    with pytest.raises(ValueError, match="B"):
-        gemm.gemm_i8(a, b, backend="cpu:avx2")
-    clean_env("I8GEMM_CPU_PATH", "avx2-i16")
-    assert dispatch.resolve("gemm_i8").path == "avx2-i16"
-    assert dispatch.best_level() == IsaLevel.AVX2
-    np.testing.assert_array_equal(gemm.gemm_i8(a, b), ref(a, b))
+def test_avx2_level_prefers_the_16_bit_path(clean_env, monkeypatch):
+    """On a CPU whose best level is AVX2, the default is cpu:avx2-i16 (measured faster, and
+    exact for -128 in B); the sign trick cpu:avx2 runs when named."""
+    if "avx2" not in available_paths():
+        pytest.skip("cpu:avx2 cannot run on this machine: " + impl_for("avx2").available()[1])
+    # Pretend to be an AVX2-only CPU (no AVX-512, no AVX-VNNI).
+    monkeypatch.setattr(dispatch.cpu, "host_features", lambda: {"avx2": True})
+    dispatch.refresh()
+    try:
+        assert dispatch.available_levels() == [IsaLevel.GENERIC, IsaLevel.AVX2]
+        assert dispatch.resolve("gemm_i8").path == "avx2-i16"
+        assert dispatch.resolve("gemm_i8", "cpu").path == "avx2-i16"
+        assert dispatch.resolve("gemm_i8", "cpu:avx2").path == "avx2"
+        assert dispatch.resolve("gemm_i8", "cpu:AVX2-I16").path == "avx2-i16"
+        rng = np.random.default_rng(2)
+        a = rng.integers(-128, 128, (4, 21), dtype=np.int8)
+        b = rng.integers(-128, 128, (21, 9), dtype=np.int8)
+        b[0, 0] = -128
+        np.testing.assert_array_equal(gemm.gemm_i8(a, b), ref(a, b))     # the default
+        with pytest.raises(ValueError, match="B"):                         # the sign trick
+            gemm.gemm_i8(a, b, backend="cpu:avx2")
+        clean_env("I8GEMM_CPU_PATH", "avx2")
+        assert dispatch.resolve("gemm_i8").path == "avx2"
+        clean_env("I8GEMM_CPU_PATH", "avx2-i16")
+        assert dispatch.resolve("gemm_i8").path == "avx2-i16"
+        assert dispatch.best_level() == IsaLevel.AVX2
+    finally:
+        monkeypatch.undo()
+        dispatch.refresh()
 
 
 @pytest.mark.parametrize("name", ["avx2-bogus", "avx2-", "bogus-i16"])

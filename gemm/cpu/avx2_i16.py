@@ -16,10 +16,11 @@ correction term.
 Widening A in the packing pass rather than in the micro-kernel (sign-extending the broadcast
 bytes costs ~4 more instructions per row and k group) measured 1.2-1.4x faster on Zen 4. The
 price of 16-bit operands is B twice the size in its panels (and in cache) and two B loads per
-step instead of one; the multiply count equals the sign trick's (vpmaddubsw + vpmaddwd).
-This is a variant of the AVX2 level: it runs only when named (backend="cpu:avx2-i16" or
-I8GEMM_CPU_PATH=avx2-i16); README "How the CPU kernels work" gives how it measures against the
-sign trick.
+step instead of one. The multiply count equals the sign trick's (vpmaddubsw + vpmaddwd), while
+its vpabsb/vpsignb work disappears. Measured 1.2x the sign trick's speed (geometric mean over the
+standard shapes, one thread, code built for AVX2 alone), 0.84x at M = 1 where B's traffic
+dominates; so this is the AVX2 level's default, and the sign trick stays available by name
+(cpu:avx2). README "How the CPU kernels work" has the figures.
 """
 
 from llvmlite import ir
@@ -82,7 +83,6 @@ PATH = register_path(CpuPath(
     a_encoding="s16",
     b_allows_min=True,
     b_layout="i16",
-    preferred=False,
     # 16 ymm registers: MR x NV accumulators + 2 NV B halves + the two A pairs. 4x2 fits (14)
     # and measured best with 16 registers; 3x4 and 2x4 spill there but win where LLVM may use
     # AVX-512VL's 32 (on an AVX-512 host, e.g. for a forced cpu:avx2-i16).

@@ -55,7 +55,7 @@ class CpuPath:
     tiles: tuple[Tile, ...]  # candidate register tiles; the first is the default
     b_layout: str = "i8"     # how packed B panels hold a value: "i8" or "i16" (B_LAYOUTS)
     # Whether `dispatch` picks this path for its ISA level when none is named; a level may have
-    # other paths (variants such as avx2-i16), which run only when forced by name.
+    # other paths (AVX2: the sign trick beside the preferred avx2-i16), run only when named.
     preferred: bool = True
 
     def __post_init__(self):
