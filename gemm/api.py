@@ -54,8 +54,8 @@ def gemm_i8(a: np.ndarray, b, *, a_quant_mult=None, bias=None, relu: bool = Fals
     relu:         max(C, 0) in the same pass (float output only).
     out:          a C-contiguous M x N array of the output dtype (int32 or float32), written.
     a_zero_point: scalar; b_zero_point: scalar or N per-column values (ONNX MatMulInteger).
-    backend:      "cpu" or "cpu:<path>" (generic, avx2, avxvnni, avx512bw, avx512vnni); the
-                  default is I8GEMM_CPU_PATH or the best path of this CPU.
+    backend:      "cpu" or "cpu:<path>" (generic, avx2-i16, avx2, avxvnni, avx512bw,
+                  avx512vnni); the default is I8GEMM_CPU_PATH or the best path of this CPU.
     threads:      threads to use; default I8GEMM_NUM_THREADS or all cores.
     _params:      the autotuner's override of the chosen parameters (tile, threads, m_block,
                   p_block); not for general use.

@@ -15,7 +15,9 @@ Layouts (built by `gemm.cpu.driver` and `gemm.prepared`):
                   one vector holds (lanes) columns x 4 k, the operand order of vpdpbusd/vpmaddubsw.
                   A path may declare another panel layout (`IsaOps.b_k4_bytes`, `IsaOps.load_b`):
                   avx2_i16.py stores B as int16, [k4][2 halves][NR columns][2 int16].
-  packed A:       rows of k4*4 bytes, stride `a_stride`; the four bytes of a k group are broadcast.
+  packed A:       rows of k4*4 values, stride `a_stride` (in values); the four bytes of a k group
+                  are broadcast. A path may widen A (`IsaOps.a_k4_bytes`, `IsaOps.load_a`):
+                  avx2_i16.py packs A as int16 and broadcasts it as two int16 pairs.
 """
 
 from __future__ import annotations
