@@ -83,8 +83,11 @@ def available_levels() -> list[IsaLevel]:
 
 
 def parse_level(name: str, argument: str = "I8GEMM_CPU_PATH") -> IsaLevel:
+    """The ISA level a CPU path name needs: "avx2" -> AVX2, and "avx2-i16" -> AVX2 too (which
+    paths exist is the registry's business)."""
+    level_name = name.strip().partition("-")[0]
     try:
-        return IsaLevel[name.strip().upper()]
+        return IsaLevel[level_name.upper()]
     except KeyError:
         names = ", ".join(lvl.path_name for lvl in IsaLevel)
         raise ValueError(f"{argument}={name!r} is not a CPU path; expected one of: {names}") from None
@@ -98,7 +101,8 @@ def setting(name: str) -> str:
 
 
 def best_level() -> IsaLevel:
-    """The path used when none is forced: I8GEMM_CPU_PATH if set (checked), else the highest."""
+    """The level of the path used when none is named in the call: that of I8GEMM_CPU_PATH if set
+    (checked), else the highest."""
     forced = setting("I8GEMM_CPU_PATH")
     if forced:
         level = parse_level(forced)
@@ -107,10 +111,12 @@ def best_level() -> IsaLevel:
     return max(available_levels())
 
 
-def require(level: IsaLevel, argument: str) -> None:
+def require(level: IsaLevel, argument: str, path: str | None = None) -> None:
+    """Raise RuntimeError if this CPU cannot run `level` (`path`: the path's name, default the
+    level's own)."""
     missing = missing_features(level)
     if missing:
         raise RuntimeError(
-            f"{argument}: the CPU path {level.path_name!r} needs {', '.join(missing)}, "
+            f"{argument}: the CPU path {path or level.path_name!r} needs {', '.join(missing)}, "
             f"which this CPU ({cpu_model()}) or its OS does not provide"
         )

@@ -18,10 +18,12 @@ def report() -> str:
         chosen_note = ""
     except (ValueError, RuntimeError) as exc:
         chosen, chosen_note = None, str(exc)
-    for impl in sorted(registry.implementations("gemm_i8"), key=lambda i: i.level or 0):
+    for impl in sorted(registry.implementations("gemm_i8"), key=lambda i: (i.level or 0, i.path)):
         ok, why = impl.available()
         mark = "  <- chosen" if impl.qualified_name == chosen else ""
         status = "available" if ok else f"unavailable ({why})"
+        if not impl.preferred:
+            status += "; runs only when named"
         lines.append(f"  {impl.qualified_name:<16} {status}{mark}")
     forced = cpu.setting("I8GEMM_CPU_PATH")
     if forced:

@@ -11,6 +11,11 @@ signature. So that setting the variable is enough, the first decision that needs
 imports the `tuning` package by name, the way a plugin is loaded; that import happens only when
 the user opted in, and no dispatch module imports tuning at import time, so the layering stays
 downward for everything else.
+
+CPU paths are named after their ISA level ("avx2"), or "<level>-<variant>" ("avx2-i16") where a
+level has several. Exactly one path per level is *preferred*: the one chosen when that level is
+picked automatically (for AVX2, avx2-i16). The others run only when named (backend="cpu:avx2"
+or I8GEMM_CPU_PATH=avx2).
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ class Implementation:
     level: cpu.IsaLevel | None   # the ISA level it needs (CPU paths)
     entry: Any                   # the object the op's front end calls
     tuning_space: TuningSpace | None = None
+    preferred: bool = True       # chosen for its level unless another path is named
 
     @property
     def qualified_name(self) -> str:
@@ -58,6 +64,12 @@ _REGISTRY: dict[str, dict[str, Implementation]] = {}
 
 
 def register(impl: Implementation) -> Implementation:
+    if impl.backend == "cpu" and impl.preferred:
+        for other in implementations(impl.op):
+            if (other.backend == "cpu" and other.preferred and other.level == impl.level
+                    and other.path != impl.path):
+                raise ValueError(f"impl: cpu:{impl.path} and cpu:{other.path} are both the "
+                                 f"preferred {impl.op!r} path of level {impl.level.path_name!r}")
     _REGISTRY.setdefault(impl.op, {})[impl.qualified_name] = impl
     _DECISIONS.clear()
     return impl
@@ -69,22 +81,35 @@ def implementations(op: str) -> list[Implementation]:
 
 def _cpu_choice(op: str, level: cpu.IsaLevel) -> Implementation:
     for impl in implementations(op):
-        if impl.backend == "cpu" and impl.level == level:
+        if impl.backend == "cpu" and impl.level == level and impl.preferred:
             return impl
     raise RuntimeError(f"no CPU implementation of {op!r} is registered for path {level.path_name!r}")
+
+
+def _cpu_named(op: str, name: str, label: str) -> Implementation:
+    """The CPU path called `name` (any case, spaces ignored); `label` is how errors name it."""
+    wanted = name.strip().lower()
+    for impl in implementations(op):
+        if impl.backend == "cpu" and impl.path == wanted:
+            cpu.require(impl.level, label, impl.path)
+            return impl
+    names = ", ".join(i.path for i in sorted(
+        (i for i in implementations(op) if i.backend == "cpu"), key=lambda i: (i.level, i.path)))
+    raise ValueError(f"{label} is not a CPU path of {op!r}; expected one of: {names}")
 
 
 def resolve(op: str, backend: str | None = None) -> Implementation:
     """The implementation for `backend` ("cpu", "cpu:<path>", or None = the default CPU path)."""
     if backend is None or backend == "cpu":
-        return _cpu_choice(op, cpu.best_level())
+        forced = cpu.setting("I8GEMM_CPU_PATH")
+        if forced:
+            return _cpu_named(op, forced, f"I8GEMM_CPU_PATH={forced!r}")
+        return _cpu_choice(op, max(cpu.available_levels()))
     if not isinstance(backend, str):
         raise TypeError(f"backend: expected a string such as 'cpu' or 'cpu:avx2', got {backend!r}")
     kind, _, path = backend.partition(":")
     if kind == "cpu" and path:
-        level = cpu.parse_level(path, argument="backend")
-        cpu.require(level, f"backend={backend!r}")
-        return _cpu_choice(op, level)
+        return _cpu_named(op, path, f"backend={backend!r}")
     if kind == "gpu":
         raise RuntimeError(f"backend={backend!r}: the GPU path is not available yet (WGSL issue)")
     raise ValueError(f"backend: expected 'cpu', 'cpu:<path>' or 'gpu', got {backend!r}")

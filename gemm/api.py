@@ -58,8 +58,8 @@ def gemm_i8(a: np.ndarray, b, *, a_quant_mult=None, bias=None, relu: bool = Fals
                   C = (A - a_zero_point) @ (B - b_zero_point) * out_scale_j + bias_j, with the
                   scale (a scalar or N per-column values) given as is, not as 1/(qa*qb): what
                   an ONNX MatMulInteger -> Cast -> Mul(scale) -> Add(bias) chain computes.
-    backend:      "cpu" or "cpu:<path>" (generic, avx2, avxvnni, avx512bw, avx512vnni); the
-                  default is I8GEMM_CPU_PATH or the best path of this CPU.
+    backend:      "cpu" or "cpu:<path>" (generic, avx2-i16, avx2, avxvnni, avx512bw,
+                  avx512vnni); the default is I8GEMM_CPU_PATH or the best path of this CPU.
     threads:      threads to use; default I8GEMM_NUM_THREADS or all cores.
     _params:      the autotuner's override of the chosen parameters (tile, threads, m_block,
                   p_block); not for general use.

@@ -202,7 +202,7 @@ def machine_summary() -> dict:
     import dispatch
 
     return {"cpu": dispatch.cpu_model(), "llvm_cpu": dispatch.cpu_name(),
-            "path": dispatch.best_level().path_name, "python": platform.python_version(),
+            "path": dispatch.resolve("gemm_i8").path, "python": platform.python_version(),
             "numpy": np.__version__}
 
 
@@ -216,6 +216,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="skip the shortlisting comparison")
     parser.add_argument("--backend", default=None,
                         help="'cpu' or 'cpu:<path>' (default: I8GEMM_CPU_PATH or the best path)")
+    parser.add_argument("--paths", default=None, metavar="PATH,PATH,...",
+                        help="instead: compare these CPU paths (e.g. 'avx2,avx2-i16'), int8 -> "
+                             "int32, side by side (gemm/bench_paths.py)")
 
 
 def main(args) -> int:
@@ -227,6 +230,10 @@ def main(args) -> int:
     threads = driver.resolve_threads(args.threads)
     if args.repeats < 1:
         raise ValueError("--repeats: expected a whole number >= 1")
+    if args.paths:
+        from . import bench_paths
+
+        return bench_paths.main(args, threads)
     if args.backend:
         import dispatch
 

@@ -2,10 +2,12 @@
 
 A PreparedB holds B's int8 columns (B transposed, N x K, each row padded with zeros to a multiple
 of 4 so k-groups never straddle the end), their int32 sums (for the shift and zero-point
-corrections), the per-column quantization multipliers, and one packed copy per register-tile
-width a path has asked for. Keeping the plain columns beside the packed panels costs one more
-copy of B but makes shortlisting cheap: `select_columns` gathers whole contiguous columns and
-packs only those, instead of picking 4-byte pieces out of every panel.
+corrections), the per-column quantization multipliers, and one packed copy per (panel layout,
+register-tile width) a path has asked for: "i8" panels [k4][NR][4 int8] for most paths, "i16"
+panels [k4][2][NR][2 int16] (B widened once) for cpu:avx2-i16. Keeping the plain columns beside
+the packed panels costs one more copy of B but makes shortlisting cheap: `select_columns`
+gathers whole contiguous columns and packs only those (in every layout the parent holds),
+instead of picking 4-byte pieces out of every panel.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ class PreparedB:
         self.inv_quant_mult = (None if quant_mult is None
                                else (np.float32(1.0) / quant_mult).astype(np.float32))
         self.has_min = bool((columns == -128).any()) if has_min is None else has_min
-        self._packed: dict[int, np.ndarray] = {}
+        self._packed: dict[tuple[str, int], np.ndarray] = {}   # (layout, nr) -> panels
         self._colterm: dict[int, np.ndarray] = {}
 
     # -- what users look at ------------------------------------------------------------------
@@ -67,22 +69,24 @@ class PreparedB:
             col_sums=self.col_sums[ids],
             has_min=False if not self.has_min else None,
         )
-        for nr in self._packed:
-            child._packed[nr] = _pack(child._columns, nr)
+        for layout, nr in self._packed:
+            child._packed[layout, nr] = _PACKERS[layout](child._columns, nr)
         return child
 
     # -- what the CPU paths use ---------------------------------------------------------------
 
     def packed(self, path: CpuPath, nr: int) -> np.ndarray:
-        """The panels of `nr` columns the path's micro-kernel reads (built on first use)."""
+        """The panels of `nr` columns, in the path's layout, that its micro-kernel reads (built
+        on first use), as a flat int8 array."""
         if self.has_min and not path.b_allows_min:
             raise ValueError(
                 f"B: contains -128, which the cpu:{path.name} path cannot multiply exactly "
                 "(its vpmaddubsw sign trick negates B); quantize B to [-127, 127] or use "
                 "another path")
-        panels = self._packed.get(nr)
+        key = (path.b_layout, nr)
+        panels = self._packed.get(key)
         if panels is None:
-            panels = self._packed[nr] = _pack(self._columns, nr)
+            panels = self._packed[key] = _PACKERS[path.b_layout](self._columns, nr)
         return panels
 
     def colterm(self, shift: int) -> np.ndarray:
@@ -94,11 +98,27 @@ class PreparedB:
 
 
 def _pack(columns: np.ndarray, nr: int) -> np.ndarray:
+    """int8 panels [panel][k4][nr][4 int8]."""
     n, kp = columns.shape
     panels = -(-n // nr)
     out = np.zeros((panels, kp // 4, nr), np.uint32)
     pack_b_panels(columns.view(np.uint32), np.arange(n, dtype=np.intp), nr, out)
     return out.view(np.int8).reshape(-1)
+
+
+def _pack_i16(columns: np.ndarray, nr: int) -> np.ndarray:
+    """int16 panels [panel][k4][2 halves][nr][2 int16]: half h holds k = 4*k4 + 2h + (0, 1), so
+    one vector load gives vpmaddwd its pairs of k for a run of columns."""
+    n, kp = columns.shape
+    panels = -(-n // nr)
+    wide = np.zeros((panels * nr, kp), np.int16)   # padding columns stay zero
+    wide[:n] = columns
+    # (panel, column, k4, half, pair) -> (panel, k4, half, column, pair)
+    grouped = wide.reshape(panels, nr, kp // 4, 2, 2).transpose(0, 2, 3, 1, 4)
+    return np.ascontiguousarray(grouped).view(np.int8).reshape(-1)
+
+
+_PACKERS = {"i8": _pack, "i16": _pack_i16}
 
 
 def _check_ids(ids, n: int) -> np.ndarray:

@@ -21,13 +21,15 @@ import gemm  # noqa: F401  (importing gemm registers the CPU paths with dispatch
 SIGN_TRICK_PATHS = frozenset({"avx2", "avx512bw"})
 # The paths whose micro-kernel takes A as unsigned bytes (a + 128): vpdpbusd.
 U8_PATHS = frozenset({"avxvnni", "avx512vnni"})
-ALL_CPU_PATHS = ("generic", "avx2", "avxvnni", "avx512bw", "avx512vnni")
+ALL_CPU_PATHS = ("generic", "avx2", "avx2-i16", "avxvnni", "avx512bw", "avx512vnni")
+# The paths that run only when named: not their level's preferred path (for AVX2, avx2-i16 is).
+NAMED_ONLY_PATHS = frozenset({"avx2"})
 
 
 def cpu_impls() -> list[dispatch.Implementation]:
     """Every registered CPU implementation of gemm_i8, in ISA-level order."""
     impls = [i for i in dispatch.implementations("gemm_i8") if i.backend == "cpu"]
-    return sorted(impls, key=lambda i: i.level)
+    return sorted(impls, key=lambda i: (i.level, i.path))
 
 
 def cpu_path_names() -> list[str]:
@@ -57,7 +59,8 @@ def skip_unless_available(path: str) -> None:
 
 @pytest.fixture(scope="session", params=cpu_path_names(), ids=cpu_path_names())
 def cpu_path(request) -> str:
-    """The name of one CPU path ('generic', 'avx2', ...); unavailable paths are skipped."""
+    """The name of one CPU path ('generic', 'avx2', 'avx2-i16', ...); unavailable paths are
+    skipped."""
     skip_unless_available(request.param)
     return request.param
 

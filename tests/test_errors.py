@@ -59,6 +59,29 @@ def test_a_empty(shape):
         gemm.gemm_i8(np.zeros(shape, np.int8), np.zeros((shape[1] or 1, N), np.int8))
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_float_a_not_finite_on_every_path(cpu_path, bad, af, pbf):
+    """Each path packs (and quantizes) A in its own encoding, int16 for cpu:avx2-i16 included;
+    every one of them notices NaN/inf."""
+    a = af.copy()
+    a[0, K // 2] = bad
+    with pytest.raises(ValueError, match=r"^A\b"):
+        gemm.gemm_i8(a, pbf, a_quant_mult=10.0, backend=f"cpu:{cpu_path}")
+
+
+def test_bad_arguments_on_every_path(cpu_path, a8, b8, af, pbf):
+    backend = f"cpu:{cpu_path}"
+    with pytest.raises(ValueError, match="B"):
+        gemm.gemm_i8(a8, b8[:-1], backend=backend)
+    with pytest.raises(TypeError, match="out"):
+        gemm.gemm_i8(a8, b8, out=np.empty((M, N), np.float32), backend=backend)
+    with pytest.raises(ValueError, match="bias"):
+        gemm.gemm_i8(af, pbf, a_quant_mult=10.0, bias=np.zeros(N + 1, np.float32),
+                     backend=backend)
+    with pytest.raises(ValueError, match="b_zero_point"):
+        gemm.gemm_i8(a8, b8, b_zero_point=np.zeros(N + 2, np.int32), backend=backend)
+
+
 def test_float_a_needs_a_quant_mult(af, pbf):
     with pytest.raises(ValueError, match="a_quant_mult"):
         gemm.gemm_i8(af, pbf)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 import pytest
-from conftest import allows_min_in_b, backend_of, impl_for, ref
+from conftest import allows_min_in_b, backend_of, impl_for, ref, skip_unless_available
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -146,6 +146,30 @@ def test_min_in_b(cpu_path):
             gemm.gemm_i8(a, b, backend=backend_of(cpu_path))
         with pytest.raises(ValueError, match="B"):
             gemm.gemm_i8(a, gemm.prepare_b_quantized(b), backend=backend_of(cpu_path))
+
+
+@pytest.mark.parametrize("k", [1, 2, 4, 7, 64, 257])
+def test_avx2_i16_pair_sum_edges(k):
+    """cpu:avx2-i16's vpmaddwd adds two int16 products in 32 bits, so its largest pair sums --
+    (-128)(-128) + (-128)(-128) = 32768 and, for uint8 A, 255(-128) + 255(-128) = -65280 --
+    must come out exact, not wrapped at 16 bits."""
+    skip_unless_available("avx2-i16")
+    a = np.full((5, k), -128, np.int8)
+    a[1] = 127
+    a[2, ::2] = -128
+    a[2, 1::2] = 127
+    b = np.full((k, 11), -128, np.int8)
+    b[:, 1] = 127
+    b[::2, 2] = -128
+    b[1::2, 2] = 127
+    c = gemm.gemm_i8(a, b, backend="cpu:avx2-i16", threads=1)
+    np.testing.assert_array_equal(c, ref(a, b))
+    assert c[0, 0] == 128 * 128 * k
+    au = np.full((3, k), 255, np.uint8)
+    au[1] = 0
+    cu = gemm.gemm_i8(au, b, backend="cpu:avx2-i16", threads=1)
+    np.testing.assert_array_equal(cu, ref(au, b))
+    assert cu[0, 0] == -255 * 128 * k
 
 
 def test_b_allows_min_flags_match_contract():

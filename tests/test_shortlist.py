@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import allows_min_in_b, backend_of, ref
+from conftest import allows_min_in_b, available_paths, backend_of, impl_for, ref
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -102,6 +102,29 @@ def test_select_columns_after_use_and_nested(cpu_path):
                                   full[:, [10, 119, 60, 60]])
     # The parent is unchanged by selecting.
     np.testing.assert_array_equal(gemm.gemm_i8(a, pb, backend=backend_of(cpu_path)), full)
+
+
+def test_one_prepared_b_on_every_path_then_selected():
+    """One PreparedB serves paths whose panels differ in layout but not in width (cpu:avx2's
+    int8 and cpu:avx2-i16's int16 panels, both 16 columns): each path gets its own panels, and a
+    selection from it works on every path."""
+    paths = available_paths()
+    rng = np.random.default_rng(6)
+    a = rng.integers(-128, 128, (6, K), dtype=np.int8)
+    b = rng.integers(-127, 128, (K, N), dtype=np.int8)
+    pb = gemm.prepare_b_quantized(b)
+    for _ in range(2):   # the second round reuses the panels the first one packed
+        for path in paths:
+            np.testing.assert_array_equal(gemm.gemm_i8(a, pb, backend=backend_of(path)),
+                                          ref(a, b), err_msg=path)
+    ids = [N - 1, 3, 3, 77, 0]
+    sel = pb.select_columns(ids)
+    for path in reversed(paths):
+        np.testing.assert_array_equal(gemm.gemm_i8(a, sel, backend=backend_of(path)),
+                                      ref(a, b[:, ids]), err_msg=path)
+    if {"avx2", "avx2-i16"} <= set(paths):
+        assert (impl_for("avx2").entry.default_tile.nr
+                == impl_for("avx2-i16").entry.default_tile.nr), "the test relies on equal NR"
 
 
 def test_select_columns_drops_min_for_sign_trick_paths(cpu_path):

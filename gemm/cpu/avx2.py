@@ -1,5 +1,9 @@
 """AVX2 path: vpmaddubsw + vpmaddwd with the sign trick, exact for A in [-128, 127].
 
+A variant of the AVX2 level, run only when named (backend="cpu:avx2"): the level's default is
+avx2_i16.py (cpu:avx2-i16), which measured faster on most shapes and multiplies -128 in B too.
+This one keeps B as int8 (half the panel bytes), which wins where B's traffic dominates (M = 1).
+
 vpmaddubsw multiplies unsigned by signed bytes and adds adjacent pairs into int16 *with
 saturation*. Feeding it |a| (unsigned, <= 128) and sign(b, a) (|.| <= 127) keeps every pair sum
 within 2 * 128 * 127 = 32512 < 32767, so nothing saturates and the result is exact -- as long as
@@ -38,6 +42,7 @@ PATH = register_path(CpuPath(
     level=IsaLevel.AVX2,
     a_encoding="s8",
     b_allows_min=False,
+    preferred=False,
     # 16 ymm registers: MR x NV accumulators + NV B vectors + |a|, a, ones and temporaries.
     tiles=(Tile(NAME, 4, 2), Tile(NAME, 2, 4), Tile(NAME, 3, 2), Tile(NAME, 6, 1)),
 ))

@@ -1,10 +1,13 @@
 """The CPU driver shared by every instruction set: packing, blocking, threads and the epilogue.
 
 Contract of a CPU path (`CpuPath`, one per ISA module):
-  - A is packed per call into rows of k4*4 bytes, encoded as the path's micro-kernel wants it:
-    "u8" (vpdpbusd: int8 a is stored as a + 128) or "s8" (sign trick, portable path: as is).
+  - A is packed per call into rows of k4*4 values, encoded as the path's micro-kernel wants it:
+    "u8" (vpdpbusd: int8 a is stored as a + 128), "s8" (sign trick, portable path: as is; uint8
+    a as a - 128) or "s16" (vpmaddwd: int8 and uint8 a widened to int16, unshifted).
     The shift `d` this adds is removed in the epilogue as -d * colsum(B).
-  - B is packed once (prepare time) into panels of NR columns (see simd.py).
+  - B is packed once (prepare time) into panels of NR columns, in the path's `b_layout`:
+    "i8" ([k4][NR][4 int8], every path but one) or "i16" ([k4][2][NR][2 int16], avx2_i16.py);
+    see simd.py and gemm/prepared.py.
   - The epilogue applies, per output element, in int32:
         acc - (d + a_zero_point) * colsum_j + K * a_zero_point * zb_j - zb_j * rowsum(A)_i
     which is exactly (A - za)(B - zb) for int8/uint8 A, then for float output
@@ -33,19 +36,34 @@ from numba.extending import overload  # noqa: E402
 
 import dispatch  # noqa: E402
 
-from .simd import Tile, tile_dot, tile_mr, tile_nr  # noqa: E402
+from .simd import Tile, tile_dot, tile_mr, tile_nr, tile_panel_bytes  # noqa: E402
 
 # Below this many multiply-adds a call runs on one thread: waking the pool costs ~10-20 us.
 SERIAL_WORK = 1 << 21
+
+
+# Packed-B layouts -> bytes one column's group of four k takes in a panel.
+B_LAYOUTS = {"i8": 4, "i16": 8}
 
 
 @dataclasses.dataclass(frozen=True)
 class CpuPath:
     name: str
     level: dispatch.IsaLevel
-    a_encoding: str          # "u8" or "s8": how the micro-kernel wants A's bytes
+    a_encoding: str          # "u8", "s8" or "s16": how the micro-kernel wants A's values
     b_allows_min: bool       # whether -128 in B is multiplied exactly
     tiles: tuple[Tile, ...]  # candidate register tiles; the first is the default
+    b_layout: str = "i8"     # how packed B panels hold a value: "i8" or "i16" (B_LAYOUTS)
+    # Whether `dispatch` picks this path for its ISA level when none is named; a level may have
+    # other paths (AVX2: the sign trick beside the preferred avx2-i16), run only when named.
+    preferred: bool = True
+
+    def __post_init__(self):
+        k4_bytes = B_LAYOUTS[self.b_layout]
+        for tile in self.tiles:
+            if tile.b_k4_bytes != k4_bytes:
+                raise ValueError(f"tiles: {tile} reads {tile.b_k4_bytes} bytes per k4 group, "
+                                 f"but b_layout {self.b_layout!r} packs {k4_bytes}")
 
     @property
     def default_tile(self) -> Tile:
@@ -53,13 +71,15 @@ class CpuPath:
 
     @property
     def a_dtype(self):
-        return np.uint8 if self.a_encoding == "u8" else np.int8
+        return {"u8": np.uint8, "s8": np.int8, "s16": np.int16}[self.a_encoding]
 
     def a_shift(self, a_dtype) -> int:
         """What packing adds to each A value of dtype `a_dtype` to reach this path's encoding."""
         unsigned_in = np.dtype(a_dtype) == np.uint8
         if self.a_encoding == "u8":
             return 0 if unsigned_in else 128
+        if self.a_encoding == "s16":
+            return 0        # int16 holds int8 and uint8 values alike
         return -128 if unsigned_in else 0
 
     def tile_named(self, name: str) -> Tile:
@@ -77,6 +97,7 @@ def register_path(path: CpuPath) -> CpuPath:
     dispatch.register(dispatch.Implementation(
         op="gemm_i8", backend="cpu", path=path.name, level=path.level, entry=path,
         tuning_space=tuning_space(path),
+        preferred=path.preferred,
     ))
     return path
 
@@ -407,11 +428,11 @@ def call_compiled(kernel, key, *args):
 @njit(cache=True, nogil=True)
 def _block(tile, a, a_stride, k4, m0, m1, b, n, p0, p1, out, rowsum, colterm, zb, inv_qa,
            inv_qb, bias, relu, acc):
-    """Rows m0:m1 x panels p0:p1. Panel-outer, so a panel of B (k4*nr*4 bytes) stays in cache
-    while every row tile of the block streams past it."""
+    """Rows m0:m1 x panels p0:p1. Panel-outer, so a panel of B (k4*nr*4 bytes, twice that for
+    int16 panels) stays in cache while every row tile of the block streams past it."""
     mr = tile_mr(tile)
     nr = tile_nr(tile)
-    panel_bytes = k4 * nr * 4
+    panel_bytes = tile_panel_bytes(tile, k4)
     for p in range(p0, p1):
         j0 = p * nr
         ncols = min(nr, n - j0)

@@ -10,10 +10,14 @@ The ISA modules (avx2.py, avx512vnni.py, ...) describe only what differs between
 sets: the vector width and how one step multiplies a broadcast group of four A bytes with a
 vector of B bytes into int32 lanes (`IsaOps`). LLVM picks the registers and schedules the loop.
 
-Layouts (built by `gemm.cpu.driver`):
+Layouts (built by `gemm.cpu.driver` and `gemm.prepared`):
   packed B panel: [k4][NR columns][4 bytes]  -- four consecutive k of one column side by side, so
                   one vector holds (lanes) columns x 4 k, the operand order of vpdpbusd/vpmaddubsw.
-  packed A:       rows of k4*4 bytes, stride `a_stride`; the four bytes of a k group are broadcast.
+                  A path may declare another panel layout (`IsaOps.b_k4_bytes`, `IsaOps.load_b`):
+                  avx2_i16.py stores B as int16, [k4][2 halves][NR columns][2 int16].
+  packed A:       rows of k4*4 values, stride `a_stride` (in values); the four bytes of a k group
+                  are broadcast. A path may widen A (`IsaOps.a_k4_bytes`, `IsaOps.load_a`):
+                  avx2_i16.py packs A as int16 and broadcasts it as two int16 pairs.
 """
 
 from __future__ import annotations
@@ -55,15 +59,27 @@ def call_intrinsic(builder: ir.IRBuilder, name: str, ret: ir.Type, args: list) -
 class IsaOps:
     """What an instruction set contributes to the micro-kernel.
 
-    bits:    vector register width (256 or 512).
-    prep_a:  (builder, a_bytes) -> value computed once per broadcast A group (e.g. |a|).
-    step:    (builder, acc_i32, a_bytes, a_prepped, b_bytes) -> new acc_i32; each int32 lane
-             gains the dot product of the 4 A bytes with that lane's 4 B bytes.
+    bits:       vector register width (256 or 512).
+    prep_a:     (builder, a_bytes) -> value computed once per broadcast A group (e.g. |a|, or a
+                tuple of values); passed on to `step` as a_prepped.
+    step:       (builder, acc_i32, a_bytes, a_prepped, b) -> new acc_i32; each int32 lane gains
+                the dot product of the 4 A values with that lane's column's 4 B values.
+    a_k4_bytes: bytes one row's group of four k takes in packed A (4 for int8 A).
+    load_a:     (builder, p) -> the `a` operand of prep_a and step for the A group at p (i8*);
+                None broadcasts its 4 bytes to every int32 lane (a vector of bytes).
+    b_k4_bytes: bytes one column's group of four k takes in a packed panel (4 for int8 B).
+    load_b:     (builder, b_k, j, nr, intp) -> the `b` operand of `step` for the j-th vector of
+                columns, where b_k (i8*) points at the panel's current k4 group; None loads one
+                vector of bytes from the [k4][NR][4 bytes] layout.
     """
 
     bits: int
     prep_a: Callable
     step: Callable
+    a_k4_bytes: int = 4
+    load_a: Callable | None = None
+    b_k4_bytes: int = 4
+    load_b: Callable | None = None
 
     @property
     def i32_lanes(self) -> int:
@@ -76,6 +92,28 @@ class IsaOps:
     @property
     def acc_type(self) -> ir.VectorType:
         return vec(I32, self.i32_lanes)
+
+    def emit_load_a(self, builder: ir.IRBuilder, p: ir.Value) -> ir.Value:
+        """The `a` operand of prep_a and step for the A group at p (see load_a)."""
+        if self.load_a is not None:
+            return self.load_a(builder, p)
+        a32 = builder.load(builder.bitcast(p, I32.as_pointer()), align=1)
+        lanes = self.i32_lanes
+        splat = builder.shuffle_vector(
+            builder.insert_element(ir.Constant(self.acc_type, ir.Undefined), a32,
+                                   ir.Constant(I32, 0)),
+            ir.Constant(self.acc_type, ir.Undefined),
+            ir.Constant(vec(I32, lanes), [0] * lanes),
+        )
+        return builder.bitcast(splat, self.byte_type)
+
+    def emit_load_b(self, builder: ir.IRBuilder, b_k: ir.Value, j: int, nr: int,
+                    intp: ir.IntType) -> ir.Value:
+        """The `b` operand of `step` for the j-th vector of columns (see load_b)."""
+        if self.load_b is not None:
+            return self.load_b(builder, b_k, j, nr, intp)
+        p = builder.gep(b_k, [ir.Constant(intp, j * self.i32_lanes * 4)])
+        return builder.load(builder.bitcast(p, self.byte_type.as_pointer()), align=1)
 
 
 ISA_OPS: dict[str, IsaOps] = {}
@@ -108,16 +146,23 @@ class Tile:
         """Columns of B per packed panel."""
         return self.nv * self.lanes
 
+    @property
+    def b_k4_bytes(self) -> int:
+        """Bytes one column's group of four k takes in a packed panel."""
+        if self.isa == "generic":
+            return 4
+        return ISA_OPS[self.isa].b_k4_bytes
+
 
 class TileType(types.Type):
-    def __init__(self, isa: str, mr: int, nv: int, nr: int):
-        self.isa, self.mr, self.nv, self.nr = isa, mr, nv, nr
+    def __init__(self, isa: str, mr: int, nv: int, nr: int, b_k4_bytes: int):
+        self.isa, self.mr, self.nv, self.nr, self.b_k4_bytes = isa, mr, nv, nr, b_k4_bytes
         super().__init__(name=f"Tile({isa},{mr}x{nv},nr={nr})")
 
 
 @typeof_impl.register(Tile)
 def _typeof_tile(val, c):
-    return TileType(val.isa, val.mr, val.nv, val.nr)
+    return TileType(val.isa, val.mr, val.nv, val.nr, val.b_k4_bytes)
 
 
 # A tile carries no run-time data; its type is all that matters.
@@ -139,6 +184,11 @@ def tile_nr(tile):
     return tile.nr
 
 
+def tile_panel_bytes(tile, k4):
+    """Bytes of one packed panel of B over k4 groups of four k, inside jitted code."""
+    return k4 * tile.nr * tile.b_k4_bytes
+
+
 @overload(tile_mr, jit_options={"cache": True})
 def _ov_tile_mr(tile):
     mr = tile.mr
@@ -151,6 +201,12 @@ def _ov_tile_nr(tile):
     return lambda tile: nr
 
 
+@overload(tile_panel_bytes, jit_options={"cache": True})
+def _ov_tile_panel_bytes(tile, k4):
+    column_bytes = tile.nr * tile.b_k4_bytes
+    return lambda tile, k4: k4 * column_bytes
+
+
 # ---------------------------------------------------------------------------------------------
 # The micro-kernel.
 
@@ -158,7 +214,7 @@ def _ov_tile_nr(tile):
 def _emit_rows(builder, ops: IsaOps, rows: int, nv: int, nr: int, a_base, a_stride, b_base, k4,
                acc_ptr):
     """Emit the k loop for exactly `rows` rows; accumulators are loop-carried SSA values."""
-    byte_t, acc_t = ops.byte_type, ops.acc_type
+    acc_t = ops.acc_type
     lanes = ops.i32_lanes
     intp = k4.type
     pre = builder.block
@@ -176,22 +232,12 @@ def _emit_rows(builder, ops: IsaOps, rows: int, nv: int, nr: int, a_base, a_stri
         for phi in row:
             phi.add_incoming(ir.Constant(acc_t, None), pre)
 
-    b_k = builder.gep(b_base, [builder.mul(k, ir.Constant(intp, nr * 4))])
-    b_vecs = []
-    for j in range(nv):
-        p = builder.gep(b_k, [ir.Constant(intp, j * lanes * 4)])
-        b_vecs.append(builder.load(builder.bitcast(p, byte_t.as_pointer()), align=1))
-    k_bytes = builder.mul(k, ir.Constant(intp, 4))
+    b_k = builder.gep(b_base, [builder.mul(k, ir.Constant(intp, nr * ops.b_k4_bytes))])
+    b_vecs = [ops.emit_load_b(builder, b_k, j, nr, intp) for j in range(nv)]
+    k_bytes = builder.mul(k, ir.Constant(intp, ops.a_k4_bytes))
     new_accs = []
     for r in range(rows):
-        p = builder.gep(row_ptrs[r], [k_bytes])
-        a32 = builder.load(builder.bitcast(p, I32.as_pointer()), align=1)
-        splat = builder.shuffle_vector(
-            builder.insert_element(ir.Constant(acc_t, ir.Undefined), a32, ir.Constant(I32, 0)),
-            ir.Constant(acc_t, ir.Undefined),
-            ir.Constant(vec(I32, lanes), [0] * lanes),
-        )
-        a_bytes = builder.bitcast(splat, byte_t)
+        a_bytes = ops.emit_load_a(builder, builder.gep(row_ptrs[r], [k_bytes]))
         a_prep = ops.prep_a(builder, a_bytes)
         new_accs.append([ops.step(builder, accs[r][j], a_bytes, a_prep, b_vecs[j])
                          for j in range(nv)])
@@ -231,9 +277,14 @@ def _tile_dot_simd(typingctx, tile, rows, a, a_off, a_stride, b, b_off, k4, acc)
         a_data = context.make_array(sa[2])(context, builder, a_arr).data
         b_data = context.make_array(sa[5])(context, builder, b_arr).data
         acc_data = context.make_array(sa[8])(context, builder, acc_arr).data
-        a_base = builder.gep(builder.bitcast(a_data, I8.as_pointer()), [as_intp(a_off_v, sa[3])])
+        # a_off and a_stride count elements of packed A (bytes, or int16 for a widened A).
+        a_item = context.get_abi_sizeof(context.get_data_type(sa[2].dtype))
+        a_off_i, stride = as_intp(a_off_v, sa[3]), as_intp(a_stride_v, sa[4])
+        if a_item != 1:
+            a_off_i = builder.mul(a_off_i, ir.Constant(intp, a_item))
+            stride = builder.mul(stride, ir.Constant(intp, a_item))
+        a_base = builder.gep(builder.bitcast(a_data, I8.as_pointer()), [a_off_i])
         b_base = builder.gep(builder.bitcast(b_data, I8.as_pointer()), [as_intp(b_off_v, sa[6])])
-        stride = as_intp(a_stride_v, sa[4])
         k4_i = as_intp(k4_v, sa[7])
         acc_ptr = builder.bitcast(acc_data, I32.as_pointer())
         rows_i = as_intp(rows_v, sa[1])
