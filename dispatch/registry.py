@@ -9,10 +9,11 @@ here first once it exists.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Callable
 from typing import Any
 
-from . import cpu
+from . import cpu, gpu
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,6 +36,10 @@ class Implementation:
             missing = cpu.missing_features(self.level)
             if missing:
                 return False, "CPU lacks " + ", ".join(missing)
+        if self.backend == "gpu":
+            why = gpu.unavailable_reason()
+            if why:
+                return False, why
         return True, ""
 
 
@@ -58,20 +63,47 @@ def _cpu_choice(op: str, level: cpu.IsaLevel) -> Implementation:
     raise RuntimeError(f"no CPU implementation of {op!r} is registered for path {level.path_name!r}")
 
 
+def _gpu_choice(op: str) -> Implementation | None:
+    for impl in implementations(op):
+        if impl.backend == "gpu":
+            return impl
+    return None
+
+
+_WARNED: set[str] = set()
+
+
+def warn_cpu_fallback(reason: str) -> None:
+    """One warning per reason: backend="auto" runs on the CPU."""
+    if reason not in _WARNED:
+        _WARNED.add(reason)
+        warnings.warn(f"i8gemm: running on the CPU: {reason}", RuntimeWarning, stacklevel=4)
+
+
 def resolve(op: str, backend: str | None = None) -> Implementation:
-    """The implementation for `backend` ("cpu", "cpu:<path>", or None = the default CPU path)."""
+    """The implementation for `backend`: None or "cpu" (the default CPU path), "cpu:<path>",
+    "gpu" (RuntimeError naming the reason when there is no usable GPU), or "auto" (the GPU when
+    there is one, else the default CPU path with one warning)."""
     if backend is None or backend == "cpu":
         return _cpu_choice(op, cpu.best_level())
     if not isinstance(backend, str):
-        raise TypeError(f"backend: expected a string such as 'cpu' or 'cpu:avx2', got {backend!r}")
+        raise TypeError(f"backend: expected a string such as 'cpu', 'cpu:avx2', 'gpu' or "
+                        f"'auto', got {backend!r}")
     kind, _, path = backend.partition(":")
     if kind == "cpu" and path:
         level = cpu.parse_level(path, argument="backend")
         cpu.require(level, f"backend={backend!r}")
         return _cpu_choice(op, level)
-    if kind == "gpu":
-        raise RuntimeError(f"backend={backend!r}: the GPU path is not available yet (WGSL issue)")
-    raise ValueError(f"backend: expected 'cpu', 'cpu:<path>' or 'gpu', got {backend!r}")
+    if backend in ("gpu", "auto"):
+        impl = _gpu_choice(op)
+        why = f"no GPU implementation of {op!r} is registered" if impl is None else impl.available()[1]
+        if not why:
+            return impl
+        if backend == "gpu":
+            raise RuntimeError(f"backend='gpu': {why}")
+        warn_cpu_fallback(why)
+        return _cpu_choice(op, cpu.best_level())
+    raise ValueError(f"backend: expected 'cpu', 'cpu:<path>', 'gpu' or 'auto', got {backend!r}")
 
 
 _DECISIONS: dict[tuple, tuple[Implementation, dict[str, Any]]] = {}
@@ -98,3 +130,4 @@ def refresh() -> None:
     environment, the registry or the tuning store changes)."""
     _DECISIONS.clear()
     cpu.setting.cache_clear()
+    gpu.refresh()

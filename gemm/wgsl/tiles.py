@@ -1,0 +1,132 @@
+"""The GPU GEMM's tuning space, as data: kernel configurations, their limits, and the default.
+
+Two kernels (gemm_tiled.wgsl, gemm_small_m.wgsl). A configuration fixes every constant the WGSL
+text is built from; `space(shape, limits)` lists the valid ones for a call (the autotuner searches
+it), `default_config(shape, limits)` is the heuristic used without a tuned entry.
+Restrictions: workgroup memory within the adapter's limit, invocations within its limit and at
+least one warp, register tiles that fit the workgroup tile.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+
+# Packed K is padded to a multiple of this many u32 groups (64 int8 values) at prepare time, so
+# every BK below divides it and the kernels need no K bound check.
+K4_ALIGN = 16
+SMALL_M_MAX = 8
+
+
+@dataclasses.dataclass(frozen=True)
+class Tiled:
+    bm: int = 128   # workgroup tile rows
+    bn: int = 128   # workgroup tile columns
+    bk: int = 8     # k-groups of four per workgroup-memory slice
+    tm: int = 8     # rows per invocation (a multiple of 4)
+    tn: int = 8     # columns per invocation (a multiple of 4)
+
+    kernel = "tiled"
+
+    @property
+    def invocations(self) -> int:
+        return (self.bm // self.tm) * (self.bn // self.tn)
+
+    @property
+    def workgroup_bytes(self) -> int:
+        return self.bk * (self.bm + self.bn) * 4
+
+    def why_invalid(self, limits: dict) -> str | None:
+        if self.bm % self.tm or self.bn % self.tn or self.tm % 4 or self.tn % 4:
+            return "register tile does not divide the workgroup tile"
+        if K4_ALIGN % self.bk:
+            return f"bk must divide {K4_ALIGN}"
+        if not 32 <= self.invocations <= limits.get("max-compute-invocations-per-workgroup", 256):
+            return f"{self.invocations} invocations"
+        if self.bn // self.tn > limits.get("max-compute-workgroup-size-x", 256) or \
+                self.bm // self.tm > limits.get("max-compute-workgroup-size-y", 256):
+            return "workgroup shape over the adapter's limit"
+        if self.workgroup_bytes > limits.get("max-compute-workgroup-storage-size", 16384):
+            return f"{self.workgroup_bytes} bytes of workgroup memory"
+        return None
+
+
+@dataclasses.dataclass(frozen=True)
+class SmallM:
+    wg_x: int = 64    # column groups (of 4) per workgroup
+    ks: int = 4       # invocations splitting K per column group
+
+    kernel = "small_m"
+
+    def workgroup_bytes(self, rows: int) -> int:
+        return max(1, self.ks - 1) * self.wg_x * rows * 16
+
+    def why_invalid(self, limits: dict, rows: int = SMALL_M_MAX) -> str | None:
+        if not 32 <= self.wg_x * self.ks <= limits.get("max-compute-invocations-per-workgroup", 256):
+            return f"{self.wg_x * self.ks} invocations"
+        if self.workgroup_bytes(rows) > limits.get("max-compute-workgroup-storage-size", 16384):
+            return f"{self.workgroup_bytes(rows)} bytes of workgroup memory"
+        return None
+
+
+TUNING_SPACE = {
+    "tiled": {"bm": (16, 32, 64, 128, 256), "bn": (32, 64, 128, 256), "bk": (4, 8, 16),
+              "tm": (4, 8, 16), "tn": (4, 8, 16)},
+    "small_m": {"wg_x": (16, 32, 64, 128), "ks": (1, 2, 4, 8, 16)},
+}
+
+
+def small_m_rows(m: int) -> int:
+    """The small-M kernel's row count for M rows: M rounded up to 1, 2, 4 or 8."""
+    return 1 if m == 1 else 2 if m == 2 else 4 if m <= 4 else 8
+
+
+def space(shape, limits: dict) -> list:
+    """Every valid configuration for an (M, K, N) call."""
+    m = shape[0]
+    configs = []
+    if m <= SMALL_M_MAX:
+        rows = small_m_rows(m)
+        for values in itertools.product(*TUNING_SPACE["small_m"].values()):
+            cfg = SmallM(**dict(zip(TUNING_SPACE["small_m"], values)))
+            if cfg.why_invalid(limits, rows) is None:
+                configs.append(cfg)
+    for values in itertools.product(*TUNING_SPACE["tiled"].values()):
+        cfg = Tiled(**dict(zip(TUNING_SPACE["tiled"], values)))
+        # A tile of more than twice M's rows (rounded to 16) only multiplies padding.
+        if cfg.bm > max(16, 2 * m) or cfg.why_invalid(limits) is not None:
+            continue
+        configs.append(cfg)
+    return configs
+
+
+# Workgroups it takes to fill a large GPU (e.g. 132 SMs x 2 resident workgroups); a smaller tile
+# that reaches this beats a larger one that leaves SMs idle.
+FILL_WORKGROUPS = 192
+
+
+def default_config(shape, limits: dict):
+    m, k, n = shape
+    if m <= SMALL_M_MAX:
+        rows = small_m_rows(m)
+        groups = -(-n // 4)
+        for wg_x, ks in ((64, 4), (32, 8), (64, 2), (32, 4), (32, 2), (32, 1)):
+            cfg = SmallM(wg_x, ks)
+            if cfg.why_invalid(limits, rows) is None:
+                # Few columns: fewer per workgroup, more of K split, so more workgroups run.
+                if groups < 64 * FILL_WORKGROUPS // 4 and wg_x == 64:
+                    alt = SmallM(32, ks * 2)
+                    if alt.why_invalid(limits, rows) is None:
+                        return alt
+                return cfg
+        return SmallM(32, 1)
+    candidates = [Tiled(128, 128, 8, 8, 8), Tiled(64, 128, 8, 8, 8), Tiled(64, 64, 8, 4, 4),
+                  Tiled(32, 128, 8, 4, 8), Tiled(16, 128, 8, 4, 8), Tiled(16, 64, 8, 4, 4)]
+    valid = [c for c in candidates if c.why_invalid(limits) is None and c.bm <= max(16, 2 * m)]
+    if not valid:
+        return Tiled(16, 64, 4, 4, 4)
+    for cfg in valid:  # largest first: the most reuse per loaded byte
+        if -(-m // cfg.bm) * -(-n // cfg.bn) >= FILL_WORKGROUPS:
+            return cfg
+    return valid[-1] if m * n < 256 * 256 else max(
+        valid, key=lambda c: min(FILL_WORKGROUPS, -(-m // c.bm) * -(-n // c.bn)) * c.bm * c.bn)
