@@ -310,7 +310,12 @@ def run(dispatches) -> None:
 
 
 def synchronize() -> None:
-    device().queue.on_submitted_work_done_sync()
+    """Wait for all submitted work. (Reading back a few bytes waits for everything before it;
+    queue.on_submitted_work_done_sync fails in wgpu-py 0.32.)"""
+    buf = _DEVICE.get("sync")
+    if buf is None:
+        buf = _DEVICE["sync"] = alloc(4)
+    device().queue.read_buffer(buf, 0, 4)
 
 
 def time_dispatches(dispatches, repeats: int = 10) -> tuple[float, str]:
