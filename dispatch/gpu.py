@@ -107,6 +107,7 @@ _DEVICE = {}
 
 
 def unavailable_reason() -> str | None:
+    """None when a device can be had, else why not."""
     if "lost" in _DEVICE:
         return _DEVICE["lost"]
     a, why = _choice()
@@ -122,22 +123,23 @@ def unavailable_reason() -> str | None:
 
 
 def device():
-    """The process-wide device (opened on first use). RuntimeError when none can be had."""
+    """The process-wide device of the chosen adapter (opened on first use). RuntimeError when
+    there is none."""
+    a, why = _choice()
     dev = _DEVICE.get("device")
-    if dev is not None:
+    if dev is not None and _DEVICE["adapter"] is a:
         return dev
     if "lost" in _DEVICE:
         raise RuntimeError(_DEVICE["lost"])
-    a, why = _choice()
     if a is None:
         raise RuntimeError(why)
+    if dev is not None:  # I8GEMM_GPU now names another adapter
+        _forget()
     features = [f for f in ("timestamp-query",) if f in a.features]
     limits = {k: a.limits[k] for k in LIMITS if k in a.limits}
     dev = a.request_device_sync(required_features=features, required_limits=limits)
-    _DEVICE["device"] = dev
-    _DEVICE["adapter"] = a
-    _DEVICE["limits"] = dict(dev.limits)
-    _DEVICE["timestamps"] = "timestamp-query" in dev.features
+    _DEVICE.update(device=dev, adapter=a, limits=dict(dev.limits),
+                   timestamps="timestamp-query" in dev.features)
     return dev
 
 
@@ -146,26 +148,24 @@ def limit(name: str) -> int:
     return int(_DEVICE["limits"][name])
 
 
-def mark_lost(reason: str) -> None:
-    """Forget the device after a failure; later calls see the GPU as unavailable."""
+def _forget() -> None:
     _DEVICE.clear()
-    _DEVICE["lost"] = f"the GPU device was lost ({reason})"
     _PIPELINES.clear()
     _POOL.clear()
     _BIND_GROUPS.clear()
+    _UNIFORMS.clear()
+
+
+def mark_lost(reason: str) -> None:
+    """Forget the device after a failure; later calls see the GPU as unavailable."""
+    _forget()
+    _DEVICE["lost"] = f"the GPU device was lost ({reason})"
 
 
 def refresh() -> None:
-    """Re-read I8GEMM_GPU. The open device is kept while the same adapter stays chosen (GPU
-    arrays made on it stay valid); otherwise it is forgotten."""
-    opened = _DEVICE.get("adapter")
+    """Re-read I8GEMM_GPU. The open device stays while its adapter is the one chosen (GPU arrays
+    made on it stay valid); I8GEMM_GPU=off only hides it until the setting changes back."""
     _choice.cache_clear()
-    if _choice()[0] is not opened:
-        _DEVICE.clear()
-        _PIPELINES.clear()
-        _POOL.clear()
-        _BIND_GROUPS.clear()
-        _UNIFORMS.clear()
 
 
 # -- pipelines ---------------------------------------------------------------------------------

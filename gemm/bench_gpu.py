@@ -145,7 +145,7 @@ def main(args) -> int:
     torch = _torch()
     d = gpu.describe(gpu.adapter())
     print(f"i8gemm bench on {d['name']} ({d['backend']}, {d['driver']}), dot4I8Packed "
-          f"{'hardware' if d['dot4_native'] else 'polyfilled'}; {args.repeats} repeats", flush=True)
+          f"{'native' if d['dot4_native'] else 'polyfilled'}; {args.repeats} repeats", flush=True)
     if torch is None:
         print("torch with CUDA is not importable: its columns are n/a")
     else:
