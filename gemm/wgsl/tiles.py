@@ -72,7 +72,7 @@ class SmallM:
 TUNING_SPACE = {
     "tiled": {"bm": (16, 32, 64, 128, 256), "bn": (32, 64, 128, 256), "bk": (4, 8, 16),
               "tm": (4, 8, 16), "tn": (4, 8, 16)},
-    "small_m": {"wg_x": (16, 32, 64, 128), "ks": (1, 2, 4, 8, 16)},
+    "small_m": {"wg_x": (8, 16, 32, 64, 128), "ks": (1, 2, 4, 8, 16, 32)},
 }
 
 
@@ -108,18 +108,7 @@ FILL_WORKGROUPS = 192
 def default_config(shape, limits: dict):
     m, k, n = shape
     if m <= SMALL_M_MAX:
-        rows = small_m_rows(m)
-        groups = -(-n // 4)
-        for wg_x, ks in ((64, 4), (32, 8), (64, 2), (32, 4), (32, 2), (32, 1)):
-            cfg = SmallM(wg_x, ks)
-            if cfg.why_invalid(limits, rows) is None:
-                # Few columns: fewer per workgroup, more of K split, so more workgroups run.
-                if groups < 64 * FILL_WORKGROUPS // 4 and wg_x == 64:
-                    alt = SmallM(32, ks * 2)
-                    if alt.why_invalid(limits, rows) is None:
-                        return alt
-                return cfg
-        return SmallM(32, 1)
+        return _default_small_m(m, k, n, limits)
     candidates = [Tiled(128, 128, 8, 8, 8), Tiled(64, 128, 8, 8, 8), Tiled(64, 64, 8, 4, 4),
                   Tiled(32, 128, 8, 4, 8), Tiled(16, 128, 8, 4, 8), Tiled(16, 64, 8, 4, 4)]
     valid = [c for c in candidates if c.why_invalid(limits) is None and c.bm <= max(16, 2 * m)]
@@ -130,3 +119,20 @@ def default_config(shape, limits: dict):
             return cfg
     return valid[-1] if m * n < 256 * 256 else max(
         valid, key=lambda c: min(FILL_WORKGROUPS, -(-m // c.bm) * -(-n // c.bn)) * c.bm * c.bn)
+
+
+def _default_small_m(m: int, k: int, n: int, limits: dict) -> SmallM:
+    """Enough workgroups to fill the GPU (fewer columns each when N is small), then as much of K
+    split across a workgroup's invocations as keeps each at >= 4 k-groups."""
+    rows, groups, k4 = small_m_rows(m), -(-n // 4), -(-k // 4)
+    wg_x = 8
+    for candidate in (64, 32, 16):
+        if -(-groups // candidate) >= FILL_WORKGROUPS:
+            wg_x = candidate
+            break
+    for ks in (32, 16, 8, 4, 2, 1):
+        cfg = SmallM(wg_x, ks)
+        if (wg_x * ks <= 256 and (k4 >= 4 * ks or wg_x * ks <= 32)
+                and cfg.why_invalid(limits, rows) is None):
+            return cfg
+    return SmallM(32, 1)
