@@ -14,8 +14,10 @@ See api.py for the conventions and gemm/cpu/ for the per-ISA paths.
 
 from dispatch.gpu_array import GpuArray
 
-from . import cpu  # noqa: F401  (registers the CPU paths with dispatch)
-from . import wgsl  # noqa: F401  (registers the GPU path; opens no device until asked)
+from . import (
+    cpu,  # noqa: F401  (registers the CPU paths with dispatch)
+    wgsl,  # noqa: F401  (registers the GPU path; opens no device until asked)
+)
 from .api import gemm_i8, quantize
 from .prepared import (
     PreparedB,
@@ -27,6 +29,6 @@ from .prepared import (
 from .wgsl.prepared import GpuPreparedB
 
 __all__ = [
-    "GpuArray", "GpuPreparedB", "PreparedB", "gemm_i8", "prepare_b", "prepare_b_quantized", "prepare_b_quantized_transposed",
-    "prepare_b_transposed", "quantize",
+    "GpuArray", "GpuPreparedB", "PreparedB", "gemm_i8", "prepare_b", "prepare_b_quantized",
+    "prepare_b_quantized_transposed", "prepare_b_transposed", "quantize",
 ]

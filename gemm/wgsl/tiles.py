@@ -88,11 +88,11 @@ def space(shape, limits: dict) -> list:
     if m <= SMALL_M_MAX:
         rows = small_m_rows(m)
         for values in itertools.product(*TUNING_SPACE["small_m"].values()):
-            cfg = SmallM(**dict(zip(TUNING_SPACE["small_m"], values)))
+            cfg = SmallM(**dict(zip(TUNING_SPACE["small_m"], values, strict=True)))
             if cfg.why_invalid(limits, rows) is None:
                 configs.append(cfg)
     for values in itertools.product(*TUNING_SPACE["tiled"].values()):
-        cfg = Tiled(**dict(zip(TUNING_SPACE["tiled"], values)))
+        cfg = Tiled(**dict(zip(TUNING_SPACE["tiled"], values, strict=True)))
         # A tile of more than twice M's rows (rounded to 16) only multiplies padding.
         if cfg.bm > max(16, 2 * m) or cfg.why_invalid(limits) is not None:
             continue
@@ -100,33 +100,41 @@ def space(shape, limits: dict) -> list:
     return configs
 
 
-# Workgroups it takes to fill a large GPU (e.g. 132 SMs x 2 resident workgroups); a smaller tile
-# that reaches this beats a larger one that leaves SMs idle.
-FILL_WORKGROUPS = 192
+# Workgroups it takes to fill a large GPU (132 SMs x 2 resident workgroups on an H100/H200): a
+# smaller tile that reaches this beats a larger one that leaves SMs idle.
+FILL_WORKGROUPS = 264
+# Measured on an H200 (Vulkan): 128 x 128 tiles pay off only on large squares (94 TOPS at
+# 4096^3, where smaller tiles stay under 70); below that, the largest of these tiles that still
+# fills the GPU was best or within 5% of the best (gemm/wgsl/sweep.py).
+LARGE = Tiled(128, 128, 16, 8, 8)
+MEDIUM = (Tiled(64, 128, 8, 8, 8), Tiled(32, 128, 8, 4, 8), Tiled(16, 128, 8, 4, 8),
+          Tiled(16, 64, 8, 4, 4))
 
 
 def default_config(shape, limits: dict):
     m, k, n = shape
     if m <= SMALL_M_MAX:
         return _default_small_m(m, k, n, limits)
-    candidates = [Tiled(128, 128, 8, 8, 8), Tiled(64, 128, 8, 8, 8), Tiled(64, 64, 8, 4, 4),
-                  Tiled(32, 128, 8, 4, 8), Tiled(16, 128, 8, 4, 8), Tiled(16, 64, 8, 4, 4)]
-    valid = [c for c in candidates if c.why_invalid(limits) is None and c.bm <= max(16, 2 * m)]
+    if m >= 2048 and n >= 2048 and LARGE.why_invalid(limits) is None:
+        return LARGE
+    valid = [c for c in MEDIUM if c.why_invalid(limits) is None and c.bm <= max(16, 2 * m)]
     if not valid:
         return Tiled(16, 64, 4, 4, 4)
+
+    def workgroups(c):
+        return -(-m // c.bm) * -(-n // c.bn)
     for cfg in valid:  # largest first: the most reuse per loaded byte
-        if -(-m // cfg.bm) * -(-n // cfg.bn) >= FILL_WORKGROUPS:
+        if workgroups(cfg) >= FILL_WORKGROUPS:
             return cfg
-    return valid[-1] if m * n < 256 * 256 else max(
-        valid, key=lambda c: min(FILL_WORKGROUPS, -(-m // c.bm) * -(-n // c.bn)) * c.bm * c.bn)
+    return max(valid, key=workgroups)
 
 
 def _default_small_m(m: int, k: int, n: int, limits: dict) -> SmallM:
     """Enough workgroups to fill the GPU (fewer columns each when N is small), then as much of K
     split across a workgroup's invocations as keeps each at >= 4 k-groups."""
     rows, groups, k4 = small_m_rows(m), -(-n // 4), -(-k // 4)
-    wg_x = 8
-    for candidate in (64, 32, 16):
+    wg_x = 16
+    for candidate in (64, 32):
         if -(-groups // candidate) >= FILL_WORKGROUPS:
             wg_x = candidate
             break
