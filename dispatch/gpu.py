@@ -13,9 +13,11 @@ Contract:
     are substituted into the text, so the text is the specialization) and entry point.
   - `alloc(nbytes)` / `release(buffer)`: a pool of storage buffers keyed by size (rounded up to
     256 bytes), so per-call temporaries reuse memory instead of asking the driver each time.
-  - `run(dispatches)` records (pipeline, buffers, workgroup counts) dispatches into one compute
-    pass and submits it; `time_dispatches` does the same `repeats` times and returns seconds per
-    repeat from GPU timestamps where the adapter has them, else from synchronised wall time.
+  - `run(dispatches)` queues (program, buffers, workgroup counts) dispatches; they are submitted
+    together, in one compute pass, by `flush()` -- which every download, upload, synchronize and
+    timing does first, and which runs by itself once MAX_PENDING dispatches wait.
+    `time_dispatches` runs a list `repeats` times and returns seconds per repeat from GPU
+    timestamps where the adapter has them, else from synchronised wall time.
   - `TRANSFERS` counts host<->GPU array copies (uploads and downloads), so callers and tests can
     prove that a chain of GPU operations makes none.
 """
@@ -149,9 +151,11 @@ def limit(name: str) -> int:
 
 
 def _forget() -> None:
+    _PENDING.clear()
     _DEVICE.clear()
     _PIPELINES.clear()
     _POOL.clear()
+    _STAGING.clear()
     _BIND_GROUPS.clear()
     _UNIFORMS.clear()
 
@@ -229,6 +233,7 @@ def release(buffer) -> None:
 
 
 def upload(buffer, data: np.ndarray) -> None:
+    flush()  # queue writes land before unsubmitted work: let earlier readers of buffer go first
     data = np.ascontiguousarray(data)
     if data.nbytes % 4:
         data = np.concatenate([data.reshape(-1).view(np.uint8), np.zeros(4 - data.nbytes % 4, np.uint8)])
@@ -236,12 +241,33 @@ def upload(buffer, data: np.ndarray) -> None:
     TRANSFERS["upload"] += 1
 
 
-def download(buffer, nbytes: int) -> np.ndarray:
-    """The first nbytes of buffer as uint8 (waits for the work that writes it)."""
-    size = -(-nbytes // 4) * 4
-    data = device().queue.read_buffer(buffer, 0, size)
+_STAGING: dict[int, list] = {}
+
+
+def download(buffer, nbytes: int, into: np.ndarray | None = None) -> np.ndarray:
+    """The first nbytes of buffer, copied into `into` (a C-contiguous array of nbytes bytes) or
+    into a new uint8 array. Waits for the queued work that writes it: the queued dispatches and
+    the copy to a mappable buffer go in one submission, and the mappable buffers are pooled."""
+    import wgpu
+
+    size = max(256, -(-nbytes // 256) * 256)
+    free = _STAGING.setdefault(size, [])
+    staging = free.pop() if free else device().create_buffer(
+        size=size, usage=wgpu.BufferUsage.MAP_READ | wgpu.BufferUsage.COPY_DST)
+    copy_size = -(-nbytes // 4) * 4
+    flush(lambda encoder: encoder.copy_buffer_to_buffer(buffer, 0, staging, 0, copy_size))
+    staging.map_sync(wgpu.MapMode.READ, 0, copy_size)
+    try:
+        view = np.frombuffer(staging.read_mapped(0, copy_size, copy=False), np.uint8, nbytes)
+        if into is None:
+            into = view.copy()
+        else:
+            into.reshape(-1).view(np.uint8)[:] = view
+    finally:
+        staging.unmap()
+        free.append(staging)
     TRANSFERS["download"] += 1
-    return np.frombuffer(data, np.uint8, nbytes)
+    return into
 
 
 _UNIFORMS: dict = {}
@@ -277,31 +303,57 @@ def _bind_group(pipe, buffers: tuple):
     return bg
 
 
-def _encode(dispatches, repeats=1, timestamps=None):
-    """dispatches: [(pipeline, (buffer, ...), (x, y, z)), ...] in binding order."""
-    dev = device()
-    encoder = dev.create_command_encoder()
+def _encode(groups, repeats=1, timestamps=None):
+    """groups: [(wgpu pipeline, bind group, (x, y, z)), ...] -> a command encoder."""
+    encoder = device().create_command_encoder()
     kwargs = {}
     if timestamps is not None:
         kwargs["timestamp_writes"] = {"query_set": timestamps, "beginning_of_pass_write_index": 0,
                                       "end_of_pass_write_index": 1}
     cpass = encoder.begin_compute_pass(**kwargs)
-    groups = [(p, _bind_group(p, bufs), wg) for p, bufs, wg in dispatches]
     for _ in range(repeats):
-        for p, bg, wg in groups:
-            cpass.set_pipeline(p.pipeline)
+        for pipe, bg, wg in groups:
+            cpass.set_pipeline(pipe)
             cpass.set_bind_group(0, bg)
             cpass.dispatch_workgroups(*wg)
     cpass.end()
     return encoder
 
 
+def _bound(dispatches) -> list:
+    """[(Program, (buffer, ...), workgroups)] -> [(pipeline, bind group, workgroups)]."""
+    return [(p.pipeline, _bind_group(p, bufs), wg) for p, bufs, wg in dispatches]
+
+
+# Finishing and submitting a command buffer costs tens of microseconds in wgpu-native whatever
+# it holds, so dispatches are recorded here and submitted together: when this many are waiting,
+# and before anything that must see their results or must not overtake them (a download, an
+# upload -- queue writes run before not-yet-submitted work --, a synchronisation, a timing).
+MAX_PENDING = 64
+_PENDING: list = []
+
+
 def run(dispatches) -> None:
-    """Submit the dispatches (in order; each sees the previous one's writes)."""
+    """Queue the dispatches (in order; each sees the previous one's writes)."""
+    _PENDING.extend(_bound(dispatches))
+    if len(_PENDING) >= MAX_PENDING:
+        flush()
+
+
+def flush(then=None) -> None:
+    """Submit every queued dispatch, in one compute pass; then(encoder), if given, records more
+    commands (a copy) into the same submission."""
+    if not _PENDING and then is None:
+        return
     import wgpu
 
+    groups = list(_PENDING)
+    _PENDING.clear()
     try:
-        device().queue.submit([_encode(dispatches).finish()])
+        encoder = _encode(groups) if groups else device().create_command_encoder()
+        if then is not None:
+            then(encoder)
+        device().queue.submit([encoder.finish()])
     except wgpu.GPUValidationError:
         raise  # a wrong call, not a broken device
     except Exception as exc:
@@ -310,12 +362,13 @@ def run(dispatches) -> None:
 
 
 def synchronize() -> None:
-    """Wait for all submitted work. (Reading back a few bytes waits for everything before it;
+    """Wait for all queued work. (Reading back a few bytes waits for everything before it;
     queue.on_submitted_work_done_sync fails in wgpu-py 0.32.)"""
     buf = _DEVICE.get("sync")
     if buf is None:
         buf = _DEVICE["sync"] = alloc(4)
-    device().queue.read_buffer(buf, 0, 4)
+    download(buf, 4)
+    TRANSFERS["download"] -= 1  # a synchronisation, not a data transfer
 
 
 def time_dispatches(dispatches, repeats: int = 10) -> tuple[float, str]:
@@ -332,7 +385,7 @@ def time_dispatches(dispatches, repeats: int = 10) -> tuple[float, str]:
         qs = dev.create_query_set(type="timestamp", count=2)
         resolve = dev.create_buffer(size=16, usage=wgpu.BufferUsage.QUERY_RESOLVE
                                     | wgpu.BufferUsage.COPY_SRC)
-    encoder = _encode(dispatches, repeats, qs)
+    encoder = _encode(_bound(dispatches), repeats, qs)
     if use_ts:
         encoder.resolve_query_set(qs, 0, 2, resolve, 0)
     t0 = time.perf_counter()

@@ -59,11 +59,17 @@ class GpuArray:
     def nbytes(self) -> int:
         return self.size * self.dtype.itemsize
 
-    def numpy(self) -> np.ndarray:
-        """A numpy copy (waits for the kernels that write this array)."""
-        if not self.size:
-            return np.empty(self.shape, self.dtype)
-        return gpu.download(self.buffer, self.nbytes).view(self.dtype).reshape(self.shape).copy()
+    def numpy(self, out: np.ndarray | None = None) -> np.ndarray:
+        """A numpy copy (waits for the kernels that write this array), written into `out` (a
+        C-contiguous array of the same shape and dtype) when given."""
+        if out is None:
+            out = np.empty(self.shape, self.dtype)
+        elif out.shape != self.shape or out.dtype != self.dtype or not out.flags.c_contiguous:
+            raise ValueError(f"out: expected a C-contiguous {self.dtype.name} array of shape "
+                             f"{self.shape}")
+        if self.size:
+            gpu.download(self.buffer, self.nbytes, out)
+        return out
 
     def __array__(self, dtype=None, copy=None):
         a = self.numpy()
