@@ -371,21 +371,34 @@ def synchronize() -> None:
     TRANSFERS["download"] -= 1  # a synchronisation, not a data transfer
 
 
-def time_dispatches(dispatches, repeats: int = 10) -> tuple[float, str]:
-    """(seconds per repeat of the whole dispatch list, "timestamps" or "wall"). Runs once untimed
-    first (compilation, first-touch)."""
+def time_dispatches(dispatches, repeats: int = 10, min_seconds: float = 0.02) -> tuple[float, str]:
+    """(seconds per repeat of the whole dispatch list, "timestamps" or "wall").
+
+    GPUs drop their clocks within a fraction of a second of idling (an H200 was seen at 345 MHz
+    instead of 1980 while a shader compiled), so the list first runs untimed for about 50 ms,
+    and the timed batch is made long enough (at least `repeats` and about `min_seconds`)."""
     import wgpu
 
-    run(dispatches)
-    synchronize()
     dev = device()
+    groups = _bound(dispatches)
+    warm, per_repeat, t0 = 1, None, time.perf_counter()
+    while True:
+        flush()
+        start = time.perf_counter()
+        dev.queue.submit([_encode(groups, warm).finish()])
+        synchronize()
+        per_repeat = (time.perf_counter() - start) / warm
+        if time.perf_counter() - t0 > 0.05:
+            break
+        warm = min(4096, warm * 4)
+    repeats = max(repeats, min(10000, int(min_seconds / max(per_repeat, 1e-7))))
     use_ts = _DEVICE.get("timestamps", False)
     qs = resolve = None
     if use_ts:
         qs = dev.create_query_set(type="timestamp", count=2)
         resolve = dev.create_buffer(size=16, usage=wgpu.BufferUsage.QUERY_RESOLVE
                                     | wgpu.BufferUsage.COPY_SRC)
-    encoder = _encode(_bound(dispatches), repeats, qs)
+    encoder = _encode(groups, repeats, qs)
     if use_ts:
         encoder.resolve_query_set(qs, 0, 2, resolve, 0)
     t0 = time.perf_counter()

@@ -36,7 +36,9 @@ def _torch():
 
 
 def _median_batches(fn, sync, target_s: float, repeats: int) -> float:
-    """Median over `repeats` samples of (a batch of calls, then sync) / batch size."""
+    """Median over `repeats` samples of (a batch of calls, then sync) / batch size. Each sample
+    follows an untimed batch of about the same length: a GPU that idled (while the previous
+    contender ran on the CPU, or a shader compiled) needs that long to raise its clocks again."""
     fn()
     sync()
     t0 = time.perf_counter()
@@ -46,6 +48,9 @@ def _median_batches(fn, sync, target_s: float, repeats: int) -> float:
     batch = max(1, min(2000, int(target_s / one)))
     samples = []
     for _ in range(repeats):
+        for _ in range(batch):
+            fn()
+        sync()
         t0 = time.perf_counter()
         for _ in range(batch):
             fn()
