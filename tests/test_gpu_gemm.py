@@ -91,7 +91,7 @@ def test_space_and_defaults_are_valid():
         cfgs = tiles.space(shape, limits)
         assert cfgs and all(c.why_invalid(limits) is None for c in cfgs if c.kernel == "tiled")
         default = tiles.default_config(shape, limits)
-        assert default.kernel == ("small_m" if shape[0] <= 8 else "tiled")
+        assert default.kernel == ("small_m" if shape[0] <= tiles.SMALL_M_DEFAULT_MAX else "tiled")
 
 
 # -- zero points ---------------------------------------------------------------------------------

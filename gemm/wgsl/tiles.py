@@ -102,27 +102,28 @@ def space(shape, limits: dict) -> list:
 
 # Workgroups it takes to fill a large GPU (132 SMs x 2 resident workgroups on an H100/H200): a
 # smaller tile that reaches this beats a larger one that leaves SMs idle.
-FILL_WORKGROUPS = 264
-# Measured on an H200 (Vulkan): 128 x 128 tiles pay off only on large squares (94 TOPS at
-# 4096^3, where smaller tiles stay under 70); below that, the largest of these tiles that still
-# fills the GPU was best or within 5% of the best (gemm/wgsl/sweep.py).
-LARGE = Tiled(128, 128, 16, 8, 8)
-MEDIUM = (Tiled(64, 128, 8, 8, 8), Tiled(32, 128, 8, 4, 8), Tiled(16, 128, 8, 4, 8),
-          Tiled(16, 64, 8, 4, 4))
+FILL_WORKGROUPS = 256
+# Measured on an H200 through Vulkan (python -m gemm.wgsl.sweep, clocks warmed): the largest of
+# these tiles that still gives FILL_WORKGROUPS workgroups was the best of the curated list or
+# within 8% of it on every standard shape, and 64 x 128 reached 101 TOPS at 4096^3 (128 x 128:
+# 94). Below, the tile with the most workgroups.
+TILES = (Tiled(64, 128, 8, 8, 8), Tiled(32, 128, 8, 4, 8), Tiled(16, 128, 8, 4, 8),
+         Tiled(16, 64, 8, 4, 4))
+# The small-M kernel was faster at M = 1; a 16-row tile at M = 8 (1.9 vs 1.7 TOPS at 8x512x2048).
+SMALL_M_DEFAULT_MAX = 4
 
 
 def default_config(shape, limits: dict):
     m, k, n = shape
-    if m <= SMALL_M_MAX:
+    if m <= SMALL_M_DEFAULT_MAX:
         return _default_small_m(m, k, n, limits)
-    if m >= 2048 and n >= 2048 and LARGE.why_invalid(limits) is None:
-        return LARGE
-    valid = [c for c in MEDIUM if c.why_invalid(limits) is None and c.bm <= max(16, 2 * m)]
+    valid = [c for c in TILES if c.why_invalid(limits) is None and c.bm <= max(16, 2 * m)]
     if not valid:
         return Tiled(16, 64, 4, 4, 4)
 
     def workgroups(c):
         return -(-m // c.bm) * -(-n // c.bn)
+
     for cfg in valid:  # largest first: the most reuse per loaded byte
         if workgroups(cfg) >= FILL_WORKGROUPS:
             return cfg
