@@ -16,9 +16,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
   let s = lid.y;
   let n4 = wid.x * WG_X + x;
   let n4c = min(n4, p.np4 - 1u);
+  let last_k = p.k4 - 1u;
   var acc: array<vec4<i32>, ${ROWS}>;
-  for (var k = s; k < p.k4; k = k + KS) {
-    let bv = b[k * p.np4 + n4c];
+  for (var k = s; k < p.k4; k = k + ${UNROLL}u * KS) {
 ${COMPUTE}
   }
 ${REDUCE}

@@ -14,6 +14,7 @@ from pathlib import Path
 from .tiles import SmallM, Tiled
 
 HERE = Path(__file__).parent
+SMALL_M_UNROLL = 4
 
 
 @functools.cache
@@ -99,12 +100,25 @@ def tiled_source(cfg: Tiled, out: str) -> str:
 
 @functools.cache
 def small_m_source(cfg: SmallM, rows: int, out: str) -> str:
+    # UNROLL k-groups per trip, their loads issued before any use: with few workgroups the
+    # kernel is bound by load latency, not bandwidth. A group past K loads a clamped address
+    # and a zero B, so it adds nothing.
     compute = []
-    for g in range(-(-rows // 4)):
-        compute.append(f"    let av{g} = a[k * p.mp4 + {g}u];")
-    for r in range(rows):
-        lane = f"av{r // 4}.{'xyzw'[r % 4]}"
-        compute.append(f"    acc[{r}] = acc[{r}] + {_dot4(lane, 'bv')};")
+    for u in range(SMALL_M_UNROLL):
+        kk = "k" if u == 0 else f"k{u}"
+        if u:
+            compute.append(f"    let k{u} = k + {u}u * KS;")
+            compute.append(f"    let bv{u} = select(vec4<u32>(0u), b[min(k{u}, last_k) * p.np4 + n4c], "
+                           f"k{u} < p.k4);")
+        else:
+            compute.append("    let bv0 = b[k * p.np4 + n4c];")
+        for g in range(-(-rows // 4)):
+            idx = kk if u == 0 else f"min({kk}, last_k)"
+            compute.append(f"    let av{u}_{g} = a[{idx} * p.mp4 + {g}u];")
+    for u in range(SMALL_M_UNROLL):
+        for r in range(rows):
+            lane = f"av{u}_{r // 4}.{'xyzw'[r % 4]}"
+            compute.append(f"    acc[{r}] = acc[{r}] + {_dot4(lane, f'bv{u}')};")
     reduce = []
     if cfg.ks > 1:
         reduce.append("  if (s > 0u) {")
@@ -125,7 +139,7 @@ def small_m_source(cfg: SmallM, rows: int, out: str) -> str:
             epilogue.append(f"      if (j + {t}u < p.n) {{ finish({r}u, j + {t}u, acc[{r}].{'xyzw'[t]}); }}")
         epilogue.append("    }")
     epilogue.append("  }")
-    body = _fill("gemm_small_m.wgsl", ROWS=rows, WG_X=cfg.wg_x, KS=cfg.ks,
+    body = _fill("gemm_small_m.wgsl", ROWS=rows, WG_X=cfg.wg_x, KS=cfg.ks, UNROLL=SMALL_M_UNROLL,
                  PARTIAL=cfg.workgroup_bytes(rows) // 16, COMPUTE="\n".join(compute),
                  REDUCE="\n".join(reduce), EPILOGUE="\n".join(epilogue))
     return _header(out) + body
