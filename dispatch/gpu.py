@@ -375,7 +375,7 @@ def time_dispatches(dispatches, repeats: int = 10, min_seconds: float = 0.02) ->
     """(seconds per repeat of the whole dispatch list, "timestamps" or "wall").
 
     GPUs drop their clocks within a fraction of a second of idling (an H200 was seen at 345 MHz
-    instead of 1980 while a shader compiled), so the list first runs untimed for about 50 ms,
+    instead of 1980 while a shader compiled), so the list first runs untimed for about 100 ms,
     and the timed batch is made long enough (at least `repeats` and about `min_seconds`)."""
     import wgpu
 
@@ -388,7 +388,7 @@ def time_dispatches(dispatches, repeats: int = 10, min_seconds: float = 0.02) ->
         dev.queue.submit([_encode(groups, warm).finish()])
         synchronize()
         per_repeat = (time.perf_counter() - start) / warm
-        if time.perf_counter() - t0 > 0.05:
+        if time.perf_counter() - t0 > 0.1:
             break
         warm = min(4096, warm * 4)
     repeats = max(repeats, min(10000, int(min_seconds / max(per_repeat, 1e-7))))
