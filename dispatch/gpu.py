@@ -145,9 +145,14 @@ def device():
     return dev
 
 
-def limit(name: str) -> int:
+def limits() -> dict:
+    """The open device's limits (what the kernels' tile restrictions are checked against)."""
     device()
-    return int(_DEVICE["limits"][name])
+    return _DEVICE["limits"]
+
+
+def limit(name: str) -> int:
+    return int(limits()[name])
 
 
 def _forget() -> None:

@@ -28,8 +28,7 @@ HAS_ZB, HAS_BIAS, RELU, ROW_FLAGS = 1, 2, 4, 8
 
 
 def limits() -> dict:
-    gpu.device()
-    return gpu._DEVICE["limits"]
+    return gpu.limits()
 
 
 def default_params(shape, threads=None) -> dict:
