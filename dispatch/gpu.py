@@ -106,6 +106,11 @@ def adapter():
 
 
 _DEVICE = {}
+_GENERATION = [0]  # bumped whenever a device opens: buffers of an older device are never pooled
+
+
+def generation() -> int:
+    return _GENERATION[0]
 
 
 def unavailable_reason() -> str | None:
@@ -140,6 +145,7 @@ def device():
     features = [f for f in ("timestamp-query",) if f in a.features]
     limits = {k: a.limits[k] for k in LIMITS if k in a.limits}
     dev = a.request_device_sync(required_features=features, required_limits=limits)
+    _GENERATION[0] += 1
     _DEVICE.update(device=dev, adapter=a, limits=dict(dev.limits),
                    timestamps="timestamp-query" in dev.features)
     return dev
@@ -229,8 +235,9 @@ def alloc(nbytes: int):
     return device().create_buffer(size=size, usage=_usage())
 
 
-def release(buffer) -> None:
-    if "device" not in _DEVICE:
+def release(buffer, made_in: int | None = None) -> None:
+    """Return a buffer from alloc() to the pool (made_in: generation() when it was allocated)."""
+    if "device" not in _DEVICE or (made_in is not None and made_in != _GENERATION[0]):
         return
     kept = sum(size * len(bufs) for size, bufs in _POOL.items())
     if kept + buffer.size <= _POOL_KEEP_BYTES:

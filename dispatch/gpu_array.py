@@ -19,7 +19,7 @@ DTYPES = tuple(np.dtype(d) for d in (np.int8, np.uint8, np.int32, np.uint32, np.
 
 
 class GpuArray:
-    __slots__ = ("shape", "dtype", "buffer", "__weakref__")
+    __slots__ = ("shape", "dtype", "buffer", "_generation", "__weakref__")
 
     def __init__(self, shape, dtype, buffer=None):
         dtype = np.dtype(dtype)
@@ -32,7 +32,10 @@ class GpuArray:
         self.dtype = dtype
         if buffer is not None and buffer.size < self.nbytes:
             raise ValueError(f"buffer: holds {buffer.size} bytes, the array needs {self.nbytes}")
+        self._generation = None  # set once alloc() succeeds: only pooled buffers go back
         self.buffer = buffer if buffer is not None else gpu.alloc(self.nbytes)
+        if buffer is None:
+            self._generation = gpu.generation()
 
     @classmethod
     def empty(cls, shape, dtype) -> GpuArray:
@@ -79,8 +82,10 @@ class GpuArray:
         return f"GpuArray(shape={self.shape}, dtype={self.dtype.name})"
 
     def __del__(self):
+        if getattr(self, "_generation", None) is None:
+            return  # a buffer the caller owns, or construction failed
         try:
-            gpu.release(self.buffer)
+            gpu.release(self.buffer, self._generation)
         except Exception:  # interpreter shutdown: the pool may already be gone
             pass
 
