@@ -32,7 +32,7 @@ def report() -> str:
         lines.append(f"  error: {chosen_note}")
     lines.append("")
     lines.append("threads:   " + _threads())
-    lines.append("GPU:       not yet supported (the WGSL path lands with its own issue)")
+    lines.extend(_gpu_lines())
     lines.append("tuning:    " + _tuning())
     return "\n".join(lines)
 
@@ -50,6 +50,31 @@ def _tuning() -> str:
         if registry.autotune_enabled() else ""
     return (f"store {store.describe()}\n           {here} entries for this machine"
             f" ({len(entries)} in all){autotune}; `i8gemm tune` fills it")
+
+
+def _gpu_lines() -> list[str]:
+    from . import gpu
+
+    found = gpu.adapters()
+    why = gpu.unavailable_reason()
+    chosen = None if why else gpu.adapter()
+    lines = ["GPU adapters (wgpu; I8GEMM_GPU=<name> picks one, I8GEMM_GPU=off disables):"]
+    if not found:
+        lines.append("  none found (gemm_i8(..., backend='gpu') raises; 'auto' runs on the CPU)")
+    for a in found:
+        d = gpu.describe(a)
+        lim = d["limits"]
+        dot4 = ("native (SPIR-V OpSDot / HLSL dot4add)" if d["dot4_native"]
+                else "polyfilled (no packed dot product in MSL/GLSL)")
+        mark = "  <- chosen" if a is chosen else ""
+        lines.append(f"  {d['name']} [{d['backend']}, {d['type']}, driver {d['driver']}]{mark}")
+        lines.append(f"    dot4I8Packed {dot4}; timestamps {'yes' if d['timestamps'] else 'no'}")
+        lines.append(f"    limits: workgroup storage {lim['max-compute-workgroup-storage-size']} B, "
+                     f"invocations {lim['max-compute-invocations-per-workgroup']}, storage buffer "
+                     f"{lim['max-storage-buffer-binding-size']} B, buffer {lim['max-buffer-size']} B")
+    if found and why:
+        lines.append(f"  GPU unavailable: {why}")
+    return lines
 
 
 def _threads() -> str:

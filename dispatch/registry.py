@@ -26,7 +26,7 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
-from . import cpu, store
+from . import cpu, gpu, store
 from .space import TuningSpace
 
 
@@ -57,6 +57,10 @@ class Implementation:
             missing = cpu.missing_features(self.level)
             if missing:
                 return False, "CPU lacks " + ", ".join(missing)
+        if self.backend == "gpu":
+            why = gpu.unavailable_reason()
+            if why:
+                return False, why
         return True, ""
 
 
@@ -98,21 +102,51 @@ def _cpu_named(op: str, name: str, label: str) -> Implementation:
     raise ValueError(f"{label} is not a CPU path of {op!r}; expected one of: {names}")
 
 
+def _gpu_choice(op: str) -> Implementation | None:
+    for impl in implementations(op):
+        if impl.backend == "gpu":
+            return impl
+    return None
+
+
+_WARNED: set[str] = set()
+
+
+def warn_cpu_fallback(reason: str) -> None:
+    """One warning per reason: backend="auto" runs on the CPU."""
+    if reason not in _WARNED:
+        _WARNED.add(reason)
+        warnings.warn(f"i8gemm: running on the CPU: {reason}", RuntimeWarning, stacklevel=4)
+
+
 def resolve(op: str, backend: str | None = None) -> Implementation:
-    """The implementation for `backend` ("cpu", "cpu:<path>", or None = the default CPU path)."""
+    """The implementation for `backend`: None or "cpu" (the default CPU path), "cpu:<path>",
+    "gpu" (RuntimeError naming the reason when there is no usable GPU), or "auto" (the GPU when
+    there is one, else the default CPU path with one warning)."""
     if backend is None or backend == "cpu":
         forced = cpu.setting("I8GEMM_CPU_PATH")
         if forced:
             return _cpu_named(op, forced, f"I8GEMM_CPU_PATH={forced!r}")
         return _cpu_choice(op, max(cpu.available_levels()))
     if not isinstance(backend, str):
-        raise TypeError(f"backend: expected a string such as 'cpu' or 'cpu:avx2', got {backend!r}")
+        raise TypeError(f"backend: expected a string such as 'cpu', 'cpu:avx2', 'gpu' or "
+                        f"'auto', got {backend!r}")
     kind, _, path = backend.partition(":")
     if kind == "cpu" and path:
         return _cpu_named(op, path, f"backend={backend!r}")
-    if kind == "gpu":
-        raise RuntimeError(f"backend={backend!r}: the GPU path is not available yet (WGSL issue)")
-    raise ValueError(f"backend: expected 'cpu', 'cpu:<path>' or 'gpu', got {backend!r}")
+    if backend == "auto" or kind == "gpu":
+        impl = _gpu_choice(op)
+        if kind == "gpu" and path and (impl is None or path != impl.path):
+            raise ValueError(f"backend={backend!r}: no GPU path {path!r} of {op!r}; expected 'gpu'"
+                             + (f" or 'gpu:{impl.path}'" if impl is not None else ""))
+        why = f"no GPU implementation of {op!r} is registered" if impl is None else impl.available()[1]
+        if not why:
+            return impl
+        if kind == "gpu":
+            raise RuntimeError(f"backend={backend!r}: {why}")
+        warn_cpu_fallback(why)
+        return resolve(op, None)
+    raise ValueError(f"backend: expected 'cpu', 'cpu:<path>', 'gpu' or 'auto', got {backend!r}")
 
 
 _DECISIONS: dict[tuple, tuple[Implementation, dict[str, Any]]] = {}
@@ -206,3 +240,4 @@ def refresh() -> None:
     _SOURCES.clear()
     cpu.setting.cache_clear()
     store.refresh()
+    gpu.refresh()

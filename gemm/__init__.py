@@ -6,10 +6,18 @@
     Ci = gemm.gemm_i8(gemm.quantize(A, qa), pb)    # int8 A -> exact int32 Aq @ Bq
     C2 = gemm.gemm_i8(A, pb.select_columns(ids), a_quant_mult=qa)   # shortlisted output layer
 
+On the GPU (gemm/wgsl/): gemm_i8(..., backend="gpu") with numpy arrays, or with
+gemm.GpuArray / pb.to_gpu() to keep data on the GPU between calls.
+
 See api.py for the conventions and gemm/cpu/ for the per-ISA paths.
 """
 
-from . import cpu  # noqa: F401  (registers the CPU paths with dispatch)
+from dispatch.gpu_array import GpuArray
+
+from . import (
+    cpu,  # noqa: F401  (registers the CPU paths with dispatch)
+    wgsl,  # noqa: F401  (registers the GPU path; opens no device until asked)
+)
 from .api import gemm_i8, quantize
 from .prepared import (
     PreparedB,
@@ -18,8 +26,9 @@ from .prepared import (
     prepare_b_quantized_transposed,
     prepare_b_transposed,
 )
+from .wgsl.prepared import GpuPreparedB
 
 __all__ = [
-    "PreparedB", "gemm_i8", "prepare_b", "prepare_b_quantized", "prepare_b_quantized_transposed",
-    "prepare_b_transposed", "quantize",
+    "GpuArray", "GpuPreparedB", "PreparedB", "gemm_i8", "prepare_b", "prepare_b_quantized",
+    "prepare_b_quantized_transposed", "prepare_b_transposed", "quantize",
 ]

@@ -17,9 +17,8 @@ import dispatch
 
 from .cpu import driver
 from .prepared import PreparedB, prepare_b_quantized
-from .validate import check_int, check_quant_mult
+from .validate import b_zero_points, check_int, check_quant_mult
 
-_EMPTY_I32 = np.zeros(0, np.int32)
 _EMPTY_F32 = np.zeros(0, np.float32)
 _A_DTYPES = (np.dtype(np.int8), np.dtype(np.uint8), np.dtype(np.float32))
 
@@ -60,10 +59,26 @@ def gemm_i8(a: np.ndarray, b, *, a_quant_mult=None, bias=None, relu: bool = Fals
                   an ONNX MatMulInteger -> Cast -> Mul(scale) -> Add(bias) chain computes.
     backend:      "cpu" or "cpu:<path>" (generic, avx2-i16, avx2, avxvnni, avx512bw,
                   avx512vnni); the default is I8GEMM_CPU_PATH or the best path of this CPU.
+                  "gpu" (or "gpu:wgsl"): the WGSL path (RuntimeError if there is no GPU);
+                  "auto": the GPU if there is one,
+                  else the CPU with one warning. GpuArray / GpuPreparedB arguments imply "gpu";
+                  the result is then a GpuArray (as it is whenever `out` is one).
     threads:      threads to use; default I8GEMM_NUM_THREADS or all cores.
     _params:      the autotuner's override of the chosen parameters (tile, threads, m_block,
                   p_block); not for general use.
     """
+    # GPU arrays, a GPU PreparedB or a non-CPU backend go to the WGSL path (gemm/wgsl/).
+    if backend is not None or type(a) is not np.ndarray or type(b) is not PreparedB or (
+            out is not None and type(out) is not np.ndarray):
+        backend = _route(a, b, out, backend)
+        if backend in ("gpu", "auto"):
+            if out_scale is not None:
+                raise ValueError("out_scale: not supported on the GPU path yet; pass a_quant_mult "
+                                 "(or use a CPU backend)")
+            return _gemm_gpu(a, b, backend, dict(
+                a_quant_mult=a_quant_mult, bias=bias, relu=relu, out=out,
+                a_zero_point=a_zero_point, b_zero_point=b_zero_point), threads, _params)
+
     # -- A ---------------------------------------------------------------------------------
     if not isinstance(a, np.ndarray):
         raise TypeError(f"A: expected a numpy array, got {type(a).__name__}")
@@ -159,7 +174,7 @@ def gemm_i8(a: np.ndarray, b, *, a_quant_mult=None, bias=None, relu: bool = Fals
     if a_zero_point is not None and not (isinstance(a_zero_point, int) and a_zero_point == 0):
         lo, hi = (0, 255) if a.dtype == np.uint8 else (-128, 127)
         za = check_int(a_zero_point, "a_zero_point", lo, hi)
-    zb = _b_zero_points(b_zero_point, n)
+    zb = b_zero_points(b_zero_point, n)
     colterm = b.colterm(shift + za)
     if zb.size:
         colterm = (colterm.astype(np.int64) + k * za * zb.astype(np.int64)).astype(np.int32)
@@ -193,17 +208,43 @@ def _out_scale_vector(out_scale, n: int) -> np.ndarray:
     return arr
 
 
-def _b_zero_points(b_zero_point, n: int) -> np.ndarray:
-    """An int32 vector of N zero points, or an empty vector when they are all zero."""
-    if type(b_zero_point) is int and b_zero_point == 0:
-        return _EMPTY_I32
-    if np.ndim(b_zero_point) == 0:
-        zb = check_int(b_zero_point, "b_zero_point", -128, 127)
-        return _EMPTY_I32 if zb == 0 else np.full(n, zb, np.int32)
-    arr = np.asarray(b_zero_point)
-    if arr.shape != (n,) or not np.issubdtype(arr.dtype, np.integer):
-        raise ValueError(f"b_zero_point: expected an integer scalar or {n} integers, got "
-                         f"shape {arr.shape} dtype {arr.dtype}")
-    if arr.min() < -128 or arr.max() > 127:
-        raise ValueError("b_zero_point: values must lie in [-128, 127]")
-    return _EMPTY_I32 if not arr.any() else arr.astype(np.int32)
+def _route(a, b, out, backend):
+    """The backend a call takes: "gpu", "auto" or a CPU backend (None = the default)."""
+    from dispatch.gpu_array import GpuArray
+
+    from .wgsl.prepared import GpuPreparedB
+
+    on_gpu = isinstance(a, GpuArray) or isinstance(b, GpuPreparedB) or isinstance(out, GpuArray)
+    if backend is None:
+        return "gpu" if on_gpu else None
+    if not isinstance(backend, str):
+        raise TypeError(f"backend: expected a string such as 'cpu', 'gpu' or 'auto', got {backend!r}")
+    if backend == "auto":
+        return "gpu" if on_gpu else "auto"
+    if backend.partition(":")[0] == "gpu":
+        dispatch.resolve("gemm_i8", backend)  # ValueError for a GPU path that does not exist
+        return "gpu"
+    if on_gpu and backend != "gpu":
+        raise ValueError(f"backend={backend!r}: the arguments include GPU arrays; use "
+                         "backend='gpu' (or None), or pass numpy arrays")
+    return backend
+
+
+def _gemm_gpu(a, b, backend, kwargs, threads, _params):
+    """The WGSL path; for backend="auto", the CPU instead (with one warning) when there is no GPU
+    or the device is lost."""
+    from dispatch import gpu
+
+    from .wgsl import driver as gpu_driver
+
+    if backend == "auto":
+        impl = dispatch.resolve("gemm_i8", "auto")
+        if impl.backend != "gpu":
+            return gemm_i8(a, b, **kwargs, threads=threads, _params=_params)
+        try:
+            return gpu_driver.gemm_i8(a, b, **kwargs, _params=_params)
+        except gpu.DeviceLost as exc:
+            dispatch.registry.warn_cpu_fallback(str(exc))
+            return gemm_i8(a, b, **kwargs, threads=threads, _params=_params)
+    dispatch.resolve("gemm_i8", "gpu")  # RuntimeError naming why, when there is no GPU
+    return gpu_driver.gemm_i8(a, b, **kwargs, _params=_params)

@@ -215,7 +215,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-shortlist", action="store_true",
                         help="skip the shortlisting comparison")
     parser.add_argument("--backend", default=None,
-                        help="'cpu' or 'cpu:<path>' (default: I8GEMM_CPU_PATH or the best path)")
+                        help="'cpu' or 'cpu:<path>' (default: I8GEMM_CPU_PATH or the best path); "
+                        "'gpu': the WGSL path against torch float32 (see gemm/bench_gpu.py)")
+    parser.add_argument("--square-4096", action="store_true",
+                        help="with --backend gpu: add the 4096 x 4096 x 4096 shape")
     parser.add_argument("--paths", default=None, metavar="PATH,PATH,...",
                         help="instead: compare these CPU paths (e.g. 'avx2,avx2-i16'), int8 -> "
                              "int32, side by side (gemm/bench_paths.py)")
@@ -226,6 +229,9 @@ def main(args) -> int:
 
     from .cpu import driver
 
+    if args.backend == "gpu":
+        from . import bench_gpu
+        return bench_gpu.main(args)
     shapes = parse_shapes(args.shapes) if args.shapes else STANDARD_SHAPES
     threads = driver.resolve_threads(args.threads)
     if args.repeats < 1:

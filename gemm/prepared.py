@@ -22,7 +22,7 @@ class PreparedB:
     """B (K x N) quantized to int8 and ready for `gemm_i8`. Build it with the prepare_* functions."""
 
     __slots__ = ("k", "n", "_columns", "col_sums", "quant_mult", "inv_quant_mult", "has_min",
-                 "_packed", "_colterm")
+                 "_packed", "_colterm", "_gpu")
 
     def __init__(self, columns: np.ndarray, k: int, quant_mult: np.ndarray | None,
                  col_sums: np.ndarray | None = None, has_min: bool | None = None):
@@ -36,6 +36,7 @@ class PreparedB:
         self.has_min = bool((columns == -128).any()) if has_min is None else has_min
         self._packed: dict[tuple[str, int], np.ndarray] = {}   # (layout, nr) -> panels
         self._colterm: dict[int, np.ndarray] = {}
+        self._gpu = None  # the GPU copy (gemm.wgsl.prepared.GpuPreparedB), made by to_gpu()
 
     # -- what users look at ------------------------------------------------------------------
 
@@ -71,7 +72,20 @@ class PreparedB:
         )
         for layout, nr in self._packed:
             child._packed[layout, nr] = _PACKERS[layout](child._columns, nr)
+        if self._gpu is not None:  # gathered on the GPU too: no upload of the selected weights
+            child._gpu = self._gpu.select_columns(ids)
         return child
+
+    # -- the GPU copy ----------------------------------------------------------------------------
+
+    def to_gpu(self):
+        """This B in GPU memory (a gemm.wgsl.GpuPreparedB), uploaded on the first call and kept.
+        RuntimeError when there is no GPU."""
+        if self._gpu is None:
+            from .wgsl.prepared import upload
+
+            self._gpu = upload(self)
+        return self._gpu
 
     # -- what the CPU paths use ---------------------------------------------------------------
 

@@ -40,3 +40,22 @@ def check_int(value, argument: str, lo: int, hi: int) -> int:
     if not lo <= int(value) <= hi:
         raise ValueError(f"{argument}: expected a value in [{lo}, {hi}], got {value}")
     return int(value)
+
+
+EMPTY_I32 = np.zeros(0, np.int32)
+
+
+def b_zero_points(b_zero_point, n: int) -> np.ndarray:
+    """An int32 vector of N zero points, or an empty vector when they are all zero."""
+    if type(b_zero_point) is int and b_zero_point == 0:
+        return EMPTY_I32
+    if np.ndim(b_zero_point) == 0:
+        zb = check_int(b_zero_point, "b_zero_point", -128, 127)
+        return EMPTY_I32 if zb == 0 else np.full(n, zb, np.int32)
+    arr = np.asarray(b_zero_point)
+    if arr.shape != (n,) or not np.issubdtype(arr.dtype, np.integer):
+        raise ValueError(f"b_zero_point: expected an integer scalar or {n} integers, got "
+                         f"shape {arr.shape} dtype {arr.dtype}")
+    if arr.min() < -128 or arr.max() > 127:
+        raise ValueError("b_zero_point: values must lie in [-128, 127]")
+    return EMPTY_I32 if not arr.any() else arr.astype(np.int32)

@@ -1,0 +1,427 @@
+"""The GPU as wgpu-py sees it: adapter choice, one device per process, pipelines, buffers, timing.
+
+Contract:
+  - `adapters()` lists every adapter wgpu finds; `device()` opens the chosen one once per process
+    (a discrete GPU first, then integrated, then the rest; Vulkan/Metal/D3D12 before GL).
+    `I8GEMM_GPU=<substring>` picks the first adapter whose name or backend contains it;
+    `I8GEMM_GPU=0` (or `off`) disables the GPU. `unavailable_reason()` is None when a device
+    can be had, else why not (for the caller's warning or error).
+  - The device asks for "timestamp-query" when the adapter has it, and for the adapter's own
+    maxima of storage-buffer size, workgroup storage and invocations (WebGPU's defaults are
+    far below what a real GPU offers).
+  - `pipeline(source)` compiles a WGSL compute shader once per distinct source text (tile sizes
+    are substituted into the text, so the text is the specialization) and entry point.
+  - `alloc(nbytes)` / `release(buffer)`: a pool of storage buffers keyed by size (rounded up to
+    256 bytes), so per-call temporaries reuse memory instead of asking the driver each time.
+  - `run(dispatches)` queues (program, buffers, workgroup counts) dispatches; they are submitted
+    together, in one compute pass, by `flush()` -- which every download, upload, synchronize and
+    timing does first, and which runs by itself once MAX_PENDING dispatches wait.
+    `time_dispatches` runs a list `repeats` times and returns seconds per repeat from GPU
+    timestamps where the adapter has them, else from synchronised wall time.
+  - `TRANSFERS` counts host<->GPU array copies (uploads and downloads), so callers and tests can
+    prove that a chain of GPU operations makes none.
+"""
+
+from __future__ import annotations
+
+import collections
+import functools
+import os
+import time
+
+import numpy as np
+
+# Backends in order of preference: native APIs with real dot-product instructions before GL.
+_BACKEND_RANK = {"Vulkan": 0, "D3D12": 0, "Metal": 1, "OpenGL": 2, "GL": 2}
+_TYPE_RANK = {"DiscreteGPU": 0, "IntegratedGPU": 1, "VirtualGPU": 2, "CPU": 3, "Unknown": 4}
+# dot4I8Packed lowers to a hardware integer dot product through SPIR-V (OpSDot) and HLSL
+# (dot4add_i8packed); Metal Shading Language and GLSL have none, so naga emits shifts and adds.
+_NATIVE_DOT4 = {"Vulkan": True, "D3D12": True, "Metal": False, "OpenGL": False, "GL": False}
+LIMITS = ("max-storage-buffer-binding-size", "max-buffer-size",
+          "max-compute-workgroup-storage-size", "max-compute-invocations-per-workgroup",
+          "max-compute-workgroup-size-x", "max-compute-workgroup-size-y",
+          "max-compute-workgroups-per-dimension", "max-storage-buffers-per-shader-stage")
+
+class DeviceLost(RuntimeError):
+    """The device failed while running work; the GPU is treated as unavailable from then on."""
+
+
+TRANSFERS = collections.Counter()  # "upload" / "download": array copies between host and GPU
+
+
+def setting() -> str:
+    return os.environ.get("I8GEMM_GPU", "").strip()
+
+
+def disabled() -> bool:
+    return setting().lower() in ("0", "off", "none", "false", "no")
+
+
+@functools.lru_cache(maxsize=1)
+def adapters() -> tuple:
+    """Every adapter wgpu can enumerate (empty when wgpu or its native library is missing)."""
+    try:
+        import wgpu
+        return tuple(wgpu.gpu.enumerate_adapters_sync())
+    except Exception:  # no native library, no loader: there is simply no GPU here
+        return ()
+
+
+def describe(adapter) -> dict:
+    info = adapter.info
+    backend = info.get("backend_type", "?")
+    return {"name": info.get("device", "?"), "backend": backend,
+            "type": info.get("adapter_type", "?"), "driver": info.get("description", ""),
+            "dot4_native": _NATIVE_DOT4.get(backend, False),
+            "timestamps": "timestamp-query" in adapter.features,
+            "limits": {k: adapter.limits.get(k) for k in LIMITS}}
+
+
+def _rank(adapter) -> tuple:
+    info = adapter.info
+    return (_TYPE_RANK.get(info.get("adapter_type"), 5), _BACKEND_RANK.get(info.get("backend_type"), 3))
+
+
+@functools.lru_cache(maxsize=1)
+def _choice():
+    """(adapter or None, reason when None)."""
+    if disabled():
+        return None, f"the GPU is disabled by I8GEMM_GPU={setting()}"
+    found = adapters()
+    if not found:
+        return None, "wgpu found no GPU adapter"
+    wanted = setting()
+    if wanted:
+        for a in sorted(found, key=_rank):
+            d = describe(a)
+            if wanted.lower() in f"{d['name']} {d['backend']} {d['driver']}".lower():
+                return a, None
+        names = ", ".join(f"{describe(a)['name']} ({describe(a)['backend']})" for a in found)
+        return None, f"no adapter matches I8GEMM_GPU={wanted!r} (found: {names})"
+    return min(found, key=_rank), None
+
+
+def adapter():
+    return _choice()[0]
+
+
+_DEVICE = {}
+_GENERATION = [0]  # bumped whenever a device opens: buffers of an older device are never pooled
+
+
+def generation() -> int:
+    return _GENERATION[0]
+
+
+def unavailable_reason() -> str | None:
+    """None when a device can be had, else why not."""
+    if "lost" in _DEVICE:
+        return _DEVICE["lost"]
+    a, why = _choice()
+    if a is None:
+        return why
+    if _DEVICE.get("adapter") is a:
+        return None
+    try:
+        device()
+    except Exception as exc:  # a driver that enumerates but cannot open a device
+        return f"the adapter {describe(a)['name']} could not open a device: {exc}"
+    return None
+
+
+def device():
+    """The process-wide device of the chosen adapter (opened on first use). RuntimeError when
+    there is none."""
+    a, why = _choice()
+    dev = _DEVICE.get("device")
+    if dev is not None and _DEVICE["adapter"] is a:
+        return dev
+    if "lost" in _DEVICE:
+        raise RuntimeError(_DEVICE["lost"])
+    if a is None:
+        raise RuntimeError(why)
+    if dev is not None:  # I8GEMM_GPU now names another adapter
+        _forget()
+    features = [f for f in ("timestamp-query",) if f in a.features]
+    limits = {k: a.limits[k] for k in LIMITS if k in a.limits}
+    dev = a.request_device_sync(required_features=features, required_limits=limits)
+    _GENERATION[0] += 1
+    _DEVICE.update(device=dev, adapter=a, limits=dict(dev.limits),
+                   timestamps="timestamp-query" in dev.features)
+    return dev
+
+
+def limits() -> dict:
+    """The open device's limits (what the kernels' tile restrictions are checked against)."""
+    device()
+    return _DEVICE["limits"]
+
+
+def limit(name: str) -> int:
+    return int(limits()[name])
+
+
+def _forget() -> None:
+    _PENDING.clear()
+    _DEVICE.clear()
+    _PIPELINES.clear()
+    _POOL.clear()
+    _STAGING.clear()
+    _BIND_GROUPS.clear()
+    _UNIFORMS.clear()
+
+
+def mark_lost(reason: str) -> None:
+    """Forget the device after a failure; later calls see the GPU as unavailable."""
+    _forget()
+    _DEVICE["lost"] = f"the GPU device was lost ({reason})"
+
+
+def refresh() -> None:
+    """Re-read I8GEMM_GPU. The open device stays while its adapter is the one chosen (GPU arrays
+    made on it stay valid); I8GEMM_GPU=off only hides it until the setting changes back."""
+    _choice.cache_clear()
+
+
+# -- pipelines ---------------------------------------------------------------------------------
+
+_PIPELINES: dict = {}
+Program = collections.namedtuple("Program", "pipeline layout")
+
+
+def pipeline(source: str, bindings: str, entry: str = "main"):
+    """The compute pipeline of a WGSL source, compiled once. bindings: one letter per binding of
+    group 0, in order: "r" read-only storage, "w" read-write storage, "u" uniform. (An explicit
+    layout, so a binding the shader happens not to use still has its slot.)"""
+    key = (source, bindings, entry)
+    p = _PIPELINES.get(key)
+    if p is None:
+        import wgpu
+
+        kinds = {"r": {"buffer": {"type": wgpu.BufferBindingType.read_only_storage}},
+                 "w": {"buffer": {"type": wgpu.BufferBindingType.storage}},
+                 "u": {"buffer": {"type": wgpu.BufferBindingType.uniform}}}
+        dev = device()
+        layout = dev.create_bind_group_layout(entries=[
+            {"binding": i, "visibility": wgpu.ShaderStage.COMPUTE, **kinds[kind]}
+            for i, kind in enumerate(bindings)])
+        module = dev.create_shader_module(code=source)
+        p = _PIPELINES[key] = Program(dev.create_compute_pipeline(
+            layout=dev.create_pipeline_layout(bind_group_layouts=[layout]),
+            compute={"module": module, "entry_point": entry}), layout)
+    return p
+
+
+# -- buffers -----------------------------------------------------------------------------------
+
+_POOL: dict[int, list] = {}
+_POOL_KEEP_BYTES = 1 << 30  # free buffers kept for reuse, at most
+
+
+def _usage():
+    import wgpu
+    return wgpu.BufferUsage.STORAGE | wgpu.BufferUsage.COPY_SRC | wgpu.BufferUsage.COPY_DST
+
+
+def alloc(nbytes: int):
+    """A storage buffer of at least nbytes (contents undefined: callers write before reading)."""
+    size = max(256, -(-nbytes // 256) * 256)
+    free = _POOL.get(size)
+    if free:
+        return free.pop()
+    if size > limit("max-storage-buffer-binding-size"):
+        raise ValueError(f"a GPU array of {nbytes} bytes exceeds this adapter's storage buffer "
+                         f"limit of {limit('max-storage-buffer-binding-size')} bytes")
+    return device().create_buffer(size=size, usage=_usage())
+
+
+def release(buffer, made_in: int | None = None) -> None:
+    """Return a buffer from alloc() to the pool (made_in: generation() when it was allocated)."""
+    if "device" not in _DEVICE or (made_in is not None and made_in != _GENERATION[0]):
+        return
+    kept = sum(size * len(bufs) for size, bufs in _POOL.items())
+    if kept + buffer.size <= _POOL_KEEP_BYTES:
+        _POOL.setdefault(buffer.size, []).append(buffer)
+
+
+def upload(buffer, data: np.ndarray) -> None:
+    flush()  # queue writes land before unsubmitted work: let earlier readers of buffer go first
+    data = np.ascontiguousarray(data)
+    if data.nbytes % 4:
+        data = np.concatenate([data.reshape(-1).view(np.uint8), np.zeros(4 - data.nbytes % 4, np.uint8)])
+    device().queue.write_buffer(buffer, 0, data)
+    TRANSFERS["upload"] += 1
+
+
+_STAGING: dict[int, list] = {}
+
+
+def download(buffer, nbytes: int, into: np.ndarray | None = None) -> np.ndarray:
+    """The first nbytes of buffer, copied into `into` (a C-contiguous array of nbytes bytes) or
+    into a new uint8 array. Waits for the queued work that writes it: the queued dispatches and
+    the copy to a mappable buffer go in one submission, and the mappable buffers are pooled."""
+    import wgpu
+
+    size = max(256, -(-nbytes // 256) * 256)
+    free = _STAGING.setdefault(size, [])
+    staging = free.pop() if free else device().create_buffer(
+        size=size, usage=wgpu.BufferUsage.MAP_READ | wgpu.BufferUsage.COPY_DST)
+    copy_size = -(-nbytes // 4) * 4
+    flush(lambda encoder: encoder.copy_buffer_to_buffer(buffer, 0, staging, 0, copy_size))
+    staging.map_sync(wgpu.MapMode.READ, 0, copy_size)
+    try:
+        view = np.frombuffer(staging.read_mapped(0, copy_size, copy=False), np.uint8, nbytes)
+        if into is None:
+            into = view.copy()
+        else:
+            into.reshape(-1).view(np.uint8)[:] = view
+    finally:
+        staging.unmap()
+        free.append(staging)
+    TRANSFERS["download"] += 1
+    return into
+
+
+_UNIFORMS: dict = {}
+
+
+def uniform(values: bytes):
+    """A uniform buffer holding `values`, made once per distinct content (shapes and flags)."""
+    buf = _UNIFORMS.get(values)
+    if buf is None:
+        import wgpu
+        if len(_UNIFORMS) > 4096:
+            _UNIFORMS.clear()
+        buf = _UNIFORMS[values] = device().create_buffer_with_data(
+            data=values, usage=wgpu.BufferUsage.UNIFORM)
+    return buf
+
+
+# -- dispatching -------------------------------------------------------------------------------
+
+_BIND_GROUPS: collections.OrderedDict = collections.OrderedDict()
+
+
+def _bind_group(pipe, buffers: tuple):
+    key = (pipe, *buffers)
+    bg = _BIND_GROUPS.get(key)
+    if bg is None:
+        bg = device().create_bind_group(
+            layout=pipe.layout,
+            entries=[{"binding": i, "resource": {"buffer": b}} for i, b in enumerate(buffers)])
+        _BIND_GROUPS[key] = bg
+        if len(_BIND_GROUPS) > 1024:
+            _BIND_GROUPS.popitem(last=False)
+    return bg
+
+
+def _encode(groups, repeats=1, timestamps=None):
+    """groups: [(wgpu pipeline, bind group, (x, y, z)), ...] -> a command encoder."""
+    encoder = device().create_command_encoder()
+    kwargs = {}
+    if timestamps is not None:
+        kwargs["timestamp_writes"] = {"query_set": timestamps, "beginning_of_pass_write_index": 0,
+                                      "end_of_pass_write_index": 1}
+    cpass = encoder.begin_compute_pass(**kwargs)
+    for _ in range(repeats):
+        for pipe, bg, wg in groups:
+            cpass.set_pipeline(pipe)
+            cpass.set_bind_group(0, bg)
+            cpass.dispatch_workgroups(*wg)
+    cpass.end()
+    return encoder
+
+
+def _bound(dispatches) -> list:
+    """[(Program, (buffer, ...), workgroups)] -> [(pipeline, bind group, workgroups)]."""
+    return [(p.pipeline, _bind_group(p, bufs), wg) for p, bufs, wg in dispatches]
+
+
+# Finishing and submitting a command buffer costs tens of microseconds in wgpu-native whatever
+# it holds, so dispatches are recorded here and submitted together: when this many are waiting,
+# and before anything that must see their results or must not overtake them (a download, an
+# upload -- queue writes run before not-yet-submitted work --, a synchronisation, a timing).
+MAX_PENDING = 64
+_PENDING: list = []
+
+
+def run(dispatches) -> None:
+    """Queue the dispatches (in order; each sees the previous one's writes)."""
+    _PENDING.extend(_bound(dispatches))
+    if len(_PENDING) >= MAX_PENDING:
+        flush()
+
+
+def flush(then=None) -> None:
+    """Submit every queued dispatch, in one compute pass; then(encoder), if given, records more
+    commands (a copy) into the same submission."""
+    if not _PENDING and then is None:
+        return
+    import wgpu
+
+    groups = list(_PENDING)
+    _PENDING.clear()
+    try:
+        encoder = _encode(groups) if groups else device().create_command_encoder()
+        if then is not None:
+            then(encoder)
+        device().queue.submit([encoder.finish()])
+    except wgpu.GPUValidationError:
+        raise  # a wrong call, not a broken device
+    except Exception as exc:
+        mark_lost(str(exc))
+        raise DeviceLost(_DEVICE["lost"]) from exc
+
+
+def synchronize() -> None:
+    """Wait for all queued work. (Reading back a few bytes waits for everything before it;
+    queue.on_submitted_work_done_sync fails in wgpu-py 0.32.)"""
+    buf = _DEVICE.get("sync")
+    if buf is None:
+        buf = _DEVICE["sync"] = alloc(4)
+    download(buf, 4)
+    TRANSFERS["download"] -= 1  # a synchronisation, not a data transfer
+
+
+def time_dispatches(dispatches, repeats: int = 10, min_seconds: float = 0.02) -> tuple[float, str]:
+    """(seconds per repeat of the whole dispatch list, "timestamps" or "wall").
+
+    GPUs drop their clocks within a fraction of a second of idling (an H200 was seen at 345 MHz
+    instead of 1980 while a shader compiled), so the list first runs untimed for about 100 ms,
+    and the timed batch is made long enough (at least `repeats` and about `min_seconds`)."""
+    import wgpu
+
+    dev = device()
+    groups = _bound(dispatches)
+    warm, per_repeat, t0 = 1, None, time.perf_counter()
+    while True:
+        flush()
+        start = time.perf_counter()
+        dev.queue.submit([_encode(groups, warm).finish()])
+        synchronize()
+        per_repeat = (time.perf_counter() - start) / warm
+        if time.perf_counter() - t0 > 0.1:
+            break
+        warm = min(4096, warm * 4)
+    repeats = max(repeats, min(10000, int(min_seconds / max(per_repeat, 1e-7))))
+    use_ts = _DEVICE.get("timestamps", False)
+    qs = resolve = None
+    if use_ts:
+        qs = dev.create_query_set(type="timestamp", count=2)
+        resolve = dev.create_buffer(size=16, usage=wgpu.BufferUsage.QUERY_RESOLVE
+                                    | wgpu.BufferUsage.COPY_SRC)
+    encoder = _encode(groups, repeats, qs)
+    if use_ts:
+        encoder.resolve_query_set(qs, 0, 2, resolve, 0)
+    t0 = time.perf_counter()
+    dev.queue.submit([encoder.finish()])
+    synchronize()
+    wall = (time.perf_counter() - t0) / repeats
+    if not use_ts:
+        return wall, "wall"
+    begin, end = np.frombuffer(dev.queue.read_buffer(resolve), np.uint64)
+    gpu = float(end - begin) * 1e-9 / repeats  # wgpu reports nanoseconds on Vulkan/Metal/D3D12
+    # A timestamp counter that disagrees wildly with the wall clock is not trusted.
+    if not 0 < gpu <= wall * 1.5:
+        return wall, "wall"
+    return gpu, "timestamps"

@@ -1,0 +1,192 @@
+"""gemm_i8 on the GPU: checks as the CPU path does, then two dispatches in one submission.
+
+  1. prepare_a.wgsl: A (float32 to quantize, or int8/uint8) -> packed K-major u32 groups, row
+     sums and NaN/inf row flags, on the GPU (a numpy A is uploaded as it is: one transfer).
+  2. gemm_small_m.wgsl (M <= 8) or gemm_tiled.wgsl: the exact int32 product with the fused
+     epilogue of common.wgsl (zero-point corrections; unquantize, bias, relu for float output).
+Semantics are those of gemm.api.gemm_i8 (same checks, same messages, same arithmetic), except
+that a GPU-resident float A is not scanned for NaN/inf on the host: its NaN/inf rows come out as
+NaN rows of C. The result is a GpuArray when A is one (or `out` is one), else numpy.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+import dispatch
+from dispatch import gpu
+from dispatch.gpu_array import GpuArray
+
+from ..prepared import PreparedB, prepare_b_quantized
+from ..validate import b_zero_points, check_int, check_quant_mult
+from . import kernels, tiles
+from .prepared import GpuPreparedB, dummy
+
+_A_DTYPES = (np.dtype(np.int8), np.dtype(np.uint8), np.dtype(np.float32))
+GEMM_BINDINGS = "rrrrrrrwu"
+HAS_ZB, HAS_BIAS, RELU, ROW_FLAGS = 1, 2, 4, 8
+
+
+def limits() -> dict:
+    return gpu.limits()
+
+
+def gpu_prepared(b) -> GpuPreparedB:
+    """B as a GpuPreparedB: as is, the PreparedB's cached upload, or a plain int8 array prepared
+    and uploaded now."""
+    if isinstance(b, GpuPreparedB):
+        return b
+    if isinstance(b, PreparedB):
+        return b.to_gpu()
+    if isinstance(b, np.ndarray):
+        if b.dtype != np.int8:
+            raise TypeError(f"B: expected an int8 array or a PreparedB, got dtype {b.dtype} "
+                            "(prepare float weights with gemm.prepare_b)")
+        return prepare_b_quantized(b).to_gpu()
+    raise TypeError(f"B: expected an int8 array, a PreparedB or a GpuPreparedB, got {type(b).__name__}")
+
+
+def gemm_i8(a, b, *, a_quant_mult=None, bias=None, relu: bool = False, out=None,
+            a_zero_point: int = 0, b_zero_point=0, _params: dict | None = None):
+    """See gemm.gemm_i8 (backend="gpu")."""
+    plan = build(a, b, a_quant_mult=a_quant_mult, bias=bias, relu=relu, out=out,
+                 a_zero_point=a_zero_point, b_zero_point=b_zero_point, _params=_params)
+    if plan.dispatches:
+        gpu.run(plan.dispatches)
+    if plan.on_gpu:
+        return plan.c
+    return plan.c.numpy(out)
+
+
+class Plan:
+    """What one call submits: the dispatches, and the arrays they use (kept alive with it)."""
+
+    __slots__ = ("dispatches", "c", "on_gpu", "keep")
+
+    def __init__(self, dispatches, c, on_gpu, keep=()):
+        self.dispatches, self.c, self.on_gpu, self.keep = dispatches, c, on_gpu, keep
+
+
+def build(a, b, *, a_quant_mult=None, bias=None, relu: bool = False, out=None,
+          a_zero_point: int = 0, b_zero_point=0, _params: dict | None = None) -> Plan:
+    """Check the arguments and plan the call (uploading numpy inputs); submits nothing."""
+    # -- A ---------------------------------------------------------------------------------
+    if not isinstance(a, (np.ndarray, GpuArray)):
+        raise TypeError(f"A: expected a numpy array or a GpuArray, got {type(a).__name__}")
+    if a.ndim != 2:
+        raise ValueError(f"A: expected a 2-D array (M x K), got shape {a.shape}")
+    if a.dtype not in _A_DTYPES:
+        raise TypeError(f"A: expected dtype int8, uint8 or float32, got {a.dtype}")
+    m, k = a.shape
+    if m == 0 or k == 0:
+        raise ValueError(f"A: expected M >= 1 and K >= 1, got shape {a.shape}")
+
+    # -- B ---------------------------------------------------------------------------------
+    gb = gpu_prepared(b)
+    if gb.k != k:
+        raise ValueError(f"B: has K={gb.k} rows, but A has K={k} columns")
+    n = gb.n
+
+    # -- output kind -------------------------------------------------------------------------
+    float_out = a_quant_mult is not None
+    if a.dtype == np.float32 and not float_out:
+        raise ValueError("a_quant_mult: required when A is float32 (it quantizes A)")
+    flags = 0
+    if float_out:
+        qa = np.float32(check_quant_mult(a_quant_mult, "a_quant_mult"))
+        if gb.quant_mult is None:
+            raise ValueError("B: has no quant_mult, which float output needs; prepare it with "
+                             "prepare_b/prepare_b_transposed or pass quant_mult when preparing")
+        inv_qa = np.float32(1.0) / qa
+        out_dtype = np.dtype(np.float32)
+    else:
+        qa = inv_qa = np.float32(1.0)
+        out_dtype = np.dtype(np.int32)
+        if bias is not None:
+            raise ValueError("bias: only allowed with float output (pass a_quant_mult)")
+        if relu:
+            raise ValueError("relu: only allowed with float output (pass a_quant_mult)")
+    if relu:
+        flags |= RELU
+
+    if bias is not None:
+        if not isinstance(bias, (np.ndarray, GpuArray)) or bias.dtype != np.float32:
+            raise TypeError(f"bias: expected a float32 array of {n} values")
+        if bias.shape != (n,):
+            raise ValueError(f"bias: expected shape ({n},), got {bias.shape}")
+        flags |= HAS_BIAS
+
+    on_gpu = isinstance(out, GpuArray) or (out is None and isinstance(a, GpuArray))
+    if out is not None:
+        if not isinstance(out, (np.ndarray, GpuArray)) or out.dtype != out_dtype:
+            got = out.dtype if isinstance(out, (np.ndarray, GpuArray)) else type(out).__name__
+            raise TypeError(f"out: expected a {out_dtype.name} array, got {got}")
+        if out.shape != (m, n):
+            raise ValueError(f"out: expected shape {(m, n)}, got {out.shape}")
+        if isinstance(out, np.ndarray) and (not out.flags.c_contiguous or not out.flags.writeable):
+            raise ValueError("out: must be C-contiguous and writable")
+
+    # -- zero points ---------------------------------------------------------------------------
+    za = 0
+    if a_zero_point is not None and not (isinstance(a_zero_point, int) and a_zero_point == 0):
+        lo, hi = (0, 255) if a.dtype == np.uint8 else (-128, 127)
+        za = check_int(a_zero_point, "a_zero_point", lo, hi)
+    zb = b_zero_points(b_zero_point, n)
+    if zb.size:
+        flags |= HAS_ZB
+
+    if isinstance(a, np.ndarray) and a.dtype == np.float32 and not np.isfinite(a).all():
+        raise ValueError("A: contains NaN or infinity")
+    if n == 0:
+        return Plan([], out if isinstance(out, GpuArray) else GpuArray((m, 0), out_dtype), on_gpu)
+
+    # -- configuration ---------------------------------------------------------------------------
+    _, params = dispatch.select("gemm_i8", (m, k, n), a.dtype, backend="gpu")
+    if _params is not None:
+        params = {**params, **_params}
+    cfg = params["config"]
+    if cfg.kernel == "small_m" and m > tiles.SMALL_M_MAX:
+        raise ValueError(f"_params: the small_m kernel takes M <= {tiles.SMALL_M_MAX}, got M={m}")
+
+    # -- buffers -------------------------------------------------------------------------------
+    src = a if isinstance(a, GpuArray) else GpuArray.from_numpy(np.ascontiguousarray(a))
+    mp = -(-m // 4) * 4
+    packed_a = GpuArray((gb.k4, mp), np.uint32)
+    rowinfo = GpuArray((2 * mp,), np.int32)
+    if isinstance(a, GpuArray) and a.dtype == np.float32:
+        flags |= ROW_FLAGS
+    c = out if isinstance(out, GpuArray) else GpuArray((m, n), out_dtype)
+    placeholder = dummy()
+    zb_gpu = GpuArray.from_numpy(zb) if zb.size else placeholder
+    bias_gpu = placeholder if bias is None else (
+        bias if isinstance(bias, GpuArray) else GpuArray.from_numpy(np.ascontiguousarray(bias)))
+    scale = gb.inv_quant_mult if (float_out and gb.inv_quant_mult is not None) else placeholder
+
+    shift = -128 if a.dtype == np.uint8 else 0
+    pack_params = np.zeros(8, np.uint32)
+    pack_params[:4] = (m, k, gb.k4, mp)
+    pack_params[4:5] = np.float32(qa).view(np.uint32)
+    pack_params[5] = a.dtype == np.uint8
+    gemm_params = np.zeros(12, np.uint32)
+    gemm_params[:5] = (m, n, gb.k4, mp // 4, gb.np_ // 4)
+    gemm_params[5:7] = np.array([shift + za, k * za], np.int64).astype(np.int32).view(np.uint32)
+    gemm_params[7] = flags
+    gemm_params[8:9] = np.float32(inv_qa).view(np.uint32)
+
+    prepare = (gpu.pipeline(kernels.prepare_a_source("float" if a.dtype == np.float32 else "bytes"),
+                            "rwwu"),
+               (src.buffer, packed_a.buffer, rowinfo.buffer, gpu.uniform(pack_params.tobytes())),
+               (min(m, 65535), -(-m // 65535), 1))
+    out_kind = "f32" if float_out else "i32"
+    if cfg.kernel == "small_m":
+        rows = tiles.small_m_rows(m)
+        source = kernels.small_m_source(cfg, rows, out_kind)
+        groups = (-(-(gb.np_ // 4) // cfg.wg_x), 1, 1)
+    else:
+        source = kernels.tiled_source(cfg, out_kind)
+        groups = (-(-n // cfg.bn), -(-m // cfg.bm), 1)
+    multiply = (gpu.pipeline(source, GEMM_BINDINGS),
+                (packed_a.buffer, gb.packed.buffer, gb.col_sums.buffer, rowinfo.buffer,
+                 zb_gpu.buffer, scale.buffer, bias_gpu.buffer, c.buffer,
+                 gpu.uniform(gemm_params.tobytes())), groups)
+    return Plan([prepare, multiply], c, on_gpu, (src, packed_a, rowinfo, zb_gpu, bias_gpu))

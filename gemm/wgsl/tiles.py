@@ -1,0 +1,220 @@
+"""The GPU GEMM's tuning space, as data: kernel configurations, their limits, and the default.
+
+Two kernels (gemm_tiled.wgsl, gemm_small_m.wgsl). A configuration fixes every constant the WGSL
+text is built from; `space(shape, limits)` lists the valid ones for a call (the autotuner searches
+it), `default_config(shape, limits)` is the heuristic used without a tuned entry.
+Restrictions: workgroup memory within the adapter's limit, invocations within its limit and at
+least one warp, register tiles that fit the workgroup tile.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+
+# Packed K is padded to a multiple of this many u32 groups (64 int8 values) at prepare time, so
+# every BK below divides it and the kernels need no K bound check.
+K4_ALIGN = 16
+SMALL_M_MAX = 8
+
+
+@dataclasses.dataclass(frozen=True)
+class Tiled:
+    bm: int = 128   # workgroup tile rows
+    bn: int = 128   # workgroup tile columns
+    bk: int = 8     # k-groups of four per workgroup-memory slice
+    tm: int = 8     # rows per invocation (a multiple of 4)
+    tn: int = 8     # columns per invocation (a multiple of 4)
+
+    kernel = "tiled"
+
+    @property
+    def invocations(self) -> int:
+        return (self.bm // self.tm) * (self.bn // self.tn)
+
+    @property
+    def workgroup_bytes(self) -> int:
+        return self.bk * (self.bm + self.bn) * 4
+
+    def why_invalid(self, limits: dict) -> str | None:
+        if self.bm % self.tm or self.bn % self.tn or self.tm % 4 or self.tn % 4:
+            return "register tile does not divide the workgroup tile"
+        if K4_ALIGN % self.bk:
+            return f"bk must divide {K4_ALIGN}"
+        if not 32 <= self.invocations <= limits.get("max-compute-invocations-per-workgroup", 256):
+            return f"{self.invocations} invocations"
+        if self.bn // self.tn > limits.get("max-compute-workgroup-size-x", 256) or \
+                self.bm // self.tm > limits.get("max-compute-workgroup-size-y", 256):
+            return "workgroup shape over the adapter's limit"
+        if self.workgroup_bytes > limits.get("max-compute-workgroup-storage-size", 16384):
+            return f"{self.workgroup_bytes} bytes of workgroup memory"
+        return None
+
+
+@dataclasses.dataclass(frozen=True)
+class SmallM:
+    wg_x: int = 64    # column groups (of 4) per workgroup
+    ks: int = 4       # invocations splitting K per column group
+
+    kernel = "small_m"
+
+    def workgroup_bytes(self, rows: int) -> int:
+        return max(1, self.ks - 1) * self.wg_x * rows * 16
+
+    def why_invalid(self, limits: dict, rows: int = SMALL_M_MAX) -> str | None:
+        if not 32 <= self.wg_x * self.ks <= limits.get("max-compute-invocations-per-workgroup", 256):
+            return f"{self.wg_x * self.ks} invocations"
+        if self.workgroup_bytes(rows) > limits.get("max-compute-workgroup-storage-size", 16384):
+            return f"{self.workgroup_bytes(rows)} bytes of workgroup memory"
+        return None
+
+
+TUNING_SPACE = {
+    "tiled": {"bm": (16, 32, 64, 128, 256), "bn": (32, 64, 128, 256), "bk": (4, 8, 16),
+              "tm": (4, 8, 16), "tn": (4, 8, 16)},
+    "small_m": {"wg_x": (8, 16, 32, 64, 128), "ks": (1, 2, 4, 8, 16, 32)},
+}
+
+
+def small_m_rows(m: int) -> int:
+    """The small-M kernel's row count for M rows: M rounded up to 1, 2, 4 or 8."""
+    return 1 if m == 1 else 2 if m == 2 else 4 if m <= 4 else 8
+
+
+def space(shape, limits: dict) -> list:
+    """Every valid configuration for an (M, K, N) call."""
+    m = shape[0]
+    configs = []
+    if m <= SMALL_M_MAX:
+        rows = small_m_rows(m)
+        for values in itertools.product(*TUNING_SPACE["small_m"].values()):
+            cfg = SmallM(**dict(zip(TUNING_SPACE["small_m"], values, strict=True)))
+            if cfg.why_invalid(limits, rows) is None:
+                configs.append(cfg)
+    for values in itertools.product(*TUNING_SPACE["tiled"].values()):
+        cfg = Tiled(**dict(zip(TUNING_SPACE["tiled"], values, strict=True)))
+        # A tile of more than twice M's rows (rounded to 16) only multiplies padding.
+        if cfg.bm > max(16, 2 * m) or cfg.why_invalid(limits) is not None:
+            continue
+        configs.append(cfg)
+    return configs
+
+
+# Workgroups it takes to fill a large GPU (132 SMs x 2 resident workgroups on an H100/H200): a
+# smaller tile that reaches this beats a larger one that leaves SMs idle.
+FILL_WORKGROUPS = 256
+# Measured on an H200 through Vulkan (python -m gemm.wgsl.sweep, clocks warmed): the largest of
+# these tiles that still gives FILL_WORKGROUPS workgroups was the best of the curated list or
+# within 8% of it on every standard shape, and 64 x 128 reached 101 TOPS at 4096^3 (128 x 128:
+# 94). Below, the tile with the most workgroups.
+TILES = (Tiled(64, 128, 8, 8, 8), Tiled(32, 128, 8, 4, 8), Tiled(16, 128, 8, 4, 8),
+         Tiled(16, 64, 8, 4, 4))
+# The small-M kernel was faster at M = 1; a 16-row tile at M = 8 (1.9 vs 1.7 TOPS at 8x512x2048).
+SMALL_M_DEFAULT_MAX = 4
+
+
+def default_config(shape, limits: dict):
+    m, k, n = shape
+    if m <= SMALL_M_DEFAULT_MAX:
+        return _default_small_m(m, k, n, limits)
+    valid = [c for c in TILES if c.why_invalid(limits) is None and c.bm <= max(16, 2 * m)]
+    if not valid:
+        return Tiled(16, 64, 4, 4, 4)
+
+    def workgroups(c):
+        return -(-m // c.bm) * -(-n // c.bn)
+
+    for cfg in valid:  # largest first: the most reuse per loaded byte
+        if workgroups(cfg) >= FILL_WORKGROUPS:
+            return cfg
+    return max(valid, key=workgroups)
+
+
+def _default_small_m(m: int, k: int, n: int, limits: dict) -> SmallM:
+    """Enough workgroups to fill the GPU (fewer columns each when N is small), then as much of K
+    split across a workgroup's invocations as keeps each at >= 4 k-groups."""
+    rows, groups, k4 = small_m_rows(m), -(-n // 4), -(-k // 4)
+    wg_x = 16
+    for candidate in (64, 32):
+        if -(-groups // candidate) >= FILL_WORKGROUPS:
+            wg_x = candidate
+            break
+    for ks in (32, 16, 8, 4, 2, 1):
+        cfg = SmallM(wg_x, ks)
+        if (wg_x * ks <= 256 and (k4 >= 4 * ks or wg_x * ks <= 32)
+                and cfg.why_invalid(limits, rows) is None):
+            return cfg
+    return SmallM(32, 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# The same space as a dispatch.TuningSpace, which the autotuner and the tuning store use. A
+# config is one parameter, the configuration's name ("tiled:64x128x8:8x8", "small_m:64x4"), so
+# the two kernels' different parameters share one flat, JSON-friendly space.
+
+KERNEL_VERSION = "wgsl-1"
+
+
+def config_name(cfg) -> str:
+    if cfg.kernel == "small_m":
+        return f"small_m:{cfg.wg_x}x{cfg.ks}"
+    return f"tiled:{cfg.bm}x{cfg.bn}x{cfg.bk}:{cfg.tm}x{cfg.tn}"
+
+
+def parse_config(name: str):
+    """The Tiled or SmallM a config name stands for (ValueError when it is not one)."""
+    kernel, _, rest = str(name).partition(":")
+    try:
+        if kernel == "small_m":
+            wg_x, ks = (int(v) for v in rest.split("x"))
+            return SmallM(wg_x, ks)
+        if kernel == "tiled":
+            block, _, reg = rest.partition(":")
+            bm, bn, bk = (int(v) for v in block.split("x"))
+            tm, tn = (int(v) for v in reg.split("x"))
+            return Tiled(bm, bn, bk, tm, tn)
+    except ValueError:
+        pass
+    raise ValueError(f"config: {name!r} is not a WGSL GEMM configuration")
+
+
+def all_config_names(limits) -> tuple:
+    """Every configuration valid on this adapter, for some shape."""
+    names = [config_name(SmallM(*v)) for v in itertools.product(*TUNING_SPACE["small_m"].values())
+             if SmallM(*v).why_invalid(limits) is None]
+    names += [config_name(Tiled(*v)) for v in itertools.product(*TUNING_SPACE["tiled"].values())
+              if Tiled(*v).why_invalid(limits) is None]
+    return tuple(names)
+
+
+def _valid_for_shape(config, shape, limits) -> bool:
+    cfg = parse_config(config["config"])
+    if cfg.kernel == "small_m":
+        return shape[0] <= SMALL_M_MAX and cfg.why_invalid(limits, small_m_rows(shape[0])) is None
+    return cfg.why_invalid(limits) is None
+
+
+def _useful_for_shape(config, shape, limits) -> bool:
+    # Prune only: a tile of more than twice M's rows (rounded to 16) multiplies padding.
+    cfg = parse_config(config["config"])
+    return cfg.kernel == "small_m" or cfg.bm <= max(16, 2 * shape[0])
+
+
+def tuning_space(adapter_limits, fingerprint):
+    """The dispatch.TuningSpace of the WGSL GEMM; `adapter_limits()` and `fingerprint()` open
+    the device only when the tuner or a call asks."""
+    import dispatch
+
+    return dispatch.TuningSpace(
+        params={"config": all_config_names},
+        default=lambda shape, limits: {"config": config_name(default_config(shape, limits))},
+        restrictions=(_valid_for_shape,),
+        prune=(_useful_for_shape,),
+        version=KERNEL_VERSION,
+        limits=lambda threads=None: dict(adapter_limits()),
+        realize=lambda config: {"config": parse_config(config["config"])},
+        fingerprint=fingerprint,
+        # A is packed (and float A quantized) on the GPU before the kernels run: one entry
+        # serves every A dtype.
+        operand_dtype=lambda dtype: "int8",
+    )

@@ -1,0 +1,282 @@
+"""The WGSL GPU path against the numpy int32 reference, on whatever adapter exists (lavapipe in CI).
+
+Skipped, with the reason, where wgpu finds no adapter. Shapes stay small: on lavapipe every
+invocation runs on the CPU.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+from conftest import ref, ref_quantize
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import dispatch
+import gemm
+from dispatch import gpu
+from gemm.wgsl import tiles
+
+pytestmark = pytest.mark.gpu
+
+SETTINGS = settings(max_examples=25, deadline=None, derandomize=True,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+
+
+@pytest.fixture(autouse=True)
+def need_gpu():
+    why = gpu.unavailable_reason()
+    if why:
+        pytest.skip(f"no GPU adapter: {why}")
+
+
+def rand_i8(rng, shape, lo=-128):
+    return rng.integers(lo, 128, shape, dtype=np.int8)
+
+
+# -- exactness --------------------------------------------------------------------------------
+
+
+@SETTINGS
+@given(m=st.integers(1, 40), k=st.integers(1, 150), n=st.integers(1, 200),
+       seed=st.integers(0, 2**32 - 1))
+def test_int8_product_is_exact(m, k, n, seed):
+    rng = np.random.default_rng(seed)
+    a, b = rand_i8(rng, (m, k)), rand_i8(rng, (k, n))  # -128 included in both
+    c = gemm.gemm_i8(a, b, backend="gpu")
+    assert isinstance(c, np.ndarray) and c.dtype == np.int32 and c.shape == (m, n)
+    np.testing.assert_array_equal(c, ref(a, b))
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 1), (1, 513, 70), (8, 7, 9), (9, 33, 129),
+                                   (3, 64, 5000), (130, 65, 131), (1, 2048, 300)])
+def test_edge_shapes_are_exact(shape):
+    m, k, n = shape
+    rng = np.random.default_rng(m * k * n)
+    a, b = rand_i8(rng, (m, k)), rand_i8(rng, (k, n))
+    np.testing.assert_array_equal(gemm.gemm_i8(a, gemm.prepare_b_quantized(b), backend="gpu"),
+                                  ref(a, b))
+
+
+def test_extreme_values_over_long_k():
+    # All -128 x -128: every dot4I8Packed lane at its largest; the sum needs all 32 bits' range.
+    k = 4096
+    a = np.full((3, k), -128, np.int8)
+    b = np.full((k, 5), -128, np.int8)
+    np.testing.assert_array_equal(gemm.gemm_i8(a, b, backend="gpu"), ref(a, b))
+
+
+# Every kernel shape the tuner may pick must be exact, not only the defaults.
+CONFIGS = [tiles.Tiled(16, 64, 4, 4, 4), tiles.Tiled(32, 128, 8, 4, 8), tiles.Tiled(64, 64, 16, 8, 8),
+           tiles.Tiled(128, 128, 8, 8, 8), tiles.Tiled(64, 32, 8, 16, 4), tiles.Tiled(64, 64, 16, 4, 16),
+           tiles.SmallM(16, 2), tiles.SmallM(32, 1), tiles.SmallM(8, 16), tiles.SmallM(64, 4)]
+
+
+@pytest.mark.parametrize("cfg", CONFIGS, ids=str)
+def test_each_configuration_is_exact(cfg):
+    rng = np.random.default_rng(7)
+    m = 5 if cfg.kernel == "small_m" else 21
+    if cfg.why_invalid(gemm.wgsl.driver.limits()) is not None:
+        pytest.skip(f"{cfg} is invalid on this adapter: {cfg.why_invalid(gemm.wgsl.driver.limits())}")
+    a, b = rand_i8(rng, (m, 75)), rand_i8(rng, (75, 150))
+    c = gemm.gemm_i8(a, b, backend="gpu", _params={"config": cfg})
+    np.testing.assert_array_equal(c, ref(a, b))
+
+
+def test_space_and_defaults_are_valid():
+    limits = gemm.wgsl.driver.limits()
+    for shape in [(1, 512, 512), (8, 512, 2048), (64, 512, 32000), (4096, 4096, 4096)]:
+        cfgs = tiles.space(shape, limits)
+        assert cfgs and all(c.why_invalid(limits) is None for c in cfgs if c.kernel == "tiled")
+        default = tiles.default_config(shape, limits)
+        assert default.kernel == ("small_m" if shape[0] <= tiles.SMALL_M_DEFAULT_MAX else "tiled")
+
+
+# -- zero points ---------------------------------------------------------------------------------
+
+
+@SETTINGS
+@given(m=st.integers(1, 20), k=st.integers(1, 90), n=st.integers(1, 70),
+       unsigned=st.booleans(), per_column=st.booleans(), seed=st.integers(0, 2**32 - 1))
+def test_zero_points_match_the_expansion(m, k, n, unsigned, per_column, seed):
+    rng = np.random.default_rng(seed)
+    a = rng.integers(0, 256, (m, k), dtype=np.uint8) if unsigned else rand_i8(rng, (m, k))
+    b = rand_i8(rng, (k, n))
+    za = int(rng.integers(0, 256)) if unsigned else int(rng.integers(-128, 128))
+    zb = rng.integers(-128, 128, n).astype(np.int32) if per_column else int(rng.integers(-128, 128))
+    expected = ((a.astype(np.int64) - za) @ (b.astype(np.int64) - np.asarray(zb))).astype(np.int32)
+    c = gemm.gemm_i8(a, b, a_zero_point=za, b_zero_point=zb, backend="gpu")
+    np.testing.assert_array_equal(c, expected)
+    # the same as the CPU path, bit for bit
+    np.testing.assert_array_equal(c, gemm.gemm_i8(a, b, a_zero_point=za, b_zero_point=zb))
+
+
+# -- the float epilogue -------------------------------------------------------------------------
+
+
+@SETTINGS
+@given(m=st.integers(1, 24), k=st.integers(1, 120), n=st.integers(1, 90), per_column=st.booleans(),
+       with_bias=st.booleans(), relu=st.booleans(), seed=st.integers(0, 2**32 - 1))
+def test_float_output_matches_the_cpu_path(m, k, n, per_column, with_bias, relu, seed):
+    rng = np.random.default_rng(seed)
+    a = (rng.standard_normal((m, k)) * 3).astype(np.float32)
+    w = rng.standard_normal((k, n)).astype(np.float32)
+    qa = np.float32(rng.uniform(5, 40))
+    qb = rng.uniform(5, 60, n).astype(np.float32) if per_column else np.float32(30.0)
+    bias = rng.standard_normal(n).astype(np.float32) if with_bias else None
+    pb = gemm.prepare_b(w, qb)
+    c = gemm.gemm_i8(a, pb, a_quant_mult=qa, bias=bias, relu=relu, backend="gpu")
+    c_cpu = gemm.gemm_i8(a, pb, a_quant_mult=qa, bias=bias, relu=relu)
+    assert c.dtype == np.float32 and c.shape == (m, n)
+    # The GPU may fuse the multiply and the bias add (one rounding instead of two).
+    np.testing.assert_allclose(c, c_cpu, rtol=1e-6, atol=1e-6 * float(np.abs(c_cpu).max() + 1))
+    # int8 A with a_quant_mult: taken as already quantized
+    aq = gemm.quantize(a, qa)
+    np.testing.assert_array_equal(
+        gemm.gemm_i8(aq, pb, a_quant_mult=qa, bias=bias, relu=relu, backend="gpu"), c)
+
+
+@SETTINGS
+@given(m=st.integers(1, 12), k=st.integers(1, 80), n=st.integers(1, 40), seed=st.integers(0, 2**32 - 1))
+def test_gpu_quantization_is_the_cpu_convention(m, k, n, seed):
+    """Ties and saturation: with qa a power of two, qb = 1 and no bias, C = (Aq @ Bq) / qa is
+    exact in float32, so any quantization difference would show."""
+    rng = np.random.default_rng(seed)
+    qa = np.float32(2.0 ** rng.integers(-2, 6))
+    a = ((rng.integers(-140, 140, (m, k)) + 0.5) / qa).astype(np.float32)  # x * qa = n + 0.5
+    a[0, 0] = np.float32(1e30)  # clamps
+    b = rand_i8(rng, (k, n), lo=-127)
+    pb = gemm.prepare_b_quantized(b, quant_mult=1.0)
+    c = gemm.gemm_i8(a, pb, a_quant_mult=qa, backend="gpu")
+    expected = ref(ref_quantize(a, qa), b).astype(np.float32) * (np.float32(1) / qa)
+    np.testing.assert_array_equal(c, expected)
+
+
+def test_nan_in_numpy_a_is_an_error_and_in_gpu_a_gives_nan_rows():
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal((4, 10)).astype(np.float32)
+    pb = gemm.prepare_b(rng.standard_normal((10, 6)).astype(np.float32), 20.0)
+    a[2, 3] = np.nan
+    with pytest.raises(ValueError, match="A: contains NaN"):
+        gemm.gemm_i8(a, pb, a_quant_mult=10.0, backend="gpu")
+    a[1, 0] = np.inf
+    c = gemm.gemm_i8(gemm.GpuArray.from_numpy(a), pb, a_quant_mult=10.0).numpy()
+    assert np.isnan(c[1]).all() and np.isnan(c[2]).all()
+    assert np.isfinite(c[[0, 3]]).all()
+
+
+# -- GPU arrays, chaining, shortlisting ------------------------------------------------------
+
+
+def test_chained_calls_make_no_host_transfers():
+    rng = np.random.default_rng(5)
+    w1 = rng.standard_normal((48, 64)).astype(np.float32)
+    w2 = rng.standard_normal((64, 24)).astype(np.float32)
+    pb1, pb2 = gemm.prepare_b(w1, 40.0).to_gpu(), gemm.prepare_b(w2, 40.0).to_gpu()
+    bias = gemm.GpuArray.from_numpy(rng.standard_normal(64).astype(np.float32))
+    a_host = rng.standard_normal((10, 48)).astype(np.float32)
+    a = gemm.GpuArray.from_numpy(a_host)
+    h = gemm.GpuArray((10, 64), np.float32)
+    before = dict(gpu.TRANSFERS)
+    for _ in range(3):
+        gemm.gemm_i8(a, pb1, a_quant_mult=20.0, bias=bias, relu=True, out=h)
+        y = gemm.gemm_i8(h, pb2, a_quant_mult=20.0)
+    assert dict(gpu.TRANSFERS) == before, "a chain of GPU calls copied data to or from the host"
+    assert isinstance(y, gemm.GpuArray) and y.shape == (10, 24) and y.dtype == np.float32
+    h_cpu = gemm.gemm_i8(a_host, gemm.prepare_b(w1, 40.0), a_quant_mult=20.0, bias=bias.numpy(),
+                         relu=True)
+    np.testing.assert_allclose(h.numpy(), h_cpu, rtol=1e-5, atol=1e-5)
+    y_cpu = gemm.gemm_i8(h.numpy(), gemm.prepare_b(w2, 40.0), a_quant_mult=20.0)
+    np.testing.assert_allclose(y.numpy(), y_cpu, rtol=1e-5, atol=1e-4)
+
+
+def test_gpu_array_round_trip_and_int_out():
+    rng = np.random.default_rng(6)
+    for dtype in (np.int8, np.uint8, np.int32, np.float32):
+        x = rng.integers(0, 100, (3, 5)).astype(dtype)
+        g = gemm.GpuArray.from_numpy(x)
+        assert g.shape == (3, 5) and g.dtype == dtype
+        np.testing.assert_array_equal(g.numpy(), x)
+    a, b = rand_i8(rng, (7, 13)), rand_i8(rng, (13, 11))
+    out = gemm.GpuArray((7, 11), np.int32)
+    assert gemm.gemm_i8(a, b, out=out) is out
+    np.testing.assert_array_equal(out.numpy(), ref(a, b))
+
+
+def test_shortlisting_gathers_on_the_gpu():
+    rng = np.random.default_rng(8)
+    w = rng.standard_normal((70, 300)).astype(np.float32)
+    qb = rng.uniform(10, 50, 300).astype(np.float32)
+    pb = gemm.prepare_b(w, qb)
+    gpb = pb.to_gpu()
+    assert pb.to_gpu() is gpb  # uploaded once
+    ids = np.array([299, 0, 5, 5, 150, 7, 298])
+    a = rng.standard_normal((6, 70)).astype(np.float32)
+    before = dict(gpu.TRANSFERS)
+    short = gpb.select_columns(ids)
+    assert dict(gpu.TRANSFERS)["upload"] == before.get("upload", 0) + 1  # the ids only
+    assert dict(gpu.TRANSFERS).get("download", 0) == before.get("download", 0)
+    c = gemm.gemm_i8(a, short, a_quant_mult=12.0)
+    np.testing.assert_allclose(c, gemm.gemm_i8(a, pb.select_columns(ids), a_quant_mult=12.0),
+                               rtol=1e-6, atol=1e-5)
+    # a PreparedB with a GPU copy shortlists on both sides
+    assert pb.select_columns(ids)._gpu is not None
+    aq = gemm.quantize(a, 12.0)
+    np.testing.assert_array_equal(gemm.gemm_i8(aq, short), ref(aq, pb.quantized()[:, ids]))
+    with pytest.raises(ValueError, match="ids"):
+        gpb.select_columns([300])
+
+
+# -- errors and fallback -----------------------------------------------------------------------
+
+
+def test_argument_errors_name_the_argument():
+    rng = np.random.default_rng(9)
+    a, b = rand_i8(rng, (4, 8)), rand_i8(rng, (8, 6))
+    ga = gemm.GpuArray.from_numpy(a)
+    with pytest.raises(ValueError, match="out: expected shape"):
+        gemm.gemm_i8(ga, b, out=gemm.GpuArray((4, 5), np.int32))
+    with pytest.raises(TypeError, match="out: expected a int32"):
+        gemm.gemm_i8(ga, b, out=gemm.GpuArray((4, 6), np.float32))
+    with pytest.raises(ValueError, match="backend='cpu'"):
+        gemm.gemm_i8(ga, b, backend="cpu")
+    with pytest.raises(ValueError, match="B: has K=8"):
+        gemm.gemm_i8(gemm.GpuArray.from_numpy(rand_i8(rng, (4, 9))), b)
+    pb = gemm.prepare_b(rng.standard_normal((8, 6)).astype(np.float32), 10.0)
+    with pytest.raises(TypeError, match="bias"):
+        gemm.gemm_i8(ga, pb, a_quant_mult=2.0, bias=gemm.GpuArray((6,), np.int32))
+
+
+def test_disabled_gpu_is_an_error_for_gpu_and_a_warning_for_auto(i8gemm_env):
+    rng = np.random.default_rng(10)
+    a, b = rand_i8(rng, (3, 9)), rand_i8(rng, (9, 4))
+    i8gemm_env("I8GEMM_GPU", "off")
+    with pytest.raises(RuntimeError, match="I8GEMM_GPU=off"):
+        gemm.gemm_i8(a, b, backend="gpu")
+    with pytest.raises(RuntimeError, match="I8GEMM_GPU=off"):
+        dispatch.resolve("gemm_i8", "gpu")
+    dispatch.registry._WARNED.clear()
+    with pytest.warns(RuntimeWarning, match="running on the CPU.*I8GEMM_GPU=off"):
+        c = gemm.gemm_i8(a, b, backend="auto")
+    np.testing.assert_array_equal(c, ref(a, b))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # one warning per reason, not one per call
+        gemm.gemm_i8(a, b, backend="auto")
+    i8gemm_env("I8GEMM_GPU", None)
+    np.testing.assert_array_equal(gemm.gemm_i8(a, b, backend="auto"), ref(a, b))
+
+
+def test_unknown_adapter_name_is_reported(i8gemm_env):
+    i8gemm_env("I8GEMM_GPU", "no-such-adapter-xyz")
+    with pytest.raises(RuntimeError, match="no adapter matches I8GEMM_GPU='no-such-adapter-xyz'"):
+        gemm.gemm_i8(np.ones((1, 4), np.int8), np.ones((4, 1), np.int8), backend="gpu")
+
+
+def test_info_lists_the_adapters():
+    from dispatch import info
+
+    text = info.report()
+    name = gpu.describe(gpu.adapter())["name"]
+    assert name in text and "dot4I8Packed" in text
