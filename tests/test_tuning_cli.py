@@ -47,6 +47,8 @@ def store_file(tmp_path, i8gemm_env):
 @given(st.integers(1, 2048), st.integers(1, 4096), st.integers(1, 40000), st.integers(1, 16))
 def test_cpu_space_defaults_are_allowed_and_candidates_obey_the_restrictions(m, k, n, threads):
     for impl in dispatch.implementations("gemm_i8"):
+        if impl.backend != "cpu":
+            continue
         space = impl.tuning_space
         limits = {"threads": threads}
         default = space.default((m, k, n), limits)
@@ -57,6 +59,37 @@ def test_cpu_space_defaults_are_allowed_and_candidates_obey_the_restrictions(m, 
             assert 1 <= config["threads"] <= threads
             if config["threads"] == 1:
                 assert config["m_block"] == config["p_block"] == "all"
+
+
+# The limits of a small adapter (lavapipe's) and of a large one: the space must respect both.
+GPU_LIMITS = ({"max-compute-invocations-per-workgroup": 256, "max-compute-workgroup-size-x": 256,
+               "max-compute-workgroup-size-y": 256, "max-compute-workgroup-storage-size": 16384},
+              {"max-compute-invocations-per-workgroup": 1024, "max-compute-workgroup-size-x": 1024,
+               "max-compute-workgroup-size-y": 1024, "max-compute-workgroup-storage-size": 49152})
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 4096), st.integers(1, 4096), st.integers(1, 40000), st.sampled_from(GPU_LIMITS))
+def test_gpu_space_defaults_are_allowed_and_candidates_obey_the_adapter_limits(m, k, n, limits):
+    from gemm.wgsl import tiles
+
+    impl = dispatch.resolve("gemm_i8", "cpu")  # any; the GPU space needs no device for this
+    space = next(i for i in dispatch.implementations("gemm_i8") if i.backend == "gpu").tuning_space
+    assert impl.backend == "cpu"
+    default = space.default((m, k, n), limits)
+    assert space.allows(default, (m, k, n), limits), default
+    configs = list(space.configs((m, k, n), limits))
+    assert configs
+    for config in configs:
+        cfg = space.realize(config)["config"]
+        assert tiles.config_name(cfg) == config["config"]
+        if cfg.kernel == "small_m":
+            assert m <= tiles.SMALL_M_MAX
+            assert cfg.why_invalid(limits, tiles.small_m_rows(m)) is None
+        else:
+            assert cfg.why_invalid(limits) is None
+            assert cfg.invocations <= limits["max-compute-invocations-per-workgroup"]
+            assert cfg.workgroup_bytes <= limits["max-compute-workgroup-storage-size"]
 
 
 def test_cpu_space_covers_the_standard_shapes():
@@ -175,7 +208,7 @@ def test_tune_command_with_a_model(store_file, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv,message", [
-    (["--backend", "gpu"], "no GPU implementation of gemm_i8 is registered"),
+    (["--backend", "gpu:nope"], "no GPU path 'nope'"),
     (["--budget", "0"], "--budget"),
     (["--shapes", "1,2"], "--shapes"),
     (["--batch", "x", "--model", "m.onnx"], "--batch"),
@@ -184,6 +217,13 @@ def test_tune_command_with_a_model(store_file, tmp_path, capsys):
 def test_tune_command_errors(store_file, capsys, argv, message):
     assert cli.main(["tune", *argv]) == 2
     assert message in capsys.readouterr().err
+    assert not store_file.exists()
+
+
+def test_tune_on_the_gpu_without_one_names_the_reason(store_file, i8gemm_env, capsys):
+    i8gemm_env("I8GEMM_GPU", "off")
+    assert cli.main(["tune", "--backend", "gpu"]) == 2
+    assert "I8GEMM_GPU" in capsys.readouterr().err
     assert not store_file.exists()
 
 
