@@ -1,10 +1,9 @@
 """Which backend runs an op: chosen by the type of the input arrays.
 
-numpy arrays run on the CPU backend (ops.cpu). The GPU half plugs in here: its module calls
-`register_array_type(GpuArray, "ops.wgsl")` once the GPU array type exists, and ops.wgsl offers the
-functions listed in ops/cpu/__init__.py. Until then any other array type is a TypeError that names
-the argument. Types are matched exactly (a numpy subclass such as a masked array is refused, since
-the kernels would ignore what the subclass adds).
+numpy arrays run on the CPU backend (ops.cpu), dispatch.gpu_array.GpuArray on the GPU backend
+(ops.wgsl, imported on first use); both offer the functions listed in ops/cpu/__init__.py. Any
+other array type is a TypeError that names the argument. Types are matched exactly (a numpy
+subclass such as a masked array is refused, since the kernels would ignore what the subclass adds).
 """
 
 from __future__ import annotations
@@ -14,7 +13,9 @@ from types import ModuleType
 
 import numpy as np
 
-_BACKENDS: dict[type, str] = {np.ndarray: "ops.cpu"}
+from dispatch.gpu_array import GpuArray
+
+_BACKENDS: dict[type, str] = {np.ndarray: "ops.cpu", GpuArray: "ops.wgsl"}
 
 
 def register_array_type(array_type: type, module: str) -> None:
@@ -32,8 +33,8 @@ def backend_for(**arrays) -> ModuleType:
             continue
         module = _BACKENDS.get(type(value))
         if module is None:
-            raise TypeError(f"{name}: expected a numpy.ndarray, got {type(value).__name__}"
-                            + _hint(value))
+            raise TypeError(f"{name}: expected a numpy.ndarray or a GpuArray, got "
+                            f"{type(value).__name__}" + _hint(value))
         if chosen is None:
             chosen, first = module, name
         elif module != chosen:

@@ -89,8 +89,12 @@ def _strip_ones(shape):
 
 
 def _binary(op: int, a, b, out, threads):
+    numbers = {name for name, v in (("a", a), ("b", b)) if isinstance(v, (int, float, np.float32))}
     a, b = _operand(a, "a"), _operand(b, "b")
-    backend = backend_for(a=a, b=b, out=out)
+    # A number joins the arrays' backend (on the GPU: a constant buffer).
+    backend = backend_for(a=None if "a" in numbers else a, b=None if "b" in numbers else b, out=out)
+    a = backend.scalar(a) if "a" in numbers else a
+    b = backend.scalar(b) if "b" in numbers else b
     check_float32(a, "a")
     check_float32(b, "b")
     check_threads(threads)

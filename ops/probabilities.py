@@ -49,7 +49,7 @@ def log_softmax_topk(x, k: int, *, out=None, threads: int | None = None):
     """The k largest values of logsoftmax(x) over the last axis and their indices, in one pass:
     what beam search calls each step.
 
-    Returns (values float32 (..., k), indices int64 (..., k)), sorted by value descending; equal
+    Returns (values float32 (..., k), indices int64 (..., k); int32 for GPU arrays), sorted by value descending; equal
     values come in index order (lower index first). values[..., j] equals
     logsoftmax(x)[..., indices[..., j]] bit for bit. NaN ranks below every number (-inf included):
     a row holding NaN returns the indices of its k largest numbers (its values are all NaN, as its
@@ -70,5 +70,5 @@ def log_softmax_topk(x, k: int, *, out=None, threads: int | None = None):
         raise ValueError(f"k: expected 1 <= k <= {n} (the last axis of x), got {k}")
     shape = x.shape[:-1] + (int(k),)
     values = output(backend, out_v, shape, np.float32, (x,), "out[0]")
-    indices = output(backend, out_i, shape, np.int64, (x,), "out[1]")
+    indices = output(backend, out_i, shape, backend.INDEX_DTYPE, (x,), "out[1]")
     return backend.log_softmax_topk(x, int(k), values, indices, threads)

@@ -113,10 +113,16 @@ def dequantize_linear(x, scale, zero_point=None, axis: int = 1, *, out=None,
 
 def dynamic_quantize_linear(x, *, out=None, threads: int | None = None):
     """ONNX DynamicQuantizeLinear: (y uint8 of x's shape, scale np.float32, zero_point np.uint8),
-    bit-identical to onnx.reference."""
+    bit-identical to onnx.reference. For a GpuArray x all three are GpuArrays (scale and
+    zero_point 0-d), computed on the GPU."""
     backend = backend_for(x=x, out=out)
     check_float32(x, "x")
     check_threads(threads)
+    on_device = getattr(backend, "dynamic_quantize_linear", None)
+    if on_device is not None:
+        # The GPU computes scale and zero point itself (the same float32 steps), so they stay
+        # in GPU memory for the next kernel.
+        return on_device(x, output(backend, out, x.shape, np.uint8, (x,)))
     f32 = np.float32
     if x.size:
         lo, hi, bad = backend.min_max(x, threads)

@@ -9,12 +9,16 @@ Contract of a backend module (this one; ops/wgsl/ for GPU arrays will offer the 
     layer_norm(x, weight, bias, epsilon, axis, out, threads)
     quantize_linear(x, scale, zero_point, axis, out, threads) -> NaN count
     dequantize_linear(q, scale, zero_point, axis, out, threads), min_max(x, threads)
+    scalar(value), INDEX_DTYPE (log_softmax_topk's index dtype)
+    optional: dynamic_quantize_linear(x, out) when the backend computes the parameters itself
 Arguments arrive validated: dtypes and shapes checked, axis normalised, `out` allocated or
 checked. One module per job: probabilities.py (logsoftmax, softmax), topk.py, elementwise.py,
 norm.py, quantize.py; the vectorisable maths they share is in mathfuncs.py, the thread policy in
 threads.py. (No module is named like a function exported here, so `ops.cpu.<name>` is never
 ambiguous.)
 """
+
+import numpy as np
 
 from .arrays import check_out, empty
 from .elementwise import UNARY_CODES, apply_binary, apply_unary, bias_add
@@ -24,9 +28,15 @@ from .quantize import dequantize_linear, min_max, quantize_linear
 from .topk import log_softmax_topk
 
 NAME = "cpu"
+INDEX_DTYPE = np.dtype(np.int64)   # log_softmax_topk's indices
+
+
+def scalar(value: np.ndarray) -> np.ndarray:
+    """A number given to add/mul (a 0-d float32 array) as this backend's array."""
+    return value
 
 __all__ = [
-    "NAME", "UNARY_CODES", "apply_binary", "apply_unary", "bias_add", "check_out", "dequantize_linear",
+    "INDEX_DTYPE", "NAME", "UNARY_CODES", "apply_binary", "apply_unary", "bias_add", "check_out", "dequantize_linear",
     "empty", "layer_norm", "log_softmax_topk", "logsoftmax", "min_max", "quantize_linear",
-    "softmax",
+    "scalar", "softmax",
 ]

@@ -1,0 +1,72 @@
+"""logsoftmax, softmax and log_softmax_topk on the GPU (WGSL).
+
+Last axis: one 256-invocation workgroup per row (softmax.wgsl, topk.wgsl over rows.wgsl): one
+pass computes the max and the sum of e**(x - max) online -- each invocation reads vec4 groups
+WG apart, four loads in flight per trip, so a workgroup's loads are contiguous -- a workgroup
+tree merges the invocations, and a second pass re-reads the row and writes it. Memory sees the
+row read twice (the second read often from L2) and written once, whatever the row length.
+Another axis: one invocation per column of the (outer, n, inner) view (softmax_strided.wgsl).
+top-k: see topk.wgsl; k <= 256 (the threshold comes from 256 per-invocation maxima).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from dispatch import gpu
+
+from . import programs as pg
+
+TOPK_MAX = pg.WG
+
+
+def _rows_source(kernel: str, vec: bool, **values):
+    return dict(XT=pg.xtype(vec), LOAD=pg.row_load(vec), **values)
+
+
+def _softmax(x, axis: int, out, mode: int):
+    if x.size == 0:
+        return out
+    shape = x.shape
+    outer, n, inner = math.prod(shape[:axis]), shape[axis], math.prod(shape[axis + 1:])
+    dst = pg.target(out, x)
+    if inner == 1:
+        vec = n % 4 == 0
+        prog = pg.program("softmax.wgsl", "rwu", "rows.wgsl", MODE=mode, STORE=pg.row_store(vec),
+                          **_rows_source("softmax.wgsl", vec))
+        disp = (prog, (x.buffer, dst.buffer, pg.params(outer, n, -(-n // 4), 0)), pg.grid(outer))
+    else:
+        prog = pg.program("softmax_strided.wgsl", "rwu", MODE=mode)
+        disp = (prog, (x.buffer, dst.buffer, pg.params(outer, n, inner, 0)),
+                pg.grid(-(-(outer * inner) // pg.WG)))
+    gpu.run([disp])
+    return pg.finish(out, dst)
+
+
+def logsoftmax(x, axis: int, out, threads):
+    """x: float32 GpuArray; axis normalised; out: float32 GpuArray of x's shape."""
+    return _softmax(x, axis, out, 0)
+
+
+def softmax(x, axis: int, out, threads):
+    return _softmax(x, axis, out, 1)
+
+
+def log_softmax_topk(x, k: int, out_values, out_indices, threads):
+    """out_values float32 and out_indices int32 GpuArrays of shape (..., k)."""
+    if k > TOPK_MAX:
+        raise ValueError(f"k: the GPU kernel selects at most {TOPK_MAX} values per row, got {k}")
+    if out_values.size == 0:
+        return out_values, out_indices
+    n = x.shape[-1]
+    rows = x.size // n
+    vec = n % 4 == 0
+    prog = pg.program("topk.wgsl", "rwwu", "rows.wgsl", **_rows_source("topk.wgsl", vec))
+    gpu.run([(prog, (x.buffer, out_values.buffer, out_indices.buffer,
+                     pg.params(rows, n, -(-n // 4), k)), pg.grid(rows))])
+    return out_values, out_indices
+
+
+INDEX_DTYPE = np.dtype(np.int32)
