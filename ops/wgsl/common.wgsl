@@ -131,12 +131,13 @@ fn gelu_tanh4(x: vec4<f32>) -> vec4<f32> {
   return x * sigmoid4(u + u);
 }
 
-// erfc(z) for z >= 0: the Chebyshev fit of Numerical Recipes' erfcc (fractional error < 1.2e-7
-// in exact arithmetic): t exp(-z**2 - 1.26551223 + t P(t)), t = 1 / (1 + z/2). z**2 is taken
-// as zh**2 (zh: z's top 12 bits, so exact) plus (z - zh)(z + zh), so the large exponent loses
-// nothing to rounding.
-fn erfc_pos4(z: vec4<f32>) -> vec4<f32> {
-  let t = 1.0 / (1.0 + 0.5 * z);
+// erfc(z / sqrt 2) for z >= 0: the Chebyshev fit of Numerical Recipes' erfcc (fractional error
+// < 1.2e-7 in exact arithmetic), t exp(-u**2 - 1.26551223 + t P(t)) with u = z / sqrt 2 and
+// t = 1 / (1 + u/2). u**2 = z**2 / 2 is taken as zh**2 / 2 (zh: z's top 12 bits, so exact)
+// plus (z - zh)(z + zh) / 2: the large exponent loses nothing to rounding, and z is never
+// divided by sqrt 2 (whose rounding would cost 2 u**2 eps of relative accuracy).
+fn erfc_scaled4(z: vec4<f32>) -> vec4<f32> {
+  let t = 1.0 / (1.0 + 0.35355339059327373 * z);
   var p = 0.17087277 * t + vec4<f32>(-0.82215223);
   p = p * t + vec4<f32>(1.48851587);
   p = p * t + vec4<f32>(-1.13520398);
@@ -146,16 +147,15 @@ fn erfc_pos4(z: vec4<f32>) -> vec4<f32> {
   p = p * t + vec4<f32>(0.37409196);
   p = p * t + vec4<f32>(1.00002368);
   let zh = bitcast<vec4<f32>>(bitcast<vec4<u32>>(z) & vec4<u32>(0xfffff000u));
-  let low = (z - zh) * (z + zh);
-  return t * exp4(-zh * zh) * exp4(t * p - low - 1.26551223);
+  let low = 0.5 * ((z - zh) * (z + zh));
+  return t * exp4(-0.5 * (zh * zh)) * exp4(t * p - low - 1.26551223);
 }
 
 // x Phi(x) = 0.5 x erfc(-x / sqrt 2): erfc of a positive argument keeps its relative accuracy on
 // the negative tail, where 1 + erf(x / sqrt 2) would cancel.
 fn gelu_erf4(x: vec4<f32>) -> vec4<f32> {
-  let u = x * 0.7071067811865476;
-  let tail = erfc_pos4(abs(u));
-  let c = select(2.0 - tail, tail, u <= vec4<f32>(0.0));
+  let tail = erfc_scaled4(min(abs(x), vec4<f32>(20.0)));   // erfc(20 / sqrt 2) is 0 in float32
+  let c = select(2.0 - tail, tail, x <= vec4<f32>(0.0));
   return select(0.5 * x * c, x, nan_mask4(x));
 }
 

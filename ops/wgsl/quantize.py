@@ -29,7 +29,7 @@ from dispatch.gpu_array import GpuArray
 
 from . import programs as pg
 
-FORCE_EXACT = [False]   # tests set it: every quotient by long division (the rare path, always)
+FORCE_EXACT = False   # tests set it: every quotient by long division (the rare path, always)
 
 
 def _channels(shape, axis) -> tuple[int, int]:
@@ -48,7 +48,7 @@ def _quantize(x, scale_buf, zp_buf, nch: int, inner: int, out) -> None:
     groups4 = -(-n // 4)
     gpu.run([(prog, (x.buffer, scale_buf, zp_buf, out.buffer,
                      pg.params(n, groups4, nch, inner, info.min, info.max,
-                               int(FORCE_EXACT[0]), 0)),
+                               int(FORCE_EXACT), 0)),
               pg.flat_grid(groups4))])
 
 
