@@ -19,6 +19,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_arguments(bench_parser)
     bench_parser.add_argument("--ops", action="store_true",
                               help="benchmark the ops kernels (logsoftmax, top-k, layer_norm) instead")
+    bench_parser.add_argument("--rows", type=int, default=None,
+                              help="with --ops --backend gpu: rows of the array (default 4096)")
+    bench_parser.add_argument("--cols", type=int, default=None,
+                              help="with --ops --backend gpu: columns of the array (default 32000)")
     from tuning import cli as tune_cli
 
     tune_cli.add_arguments(sub.add_parser(

@@ -117,6 +117,9 @@ def format_table(rows) -> str:
 
 
 def main(args) -> int:
+    if getattr(args, "backend", None) == "gpu":
+        from . import bench_gpu
+        return bench_gpu.main(args)
     from gemm.bench import machine_summary
 
     from .cpu.threads import resolve_threads

@@ -7,18 +7,22 @@
 
 struct Params {
   n: u32,
+  n4: u32,
   parts: u32,     // partial results: one per workgroup of the first dispatch
   pad0: u32,
-  pad1: u32,
 }
 
-@group(0) @binding(0) var<storage, read> x: array<f32>;
+@group(0) @binding(0) var<storage, read> x: array<${XT}>;
 @group(0) @binding(1) var<storage, read_write> part: array<vec4<f32>>;   // (lo, hi, bad, -)
 @group(0) @binding(2) var<storage, read_write> scale: array<f32>;
 @group(0) @binding(3) var<storage, read_write> zp: array<u32>;
 @group(0) @binding(4) var<uniform> p: Params;
 
 var<workgroup> red: array<vec4<f32>, WG>;
+
+fn load_x(i: u32) -> vec4<f32> {
+${LOADX}
+}
 
 fn combine(a: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
   return vec4<f32>(min(a.x, b.x), max(a.y, b.y), a.z + b.z, 0.0);
@@ -37,13 +41,16 @@ fn reduce(lid: u32, v: vec4<f32>) -> vec4<f32> {
 @compute @workgroup_size(WG)
 fn partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   var acc = vec4<f32>(3.4e38, -3.4e38, 0.0, 0.0);
-  for (var i = wid.x * WG + lid; i < p.n; i = i + p.parts * WG) {
-    let v = x[i];
-    if (not_finite(v)) {
-      acc.z = acc.z + 1.0;
-    } else {
-      acc = vec4<f32>(min(acc.x, v), max(acc.y, v), acc.z, 0.0);
-    }
+  for (var i = wid.x * WG + lid; i < p.n4; i = i + p.parts * WG) {
+    let v = load_x(i);
+    let valid = vec4<u32>(4u * i) + vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(p.n);
+    let bad = valid & ((bitcast<vec4<u32>>(v) & vec4<u32>(POS_INF_BITS)) == vec4<u32>(POS_INF_BITS));
+    let ok = valid & !bad;
+    let lo = select(vec4<f32>(3.4e38), v, ok);
+    let hi = select(vec4<f32>(-3.4e38), v, ok);
+    acc = vec4<f32>(min(acc.x, min(min(lo.x, lo.y), min(lo.z, lo.w))),
+                    max(acc.y, max(max(hi.x, hi.y), max(hi.z, hi.w))),
+                    acc.z + dot(select(vec4<f32>(0.0), vec4<f32>(1.0), bad), vec4<f32>(1.0)), 0.0);
   }
   let r = reduce(lid, acc);
   if (lid == 0u) { part[wid.x] = r; }

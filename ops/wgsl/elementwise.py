@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 
-from dispatch import gpu
 
 from . import programs as pg
 
@@ -61,7 +60,7 @@ def _run(x, y, residual, op: int, act: int, period: int, inner: int, out):
     buffers = (x.buffer, pg.dummy() if (y is None or same) else y.buffer,
                pg.dummy() if second is None else second.buffer, dst.buffer,
                pg.params(n, groups4, max(period, 1), max(inner, 1)))
-    gpu.run([(prog, buffers, pg.flat_grid(groups4))])
+    pg.run([(prog, buffers, pg.flat_grid(groups4))])
     return pg.finish(out, dst)
 
 

@@ -86,7 +86,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let var_eps = red_m2[0] / red_n[0] + p.epsilon;
   let nan_row = red_bad[0] != 0u || var_eps <= 0.0;
   let rstd = inverseSqrt(select(var_eps, 1.0, nan_row));
-  for (var i = lid; i < p.n4; i = i + WG) {
+  for (var j = lid; j < p.n4; j = j + WG) {
+    let i = p.n4 - 1u - j;   // back to front, as in softmax.wgsl
     var o = (load4(row, i) - vec4<f32>(mean)) * rstd * load_wb(0u, i);
     if (p.has_bias != 0u) { o = o + load_wb(1u, i); }
     store4(row, i, select(o, vec4<f32>(from_bits(NAN_BITS)), nan_row));

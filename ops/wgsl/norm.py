@@ -12,7 +12,6 @@ import math
 
 import numpy as np
 
-from dispatch import gpu
 
 from . import programs as pg
 
@@ -37,5 +36,5 @@ def layer_norm(x, weight, bias, epsilon: float, axis: int, out, threads):
     dst = pg.target(out, x, weight, bias)
     buffers = (x.buffer, weight.buffer, pg.dummy() if bias is None else bias.buffer, dst.buffer,
                pg.params(rows, n, -(-n // 4), int(bias is not None), np.float32(epsilon)))
-    gpu.run([(prog, buffers, pg.grid(rows))])
+    pg.run([(prog, buffers, pg.grid(rows))])
     return pg.finish(out, dst)

@@ -15,7 +15,6 @@ import math
 
 import numpy as np
 
-from dispatch import gpu
 
 from . import programs as pg
 
@@ -41,7 +40,7 @@ def _softmax(x, axis: int, out, mode: int):
         prog = pg.program("softmax_strided.wgsl", "rwu", MODE=mode)
         disp = (prog, (x.buffer, dst.buffer, pg.params(outer, n, inner, 0)),
                 pg.grid(-(-(outer * inner) // pg.WG)))
-    gpu.run([disp])
+    pg.run([disp])
     return pg.finish(out, dst)
 
 
@@ -64,7 +63,7 @@ def log_softmax_topk(x, k: int, out_values, out_indices, threads):
     rows = x.size // n
     vec = n % 4 == 0
     prog = pg.program("topk.wgsl", "rwwu", "rows.wgsl", **_rows_source("topk.wgsl", vec))
-    gpu.run([(prog, (x.buffer, out_values.buffer, out_indices.buffer,
+    pg.run([(prog, (x.buffer, out_values.buffer, out_indices.buffer,
                      pg.params(rows, n, -(-n // 4), k)), pg.grid(rows))])
     return out_values, out_indices
 

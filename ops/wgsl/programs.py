@@ -10,6 +10,7 @@ variant compiles once per process.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import string
 from pathlib import Path
@@ -135,6 +136,32 @@ def dummy():
     return constant_array(np.zeros(4, np.uint32))
 
 
+# -- running -------------------------------------------------------------------------------------
+
+_RECORDING: list = []
+
+
+def run(dispatches) -> None:
+    """Queue the dispatches on the device (dispatch.gpu.run), or, inside recording(), collect
+    them instead."""
+    if _RECORDING:
+        _RECORDING[-1].extend(dispatches)
+    else:
+        gpu.run(dispatches)
+
+
+@contextlib.contextmanager
+def recording():
+    """with recording() as dispatches: ops calls inside add their dispatches to the list instead
+    of running them (the benchmark times the list with dispatch.gpu.time_dispatches)."""
+    dispatches: list = []
+    _RECORDING.append(dispatches)
+    try:
+        yield dispatches
+    finally:
+        _RECORDING.pop()
+
+
 # -- arrays --------------------------------------------------------------------------------------
 
 
@@ -183,4 +210,4 @@ def copy_dispatch(src: GpuArray, dst: GpuArray):
 
 def copy(src: GpuArray, dst: GpuArray) -> None:
     if src.nbytes:
-        gpu.run([copy_dispatch(src, dst)])
+        run([copy_dispatch(src, dst)])

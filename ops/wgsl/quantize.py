@@ -24,7 +24,6 @@ import math
 
 import numpy as np
 
-from dispatch import gpu
 from dispatch.gpu_array import GpuArray
 
 from . import programs as pg
@@ -44,9 +43,9 @@ def _quantize(x, scale_buf, zp_buf, nch: int, inner: int, out) -> None:
     vec = n % 4 == 0
     info = np.iinfo(out.dtype)
     prog = pg.program("quantize.wgsl", "rrrwu", "quantize_common.wgsl", XT=pg.xtype(vec),
-                      LOADX=pg.flat_load(vec, "x"))
+                      LOADX=pg.flat_load(vec, "x"), PER_TENSOR=str(nch == 1).lower())
     groups4 = -(-n // 4)
-    gpu.run([(prog, (x.buffer, scale_buf, zp_buf, out.buffer,
+    pg.run([(prog, (x.buffer, scale_buf, zp_buf, out.buffer,
                      pg.params(n, groups4, nch, inner, info.min, info.max,
                                int(FORCE_EXACT), 0)),
               pg.flat_grid(groups4))])
@@ -71,31 +70,34 @@ def dequantize_linear(q, scale: np.ndarray, zero_point: np.ndarray, axis, out, t
     nch, inner = _channels(q.shape, axis)
     prog = pg.program("dequantize.wgsl", "rrrwu", XT=pg.xtype(vec), STORE=pg.flat_store(vec, "y"))
     groups4 = -(-n // 4)
-    gpu.run([(prog, (q.buffer, pg.constant_array(scale.astype(np.float32)),
+    pg.run([(prog, (q.buffer, pg.constant_array(scale.astype(np.float32)),
                      pg.constant_array(zero_point.astype(np.int32)), out.buffer,
                      pg.params(n, groups4, nch, inner, int(q.dtype == np.int8))),
               pg.flat_grid(groups4))])
     return out
 
 
-PARTS = 512   # workgroups of the min/max pass (each then reduces n / (PARTS * 256) values)
+PARTS = 4096   # at most this many workgroups in the min/max pass, each >= 8 vec4 groups per invocation
 
 
 def dynamic_quantize_linear(x, out):
     """(y uint8 GpuArray, scale float32 0-d GpuArray, zero_point uint8 0-d GpuArray)."""
     n = x.size
-    parts = max(1, min(PARTS, -(-n // (pg.WG * 16))))
+    vec = n % 4 == 0
+    parts = max(1, min(PARTS, -(-n // (pg.WG * 32))))
     partial = GpuArray((parts, 4), np.float32)
     scale = GpuArray((), np.float32)
     # The kernel writes the zero point as a u32 word: its low byte is the uint8 (little endian,
     # as every WebGPU platform is), the rest is the array's padding. quantize.wgsl reads it back
     # as an i32 word.
     zero_point = GpuArray((), np.uint8)
-    uni = pg.params(n, parts)
+    uni = pg.params(n, -(-n // 4), parts)
     bufs = (x.buffer if n else pg.dummy(), partial.buffer, scale.buffer, zero_point.buffer, uni)
-    gpu.run([(pg.program("dynamic_qparams.wgsl", "rwwwu", "quantize_common.wgsl", entry="partial"),
+    pg.run([(pg.program("dynamic_qparams.wgsl", "rwwwu", "quantize_common.wgsl", entry="partial",
+                         XT=pg.xtype(vec), LOADX=pg.flat_load(vec, "x")),
               bufs, (parts, 1, 1)),
-             (pg.program("dynamic_qparams.wgsl", "rwwwu", "quantize_common.wgsl", entry="finish"),
+             (pg.program("dynamic_qparams.wgsl", "rwwwu", "quantize_common.wgsl", entry="finish",
+                         XT=pg.xtype(vec), LOADX=pg.flat_load(vec, "x")),
               bufs, (1, 1, 1))])
     if n:
         _quantize(x, scale.buffer, zero_point.buffer, 1, 1, out)

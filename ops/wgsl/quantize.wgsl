@@ -25,6 +25,13 @@ fn load_x(i: u32) -> vec4<f32> {
 ${LOADX}
 }
 
+const PER_TENSOR: bool = ${PER_TENSOR};
+
+fn channel(e: u32) -> u32 {
+  if (PER_TENSOR) { return 0u; }
+  return (e / p.inner) % p.nch;
+}
+
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
@@ -34,16 +41,16 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let i = first + t * WG;
     if (i < p.n4) {
       let v = load_x(i);
-      var word = 0u;
-      for (var c = 0u; c < 4u; c = c + 1u) {
-        let e = 4u * i + c;
-        if (e < p.n) {
-          let ch = select((e / p.inner) % p.nch, 0u, p.nch == 1u);
-          let qv = quantize_value(v[c], scale[ch], zp[ch], p.qmin, p.qmax, exact);
-          word = word | ((u32(qv) & 0xffu) << (8u * c));
-        }
-      }
-      q[i] = word;
+      let e = vec4<u32>(4u * i) + vec4<u32>(0u, 1u, 2u, 3u);
+      var ch = vec4<u32>(0u);
+      if (!PER_TENSOR) { ch = vec4<u32>(channel(e.x), channel(e.y), channel(e.z), channel(e.w)); }
+      let s = vec4<f32>(scale[ch.x], scale[ch.y], scale[ch.z], scale[ch.w]);
+      let z = vec4<i32>(zp[ch.x], zp[ch.y], zp[ch.z], zp[ch.w]);
+      let q4 = quantize4(v, s, z, p.qmin, p.qmax, exact);
+      let bytes = vec4<u32>(q4) & vec4<u32>(0xffu);
+      let valid = e < vec4<u32>(p.n);
+      let b = select(vec4<u32>(0u), bytes, valid) << vec4<u32>(0u, 8u, 16u, 24u);
+      q[i] = (b.x | b.y) | (b.z | b.w);
     }
   }
 }

@@ -1,5 +1,5 @@
 // Exact float32 division for the quantize kernels: ONNX's x / scale is a correctly rounded
-// float32 division, WGSL's `/` only 2.5 ulp. quotient() uses `/` and checks the result: the
+// float32 division, WGSL's `/` only 2.5 ulp. quantize4() uses `/` and checks the result: the
 // integer rint(x / scale) can differ from the correctly rounded quotient's only when the
 // quotient lies within a few ulp of a half-integer (or beyond 2**22, or is not finite); there
 // div_rn() computes the correctly rounded quotient by long division of the mantissas.
@@ -44,19 +44,23 @@ fn div_rn(x: f32, s: f32) -> f32 {
   return select(v, -v, (bx & 0x80000000u) != 0u);
 }
 
-fn quotient(x: f32, s: f32, force_exact: bool) -> f32 {
-  let q = x / s;
-  let h = floor(q) + 0.5;
-  let near = abs(q - h) <= abs(q) * 9.5367431640625e-7 + 1e-30;   // 2**-20: 8 ulp and more
-  if (force_exact || near || !(abs(q) < 4194304.0) || not_finite(q)) { return div_rn(x, s); }
-  return q;
-}
-
-// rint(x / scale) + zero_point, saturated to [qmin, qmax]; NaN gives the zero point.
-fn quantize_value(x: f32, scale: f32, zp: i32, qmin: i32, qmax: i32, force_exact: bool) -> i32 {
-  if (is_nan(x)) { return zp; }
-  let v = round(quotient(x, scale, force_exact));   // WGSL's round(): half to even
-  let lo = f32(qmin - zp);
-  let hi = f32(qmax - zp);
-  return i32(clamp(v, lo, hi)) + zp;
+// rint(x / scale) + zero_point saturated to [qmin, qmax], four lanes; NaN gives the zero point.
+// The quotient comes from WGSL's `/`; a lane within 2**-20 (relative: 8 ulp and more) of a
+// half-integer, beyond 2**22 or not finite is recomputed by div_rn (rare: a branch per group).
+fn quantize4(x: vec4<f32>, s: vec4<f32>, zp: vec4<i32>, qmin: i32, qmax: i32, force_exact: bool) -> vec4<i32> {
+  var q = x / s;
+  let h = floor(q) + vec4<f32>(0.5);
+  let a = abs(q);
+  let suspect = (abs(q - h) <= a * 9.5367431640625e-7 + vec4<f32>(1e-30))
+                | !(a < vec4<f32>(4194304.0)) | nan_mask4(q);
+  if (force_exact || any(suspect)) {
+    for (var c = 0u; c < 4u; c = c + 1u) {
+      if (force_exact || suspect[c]) { q[c] = div_rn(x[c], s[c]); }
+    }
+  }
+  let v = round(q);   // WGSL's round(): half to even
+  let lo = vec4<f32>(vec4<i32>(qmin) - zp);
+  let hi = vec4<f32>(vec4<i32>(qmax) - zp);
+  let r = vec4<i32>(clamp(select(v, vec4<f32>(0.0), nan_mask4(x)), lo, hi)) + zp;
+  return r;
 }

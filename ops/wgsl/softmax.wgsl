@@ -1,6 +1,6 @@
 // logsoftmax (MODE 0) and softmax (MODE 1) over the last axis: one workgroup per row.
-// Pass 1 (rows.wgsl): online max and sum of e**(x - max); pass 2 re-reads the row (from L2
-// where it still is) and writes
+// Pass 1 (rows.wgsl): online max and sum of e**(x - max); pass 2 re-reads the row back to
+// front (its end, read last, from L2 where it still is) and writes
 //   logsoftmax  (x - m) - ln s        softmax  e**(x - m) * (1 / s)
 // -inf entries give -inf / 0; a NaN row (see RowStats) is NaN throughout.
 
@@ -26,7 +26,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   if (!st.nan_row) {
     c = select(log_pos(st.s), 1.0 / st.s, MODE == 1u);
   }
-  for (var i = lid; i < p.n4; i = i + WG) {
+  // back to front: the end of the row was read last, so it is the likeliest still in L2
+  for (var j = lid; j < p.n4; j = j + WG) {
+    let i = p.n4 - 1u - j;
     let v = load4(row, i);
     var o: vec4<f32>;
     if (MODE == 0u) {

@@ -47,7 +47,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   if (rank == p.k - 1u) { threshold = mine; }
   workgroupBarrier();
   let tau = threshold;
-  for (var i = lid; i < p.n4; i = i + WG) {
+  for (var j = lid; j < p.n4; j = j + WG) {
+    let i = p.n4 - 1u - j;   // back to front, as in softmax.wgsl
     let key = order_key4(load4(row, i));
     for (var c = 0u; c < 4u; c = c + 1u) {
       let idx = 4u * i + c;
