@@ -58,8 +58,10 @@ def _cases(x, rows: int, cols: int, rng):
         ("mul (row vector)", 2 * B + 4 * cols, lambda: ops.mul(x, bias, out=out)),
         ("bias_add gelu + residual", 3 * B + 4 * cols,
          lambda: ops.bias_add(x, bias, residual=other, activation="gelu", out=out)),
-        ("quantize_linear int8", B + n, lambda: ops.quantize_linear(x, np.float32(0.05), np.int8(0), out=q8)),
-        ("dequantize_linear int8", n + B, lambda: ops.dequantize_linear(q8, np.float32(0.05), np.int8(0), out=out)),
+        ("quantize_linear int8", B + n,
+         lambda: ops.quantize_linear(x, np.float32(0.05), np.int8(0), out=q8)),
+        ("dequantize_linear int8", n + B,
+         lambda: ops.dequantize_linear(q8, np.float32(0.05), np.int8(0), out=out)),
         ("dynamic_quantize_linear", B + n, lambda: ops.dynamic_quantize_linear(x, out=qu8)),
     ]
 
@@ -69,7 +71,7 @@ def run(rows: int, cols: int, rounds: int, rng) -> dict:
     from dispatch.gpu_array import GpuArray
     from ops.wgsl import programs
 
-    x = GpuArray.from_numpy((rng.standard_normal((rows, cols), dtype=np.float32) * 4))
+    x = GpuArray.from_numpy(rng.standard_normal((rows, cols), dtype=np.float32) * 4)
     copy_dst = GpuArray((rows, cols), np.float32)
     recorded = {"copy": (8 * rows * cols, [programs.copy_dispatch(x, copy_dst)], None)}
     for name, nbytes, call in _cases(x, rows, cols, rng):

@@ -49,8 +49,8 @@ def log_softmax_topk(x, k: int, *, out=None, threads: int | None = None):
     """The k largest values of logsoftmax(x) over the last axis and their indices, in one pass:
     what beam search calls each step.
 
-    Returns (values float32 (..., k), indices int64 (..., k); int32 for GPU arrays), sorted by value descending; equal
-    values come in index order (lower index first). values[..., j] equals
+    Returns (values float32 (..., k), indices int64 (..., k); int32 for GPU arrays), sorted by
+    value descending; equal values come in index order (lower index first). values[..., j] equals
     logsoftmax(x)[..., indices[..., j]] bit for bit. NaN ranks below every number (-inf included):
     a row holding NaN returns the indices of its k largest numbers (its values are all NaN, as its
     logsoftmax is). `out`: optional (values, indices) pair of C-contiguous arrays.

@@ -16,8 +16,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
-from ops_reference import (EPS, TINY, assert_within, gelu_erf64, gelu_tanh64, layer_norm64,
-                           logsoftmax64, softmax64)
+from ops_reference import (
+    EPS,
+    TINY,
+    assert_within,
+    gelu_erf64,
+    gelu_tanh64,
+    layer_norm64,
+    logsoftmax64,
+    softmax64,
+)
 
 import gemm
 import ops
@@ -431,7 +439,8 @@ def test_a_decoder_step_chains_on_the_gpu_without_transfers():
     ref = layer_norm64(h1.numpy(), gamma.numpy(), beta.numpy(), 1e-5, -1)
     assert_within(h2.numpy(), ref, layer_norm_bound(h1.numpy(), gamma.numpy(), beta.numpy(), ref, -1))
     np.testing.assert_array_equal(q.numpy(), ops.quantize_linear(h2.numpy(), np.float32(0.05), np.int8(0)))
-    np.testing.assert_array_equal(c.numpy(), q.numpy().astype(np.int32) @ prepared2.quantized().astype(np.int32))
+    b_int8 = prepared2.quantized().astype(np.int32)
+    np.testing.assert_array_equal(c.numpy(), q.numpy().astype(np.int32) @ b_int8)
     yc, sc, zc = ops.dynamic_quantize_linear(logits.numpy())
     np.testing.assert_array_equal(y.numpy(), yc)
     assert scale.numpy() == sc and zp.numpy() == zc

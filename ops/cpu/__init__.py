@@ -36,7 +36,7 @@ def scalar(value: np.ndarray) -> np.ndarray:
     return value
 
 __all__ = [
-    "INDEX_DTYPE", "NAME", "UNARY_CODES", "apply_binary", "apply_unary", "bias_add", "check_out", "dequantize_linear",
-    "empty", "layer_norm", "log_softmax_topk", "logsoftmax", "min_max", "quantize_linear",
-    "scalar", "softmax",
+    "INDEX_DTYPE", "NAME", "UNARY_CODES", "apply_binary", "apply_unary", "bias_add", "check_out",
+    "dequantize_linear", "empty", "layer_norm", "log_softmax_topk", "logsoftmax", "min_max",
+    "quantize_linear", "scalar", "softmax",
 ]

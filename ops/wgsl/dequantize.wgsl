@@ -23,6 +23,13 @@ fn store(i: u32, v: vec4<f32>) {
 ${STORE}
 }
 
+const PER_TENSOR: bool = ${PER_TENSOR};
+
+fn channel(e: u32) -> u32 {
+  if (PER_TENSOR) { return 0u; }
+  return (e / p.inner) % p.nch;
+}
+
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
@@ -30,16 +37,16 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   for (var t = 0u; t < ITEMS; t = t + 1u) {
     let i = first + t * WG;
     if (i < p.n4) {
-      let word = q[i];
-      var v = vec4<f32>(0.0);
-      for (var c = 0u; c < 4u; c = c + 1u) {
-        let e = 4u * i + c;
-        let ch = select((e / p.inner) % p.nch, 0u, p.nch == 1u);
-        var qi = i32((word >> (8u * c)) & 0xffu);
-        if (p.signed != 0u) { qi = (qi << 24u) >> 24u; }
-        if (e < p.n) { v[c] = (f32(qi) - f32(zp[ch])) * scale[ch]; }
-      }
-      store(i, v);
+      let e = vec4<u32>(4u * i) + vec4<u32>(0u, 1u, 2u, 3u);
+      var ch = vec4<u32>(0u);
+      if (!PER_TENSOR) { ch = vec4<u32>(channel(e.x), channel(e.y), channel(e.z), channel(e.w)); }
+      let shifted = vec4<i32>(vec4<u32>(q[i]) << vec4<u32>(24u, 16u, 8u, 0u));
+      // the byte at the top, then back down: arithmetic (int8) or logical (uint8) shift
+      let qi = select(vec4<i32>(vec4<u32>(shifted) >> vec4<u32>(24u)), shifted >> vec4<u32>(24u),
+                      p.signed != 0u);
+      let s = vec4<f32>(scale[ch.x], scale[ch.y], scale[ch.z], scale[ch.w]);
+      let z = vec4<f32>(vec4<i32>(zp[ch.x], zp[ch.y], zp[ch.z], zp[ch.w]));
+      store(i, (vec4<f32>(qi) - z) * s);
     }
   }
 }

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 
-
 from . import programs as pg
 
 # The CPU backend's codes (common.wgsl's activate4 uses the same numbers).

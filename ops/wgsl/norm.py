@@ -12,7 +12,6 @@ import math
 
 import numpy as np
 
-
 from . import programs as pg
 
 MAX_WIDTH = 1 << 24   # counts are float32 in the merges: exact up to 2**24

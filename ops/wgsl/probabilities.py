@@ -15,7 +15,6 @@ import math
 
 import numpy as np
 
-
 from . import programs as pg
 
 TOPK_MAX = pg.WG

@@ -68,7 +68,8 @@ def dequantize_linear(q, scale: np.ndarray, zero_point: np.ndarray, axis, out, t
     n = q.size
     vec = n % 4 == 0
     nch, inner = _channels(q.shape, axis)
-    prog = pg.program("dequantize.wgsl", "rrrwu", XT=pg.xtype(vec), STORE=pg.flat_store(vec, "y"))
+    prog = pg.program("dequantize.wgsl", "rrrwu", XT=pg.xtype(vec), STORE=pg.flat_store(vec, "y"),
+                      PER_TENSOR=str(nch == 1).lower())
     groups4 = -(-n // 4)
     pg.run([(prog, (q.buffer, pg.constant_array(scale.astype(np.float32)),
                      pg.constant_array(zero_point.astype(np.int32)), out.buffer,
