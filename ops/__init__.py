@@ -8,9 +8,10 @@
     q, s, z = ops.dynamic_quantize_linear(h)        # ONNX DynamicQuantizeLinear, bit for bit
 
 Each front end checks its arguments (errors name the argument), then calls the backend that
-the input's array type selects (ops.backends): numpy arrays -> ops.cpu (numba). The GPU arrays
-of the WGSL layer will plug into the same front ends. Accuracy bounds and special values are
-stated in each module's docstring (probabilities.py, elementwise.py, norm.py, quantize.py).
+the input's array type selects (ops.backends): numpy arrays -> ops.cpu (numba), GPU arrays
+(dispatch.gpu_array.GpuArray, e.g. gemm_i8's GPU output) -> ops.wgsl, whose results stay on the
+GPU. Accuracy bounds and special values are stated in each module's docstring
+(probabilities.py, elementwise.py, norm.py, quantize.py; ops/wgsl/ for the GPU's).
 """
 
 from .backends import register_array_type

@@ -9,6 +9,7 @@ alike; medians reported):
   softmax (64, 32000)           vs numpy exp(x - max) / sum
   layer_norm (2048, 512)        vs numpy (x - mean) / sqrt(var + eps) * w + b
 numpy runs these on one thread (no BLAS inside); ops uses --threads (default all cores).
+With --backend gpu: ops/bench_gpu.py (each op on GPU arrays against a WGSL copy kernel).
 Ratios > 1 mean ops is faster; floor/ops is the fraction of copy bandwidth reached.
 """
 

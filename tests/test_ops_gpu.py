@@ -448,3 +448,21 @@ def test_a_decoder_step_chains_on_the_gpu_without_transfers():
     assert_within(probs.numpy(), ref, logsoftmax_bound(ref, n))
     np.testing.assert_array_equal(ids.numpy(), ops.log_softmax_topk(logits.numpy(), 4)[1])
 
+
+
+# -- the benchmark runs ------------------------------------------------------------------------------
+
+
+def test_bench_ops_gpu_runs(capsys, tmp_path):
+    from graph import cli
+
+    out = tmp_path / "ops_gpu.json"
+    assert cli.main(["bench", "--ops", "--backend", "gpu", "--rows", "3", "--cols", "64",
+                     "--repeats", "1", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    for op in ("copy", "logsoftmax", "log_softmax_topk k=8", "layer_norm", "gelu (erf)",
+               "quantize_linear int8", "dynamic_quantize_linear"):
+        assert op in printed
+    import json
+    result = json.loads(out.read_text())
+    assert result["shape"] == [3, 64] and all(r["GB_s"] > 0 for r in result["rows"])
