@@ -20,8 +20,9 @@ from . import programs as pg
 TOPK_MAX = pg.WG
 
 
-def _rows_source(kernel: str, vec: bool, **values):
-    return dict(XT=pg.xtype(vec), LOAD=pg.row_load(vec), **values)
+def _rows_source(vec: bool) -> dict:
+    """Template values of rows.wgsl: the array type and load4() for rows of this alignment."""
+    return dict(XT=pg.xtype(vec), LOAD=pg.row_load(vec))
 
 
 def _softmax(x, axis: int, out, mode: int):
@@ -33,7 +34,7 @@ def _softmax(x, axis: int, out, mode: int):
     if inner == 1:
         vec = n % 4 == 0
         prog = pg.program("softmax.wgsl", "rwu", "rows.wgsl", MODE=mode, STORE=pg.row_store(vec),
-                          **_rows_source("softmax.wgsl", vec))
+                          **_rows_source(vec))
         disp = (prog, (x.buffer, dst.buffer, pg.params(outer, n, -(-n // 4), 0)), pg.grid(outer))
     else:
         prog = pg.program("softmax_strided.wgsl", "rwu", MODE=mode)
@@ -61,7 +62,7 @@ def log_softmax_topk(x, k: int, out_values, out_indices, threads):
     n = x.shape[-1]
     rows = x.size // n
     vec = n % 4 == 0
-    prog = pg.program("topk.wgsl", "rwwu", "rows.wgsl", **_rows_source("topk.wgsl", vec))
+    prog = pg.program("topk.wgsl", "rwwu", "rows.wgsl", **_rows_source(vec))
     pg.run([(prog, (x.buffer, out_values.buffer, out_indices.buffer,
                      pg.params(rows, n, -(-n // 4), k)), pg.grid(rows))])
     return out_values, out_indices

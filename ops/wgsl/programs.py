@@ -182,11 +182,6 @@ def check_out(out, shape: tuple[int, ...], dtype, argument: str = "out", inputs=
     return out
 
 
-def view(a: GpuArray, shape) -> GpuArray:
-    """The same buffer under another shape (a kernel's internal view; not pooled on release)."""
-    return GpuArray(tuple(shape), a.dtype, buffer=a.buffer)
-
-
 def target(out: GpuArray, *inputs) -> GpuArray:
     """Where a kernel writes: `out` itself, or a temporary when `out` is one of the inputs
     (WebGPU forbids one buffer bound both read-only and writable in a dispatch); then
