@@ -286,7 +286,7 @@ def download(buffer, nbytes: int, into: np.ndarray | None = None) -> np.ndarray:
         size=size, usage=wgpu.BufferUsage.MAP_READ | wgpu.BufferUsage.COPY_DST)
     copy_size = -(-nbytes // 4) * 4
     flush(lambda encoder: encoder.copy_buffer_to_buffer(buffer, 0, staging, 0, copy_size))
-    staging.map_sync(wgpu.MapMode.READ, 0, copy_size)
+    _map_read(staging, copy_size)
     try:
         view = np.frombuffer(staging.read_mapped(0, copy_size, copy=False), np.uint8, nbytes)
         if into is None:
@@ -298,6 +298,33 @@ def download(buffer, nbytes: int, into: np.ndarray | None = None) -> np.ndarray:
         free.append(staging)
     TRANSFERS["download"] += 1
     return into
+
+
+_FAST_MAP = [True]
+
+
+def _map_read(staging, size: int) -> None:
+    """Map a staging buffer for reading, once the queued copy into it is done.
+
+    wgpu-py's map_sync first submits an empty command buffer (its workaround for data written
+    through a mapping, which a staging buffer never holds; the copy's own submission precedes
+    this call anyway), then waits for its polling thread to wake this one. Asking for
+    "READ_NOSYNC" skips the extra submission and polling from this thread saves the hand-over
+    between threads. Both are wgpu-py internals (0.32): if either is missing, map_sync it is."""
+    import wgpu
+
+    if _FAST_MAP[0]:
+        try:
+            promise = staging.map_async("READ_NOSYNC", 0, size)
+        except (ValueError, KeyError, TypeError, AttributeError):
+            _FAST_MAP[0] = False
+        else:
+            poll_wait = getattr(device(), "_poll_wait", None)
+            if poll_wait is not None:
+                poll_wait()
+            promise.sync_wait()
+            return
+    staging.map_sync(wgpu.MapMode.READ, 0, size)
 
 
 _UNIFORMS: dict = {}
@@ -366,8 +393,10 @@ def _ring():
 
 
 def _param_bytes(params) -> np.ndarray:
-    data = np.frombuffer(params, np.uint8) if isinstance(params, bytes) else \
-        np.ascontiguousarray(params).reshape(-1).view(np.uint8)
+    if type(params) is np.ndarray and params.ndim == 1:
+        data = params.view(np.uint8)
+    else:
+        data = np.frombuffer(bytes(params), np.uint8)
     if data.size > PARAMS_BYTES or data.size % 4:
         raise ValueError(f"params: expected a parameter block of at most {PARAMS_BYTES} bytes, "
                          f"a multiple of 4, got {data.size}")
