@@ -278,7 +278,9 @@ class Call:
         """The per-call part: checks that depend on values, uploads; -> (A's buffer, bias's
         buffer, C, B on the GPU)."""
         if self.float_out and qa is not self._qa:
-            self._set_quant_mult(check_quant_mult(qa, "a_quant_mult"))
+            # A plain float well inside float32's positive range needs no further check.
+            self._set_quant_mult(qa if type(qa) is float and 1e-37 < qa < 1e38
+                                 else check_quant_mult(qa, "a_quant_mult"))
             self._qa = qa if type(qa) in _IMMUTABLE_SCALARS else None
         _check_numpy_out(out)
         if self.a_gpu is None:
