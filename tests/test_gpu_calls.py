@@ -221,3 +221,13 @@ def test_parameter_blocks_are_checked():
         gpu.enqueue(program, None, (1, 1, 1), np.zeros(65, np.uint32))
     with pytest.raises(ValueError, match="bindings: a parameter block 'p' must be the last"):
         gpu.pipeline(gemm.wgsl.kernels.gather_b_source(), "rrrrwwpw")
+
+
+def test_cached_temporaries_are_bounded(monkeypatch):
+    rng = np.random.default_rng(10)
+    pb = gemm.prepare_b_quantized(rand_i8(rng, (16, 8)))
+    monkeypatch.setattr(driver, "MAX_CALL_BYTES", 1)
+    for m in (1, 2, 3):
+        a = rand_i8(rng, (m, 16))
+        np.testing.assert_array_equal(gemm.gemm_i8(a, pb, backend="gpu"), ref(a, pb.quantized()))
+        assert len(driver._CALLS) == 1  # each new one evicts the older: the newest always stays

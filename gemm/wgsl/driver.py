@@ -92,6 +92,7 @@ def build(a, b, *, a_quant_mult=None, bias=None, relu: bool = False, out=None,
 # GPU buffers A, bias and out are. B is held by a weak reference (its entries go when it does).
 
 MAX_CALLS = 64
+MAX_CALL_BYTES = 256 << 20  # GPU memory the cached Calls' temporaries may hold, together
 _CALLS: collections.OrderedDict = collections.OrderedDict()
 _IMMUTABLE_SCALARS = (float, int, np.float32, np.float64)
 
@@ -127,8 +128,9 @@ def _remember(key, call: Call, b) -> None:
 
     call.b_ref = weakref.ref(b, forget)
     _CALLS[key] = call
-    if len(_CALLS) > MAX_CALLS:
-        _CALLS.popitem(last=False)
+    held = sum(c.nbytes for c in _CALLS.values())
+    while len(_CALLS) > 1 and (len(_CALLS) > MAX_CALLS or held > MAX_CALL_BYTES):
+        held -= _CALLS.popitem(last=False)[1].nbytes
 
 
 def forget_calls() -> None:
@@ -213,6 +215,7 @@ class Call:
         self.gb_ref = weakref.ref(gb)
         self.generation = gpu.generation()
         self._qa = None  # the a_quant_mult object the parameter blocks hold, when immutable
+        self.nbytes = 0  # of the temporaries below
         if n == 0:
             self.decision = None
             return
@@ -234,6 +237,8 @@ class Call:
         placeholder = dummy()
         self.placeholder = placeholder.buffer
         self.zb_gpu = GpuArray.from_numpy(zb) if zb.size else placeholder
+        self.nbytes = sum(x.nbytes for x in (self.packed_a, self.rowinfo, self.a_gpu, self.bias_gpu,
+                                             self.c_own, self.zb_gpu) if x is not None)
         if isinstance(a, GpuArray) and a.dtype == np.float32:
             flags |= ROW_FLAGS
 
