@@ -8,6 +8,11 @@ contender once), medians:
   numpy           numpy A in, numpy C out (upload A and bias, download C: one round trip a call)
   torch resident  torch.addmm(bias, A, W, out=) on CUDA, float32, TF32 off (when torch has CUDA)
   torch numpy     the same from a numpy A to a numpy C
+  kernels         the GPU time of the call's two dispatches (quantize A, multiply) repeated
+                  back to back in one submission: GPU timestamps where the adapter has them
+A resident wall time well above both the host time and the kernels' time points at the GPU
+side between kernels (the barrier after each dispatch, clocks); one near the host time means
+the call is bound by its host cost.
 For each: wall time per call (what a caller waits for) and the CPU time the calling thread spent
 per call (the host cost: on a real GPU the kernels themselves take a few microseconds; on a
 software adapter such as lavapipe they run on other threads, so the wall time there is mostly
@@ -84,6 +89,21 @@ def contenders(shape, rng, torch=None) -> dict:
     return fns
 
 
+def kernel_time(shape, rng) -> tuple[float, str]:
+    """(GPU seconds of one resident call's dispatches, "timestamps" or "wall")."""
+    import gemm
+    from dispatch import gpu
+
+    from . import driver
+
+    m, k, n = shape
+    pb = gemm.prepare_b(rng.standard_normal((k, n), dtype=np.float32), 20.0)
+    plan = driver.build(gemm.GpuArray.from_numpy(rng.standard_normal((m, k), dtype=np.float32)),
+                        pb.to_gpu(), a_quant_mult=20.0,
+                        bias=gemm.GpuArray.from_numpy(np.zeros(n, np.float32)))
+    return gpu.time_dispatches(plan.dispatches, 50)
+
+
 def measure(shape, rounds: int, calls: int, rng, torch=None) -> dict:
     fns = contenders(shape, rng, torch)
     for fn, sync in fns.values():  # compile and warm
@@ -93,19 +113,26 @@ def measure(shape, rounds: int, calls: int, rng, torch=None) -> dict:
     for _ in range(rounds):
         for name, (fn, sync) in fns.items():
             samples[name].append(_time_batch(fn, sync, calls))
-    return {name: {"wall_us": 1e6 * statistics.median(s[0] for s in values),
-                   "cpu_us": 1e6 * statistics.median(s[1] for s in values)}
-            for name, values in samples.items()}
+    result = {name: {"wall_us": 1e6 * statistics.median(s[0] for s in values),
+                     "cpu_us": 1e6 * statistics.median(s[1] for s in values)}
+              for name, values in samples.items()}
+    seconds, how = kernel_time(shape, rng)
+    result["kernels"] = {"gpu_us": 1e6 * seconds, "timing": how}
+    return result
 
 
 def format_rows(rows) -> str:
-    names = list(rows[0][1])
-    head = f"{'M':>5} {'K':>5} {'N':>6} | " + " | ".join(f"{name:>17}" for name in names)
-    lines = ["microseconds per call: wall / calling thread's CPU (medians of interleaved batches)",
-             head, "-" * len(head)]
+    names = [name for name in rows[0][1] if name != "kernels"]
+    head = (f"{'M':>5} {'K':>5} {'N':>6} | " + " | ".join(f"{name:>17}" for name in names)
+            + f" | {'kernels':>8}")
+    lines = ["microseconds per call: wall / calling thread's CPU (medians of interleaved batches);"
+             " kernels: GPU time", head, "-" * len(head)]
     for (m, k, n), result in rows:
         cells = [f"{result[name]['wall_us']:8.1f} /{result[name]['cpu_us']:7.1f}" for name in names]
-        lines.append(f"{m:>5} {k:>5} {n:>6} | " + " | ".join(f"{c:>17}" for c in cells))
+        lines.append(f"{m:>5} {k:>5} {n:>6} | " + " | ".join(f"{c:>17}" for c in cells)
+                     + f" | {result['kernels']['gpu_us']:8.1f}")
+    timing = {result["kernels"]["timing"] for _, result in rows}
+    lines.append(f"kernels timed with: {', '.join(sorted(timing))}")
     return "\n".join(lines)
 
 
