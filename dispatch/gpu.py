@@ -407,6 +407,8 @@ def enqueue(program: Program, bind_group, workgroups, params=None) -> None:
     """Queue one dispatch of `program` with a bind group from bind(); params: the parameter
     block (bytes or a numpy array) when the program has a "p" binding. The data is copied now."""
     if program.params:
+        if params is None:
+            raise ValueError("params: this program's last binding is a parameter block; pass it")
         data = _param_bytes(params)
         if "host" not in _RING:
             _ring()
@@ -523,7 +525,6 @@ def time_dispatches(dispatches, repeats: int = 10, min_seconds: float = 0.02) ->
     import wgpu
 
     dev = device()
-    flush()
     groups = _bound_static(dispatches)
     warm, per_repeat, t0 = 1, None, time.perf_counter()
     while True:

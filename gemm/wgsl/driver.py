@@ -7,6 +7,9 @@
 Semantics are those of gemm.api.gemm_i8 (same checks, same messages, same arithmetic), except
 that a GPU-resident float A is not scanned for NaN/inf on the host: its NaN/inf rows come out as
 NaN rows of C. The result is a GpuArray when A is one (or `out` is one), else numpy.
+A call is checked and planned once per kind of call (a `Call`, cached: see "the call cache"
+below); repeating it costs the per-call checks, the uploads of numpy inputs and two enqueued
+dispatches, whose parameter blocks travel through dispatch.gpu's ring.
 """
 
 from __future__ import annotations
