@@ -117,8 +117,11 @@ def test_dense_sweep_within_stated_bound(name):
         ref = ref_f(v)
     y = f(G(x))
     assert isinstance(y, GpuArray)
-    # subnormal results: WGSL lets a GPU flush them to zero
-    assert_within(y.numpy(), ref, np.maximum(bound(v, ref), TINY), name)
+    # Subnormal results: WGSL lets a GPU flush them to zero. gelu's far negative tail also
+    # passes through subnormal intermediates (NVIDIA's Vulkan driver flushes those), so results
+    # below 2**-100 in magnitude may come out as zero.
+    floor = 2.0 ** -100 if name.startswith("gelu") else TINY
+    assert_within(y.numpy(), ref, np.maximum(bound(v, ref), floor), name)
 
 
 @pytest.mark.parametrize("name", ["relu", *UNARY])

@@ -160,7 +160,9 @@ fn gelu_erf4(x: vec4<f32>) -> vec4<f32> {
 }
 
 fn relu4(x: vec4<f32>) -> vec4<f32> {
-  return select(x, vec4<f32>(0.0), x < vec4<f32>(0.0));   // NaN < 0 is false: NaN stays
+  // NaN < 0 is false, but a driver may turn this select into max(x, 0), which drops NaN
+  // (NVIDIA's does): the bit test keeps it.
+  return select(select(x, vec4<f32>(0.0), x < vec4<f32>(0.0)), x, nan_mask4(x));
 }
 
 // op codes shared with driver.py: NONE 0, RELU 1, EXP 2, TANH 3, SIGMOID 4, GELU_TANH 5, GELU_ERF 6
