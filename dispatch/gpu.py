@@ -15,12 +15,7 @@ Contract:
     256 bytes), so per-call temporaries reuse memory instead of asking the driver each time.
   - `run(dispatches)` queues (program, buffers, workgroup counts) dispatches; they are submitted
     together, in one compute pass, by `flush()` -- which every download, upload, synchronize and
-    timing does first, and which runs by itself once MAX_PENDING dispatches wait. `bind` and
-    `enqueue` do the same in two steps, for callers that keep their bind groups.
-  - Parameters (shapes, flags, multipliers) of a program whose last binding is "p" are no
-    buffer of their own: each queued dispatch gets a 256-byte slot of one uniform ring buffer,
-    bound with a dynamic offset, and the used slots go to the GPU in one queue.write_buffer just
-    before the submission. A new multiplier on every call makes no new buffer or bind group.
+    timing does first, and which runs by itself once MAX_PENDING dispatches wait.
     `time_dispatches` runs a list `repeats` times and returns seconds per repeat from GPU
     timestamps where the adapter has them, else from synchronised wall time.
   - `TRANSFERS` counts host<->GPU array copies (uploads and downloads), so callers and tests can
@@ -173,9 +168,7 @@ def _forget() -> None:
     _POOL.clear()
     _STAGING.clear()
     _BIND_GROUPS.clear()
-    _BIND_GROUPS_OF.clear()
     _UNIFORMS.clear()
-    _RING.clear()
 
 
 def mark_lost(reason: str) -> None:
@@ -193,29 +186,21 @@ def refresh() -> None:
 # -- pipelines ---------------------------------------------------------------------------------
 
 _PIPELINES: dict = {}
-# pipeline: the wgpu pipeline; layout: its bind group layout; params: whether its last binding
-# is a parameter block of the ring ("p").
-Program = collections.namedtuple("Program", "pipeline layout params")
+Program = collections.namedtuple("Program", "pipeline layout")
 
 
 def pipeline(source: str, bindings: str, entry: str = "main"):
     """The compute pipeline of a WGSL source, compiled once. bindings: one letter per binding of
-    group 0, in order: "r" read-only storage, "w" read-write storage, "u" uniform (a buffer the
-    caller makes, e.g. with uniform()), "p" -- last only -- a uniform parameter block of at most
-    PARAMS_BYTES that each dispatch passes as data (see enqueue). (An explicit layout, so a
-    binding the shader happens not to use still has its slot.)"""
+    group 0, in order: "r" read-only storage, "w" read-write storage, "u" uniform. (An explicit
+    layout, so a binding the shader happens not to use still has its slot.)"""
     key = (source, bindings, entry)
     p = _PIPELINES.get(key)
     if p is None:
         import wgpu
 
-        if "p" in bindings[:-1]:
-            raise ValueError(f"bindings: a parameter block 'p' must be the last binding, got {bindings!r}")
         kinds = {"r": {"buffer": {"type": wgpu.BufferBindingType.read_only_storage}},
                  "w": {"buffer": {"type": wgpu.BufferBindingType.storage}},
-                 "u": {"buffer": {"type": wgpu.BufferBindingType.uniform}},
-                 "p": {"buffer": {"type": wgpu.BufferBindingType.uniform,
-                                  "has_dynamic_offset": True}}}
+                 "u": {"buffer": {"type": wgpu.BufferBindingType.uniform}}}
         dev = device()
         layout = dev.create_bind_group_layout(entries=[
             {"binding": i, "visibility": wgpu.ShaderStage.COMPUTE, **kinds[kind]}
@@ -223,7 +208,7 @@ def pipeline(source: str, bindings: str, entry: str = "main"):
         module = dev.create_shader_module(code=source)
         p = _PIPELINES[key] = Program(dev.create_compute_pipeline(
             layout=dev.create_pipeline_layout(bind_group_layouts=[layout]),
-            compute={"module": module, "entry_point": entry}), layout, bindings.endswith("p"))
+            compute={"module": module, "entry_point": entry}), layout)
     return p
 
 
@@ -257,9 +242,6 @@ def release(buffer, made_in: int | None = None) -> None:
     kept = sum(size * len(bufs) for size, bufs in _POOL.items())
     if kept + buffer.size <= _POOL_KEEP_BYTES:
         _POOL.setdefault(buffer.size, []).append(buffer)
-    else:  # the buffer is dropped: so are the bind groups that would keep its memory alive
-        for key in _BIND_GROUPS_OF.pop(buffer, ()):
-            _BIND_GROUPS.pop(key, None)
 
 
 def upload(buffer, data: np.ndarray) -> None:
@@ -286,7 +268,7 @@ def download(buffer, nbytes: int, into: np.ndarray | None = None) -> np.ndarray:
         size=size, usage=wgpu.BufferUsage.MAP_READ | wgpu.BufferUsage.COPY_DST)
     copy_size = -(-nbytes // 4) * 4
     flush(lambda encoder: encoder.copy_buffer_to_buffer(buffer, 0, staging, 0, copy_size))
-    _map_read(staging, copy_size)
+    staging.map_sync(wgpu.MapMode.READ, 0, copy_size)
     try:
         view = np.frombuffer(staging.read_mapped(0, copy_size, copy=False), np.uint8, nbytes)
         if into is None:
@@ -298,33 +280,6 @@ def download(buffer, nbytes: int, into: np.ndarray | None = None) -> np.ndarray:
         free.append(staging)
     TRANSFERS["download"] += 1
     return into
-
-
-_FAST_MAP = [True]
-
-
-def _map_read(staging, size: int) -> None:
-    """Map a staging buffer for reading, once the queued copy into it is done.
-
-    wgpu-py's map_sync first submits an empty command buffer (its workaround for data written
-    through a mapping, which a staging buffer never holds; the copy's own submission precedes
-    this call anyway), then waits for its polling thread to wake this one. Asking for
-    "READ_NOSYNC" skips the extra submission and polling from this thread saves the hand-over
-    between threads. Both are wgpu-py internals (0.32): if either is missing, map_sync it is."""
-    import wgpu
-
-    if _FAST_MAP[0]:
-        try:
-            promise = staging.map_async("READ_NOSYNC", 0, size)
-        except (ValueError, KeyError, TypeError, AttributeError):
-            _FAST_MAP[0] = False
-        else:
-            poll_wait = getattr(device(), "_poll_wait", None)
-            if poll_wait is not None:
-                poll_wait()
-            promise.sync_wait()
-            return
-    staging.map_sync(wgpu.MapMode.READ, 0, size)
 
 
 _UNIFORMS: dict = {}
@@ -345,88 +300,23 @@ def uniform(values: bytes):
 # -- dispatching -------------------------------------------------------------------------------
 
 _BIND_GROUPS: collections.OrderedDict = collections.OrderedDict()
-_BIND_GROUPS_OF: dict = {}  # buffer -> keys of _BIND_GROUPS that hold it
-MAX_BIND_GROUPS = 1024
 
 
-def bind(program: Program, buffers: tuple, params_buffer=None):
-    """The bind group of `program` over `buffers` (one per binding, a "p" binding left out: it
-    is bound to the parameter ring, or to params_buffer), made once per distinct buffers."""
-    if program.params and params_buffer is None:
-        params_buffer = _RING.get("buffer") or _ring()
-    key = (program, buffers, params_buffer)
+def _bind_group(pipe, buffers: tuple):
+    key = (pipe, *buffers)
     bg = _BIND_GROUPS.get(key)
     if bg is None:
-        entries = [{"binding": i, "resource": {"buffer": b}} for i, b in enumerate(buffers)]
-        if program.params:
-            entries.append({"binding": len(buffers), "resource": {
-                "buffer": params_buffer, "offset": 0, "size": PARAMS_BYTES}})
-        bg = _BIND_GROUPS[key] = device().create_bind_group(layout=program.layout, entries=entries)
-        for b in buffers:
-            _BIND_GROUPS_OF.setdefault(b, set()).add(key)
-        if len(_BIND_GROUPS) > MAX_BIND_GROUPS:
-            old, _ = _BIND_GROUPS.popitem(last=False)
-            for b in old[1]:
-                keys = _BIND_GROUPS_OF.get(b)
-                if keys is not None:
-                    keys.discard(old)
-                    if not keys:
-                        del _BIND_GROUPS_OF[b]
+        bg = device().create_bind_group(
+            layout=pipe.layout,
+            entries=[{"binding": i, "resource": {"buffer": b}} for i, b in enumerate(buffers)])
+        _BIND_GROUPS[key] = bg
+        if len(_BIND_GROUPS) > 1024:
+            _BIND_GROUPS.popitem(last=False)
     return bg
 
 
-# Parameter blocks: slots of PARAMS_BYTES (WebGPU's largest min-uniform-buffer-offset-alignment,
-# so every adapter accepts the offsets), one per queued dispatch; MAX_PENDING of them, since a
-# flush empties the ring along with the queue.
-PARAMS_BYTES = 256
-_RING: dict = {}  # "buffer": the uniform ring on the GPU, "host": its next contents, "used": slots
-
-
-def _ring():
-    import wgpu
-
-    _RING["host"] = np.zeros(MAX_PENDING * PARAMS_BYTES, np.uint8)
-    _RING["used"] = 0
-    _RING["buffer"] = device().create_buffer(
-        size=MAX_PENDING * PARAMS_BYTES, usage=wgpu.BufferUsage.UNIFORM | wgpu.BufferUsage.COPY_DST)
-    return _RING["buffer"]
-
-
-def _param_bytes(params) -> np.ndarray:
-    if type(params) is np.ndarray and params.ndim == 1:
-        data = params.view(np.uint8)
-    else:
-        data = np.frombuffer(bytes(params), np.uint8)
-    if data.size > PARAMS_BYTES or data.size % 4:
-        raise ValueError(f"params: expected a parameter block of at most {PARAMS_BYTES} bytes, "
-                         f"a multiple of 4, got {data.size}")
-    return data
-
-
-def enqueue(program: Program, bind_group, workgroups, params=None) -> None:
-    """Queue one dispatch of `program` with a bind group from bind(); params: the parameter
-    block (bytes or a numpy array) when the program has a "p" binding. The data is copied now."""
-    if program.params:
-        if params is None:
-            raise ValueError("params: this program's last binding is a parameter block; pass it")
-        data = _param_bytes(params)
-        if "host" not in _RING:
-            _ring()
-        used = _RING["used"]
-        start = used * PARAMS_BYTES
-        _RING["host"][start:start + data.size] = data
-        _RING["used"] = used + 1
-        _PENDING.append((program.pipeline, bind_group, (start,), workgroups))
-    elif params is not None:
-        raise ValueError("params: this program has no parameter binding 'p'")
-    else:
-        _PENDING.append((program.pipeline, bind_group, (), workgroups))
-    if len(_PENDING) >= MAX_PENDING:
-        flush()
-
-
 def _encode(groups, repeats=1, timestamps=None):
-    """groups: [(wgpu pipeline, bind group, dynamic offsets, (x, y, z)), ...] -> an encoder."""
+    """groups: [(wgpu pipeline, bind group, (x, y, z)), ...] -> a command encoder."""
     encoder = device().create_command_encoder()
     kwargs = {}
     if timestamps is not None:
@@ -434,28 +324,17 @@ def _encode(groups, repeats=1, timestamps=None):
                                       "end_of_pass_write_index": 1}
     cpass = encoder.begin_compute_pass(**kwargs)
     for _ in range(repeats):
-        for pipe, bg, offsets, wg in groups:
+        for pipe, bg, wg in groups:
             cpass.set_pipeline(pipe)
-            cpass.set_bind_group(0, bg, offsets)
+            cpass.set_bind_group(0, bg)
             cpass.dispatch_workgroups(*wg)
     cpass.end()
     return encoder
 
 
-def _bound_static(dispatches) -> list:
-    """[(Program, (buffer, ..., params), workgroups)] -> [(pipeline, bind group, offsets,
-    workgroups)] with each parameter block in a uniform buffer of its own: for encoding the
-    same list many times (timing), outside the ring."""
-    groups = []
-    for p, bufs, wg in dispatches:
-        if p.params:
-            data = _param_bytes(bufs[-1])
-            block = np.zeros(PARAMS_BYTES, np.uint8)
-            block[:data.size] = data
-            groups.append((p.pipeline, bind(p, tuple(bufs[:-1]), uniform(block.tobytes())), (0,), wg))
-        else:
-            groups.append((p.pipeline, bind(p, tuple(bufs)), (), wg))
-    return groups
+def _bound(dispatches) -> list:
+    """[(Program, (buffer, ...), workgroups)] -> [(pipeline, bind group, workgroups)]."""
+    return [(p.pipeline, _bind_group(p, bufs), wg) for p, bufs, wg in dispatches]
 
 
 # Finishing and submitting a command buffer costs tens of microseconds in wgpu-native whatever
@@ -467,38 +346,26 @@ _PENDING: list = []
 
 
 def run(dispatches) -> None:
-    """Queue the dispatches [(Program, buffers, workgroups)], in order (each sees the previous
-    one's writes); for a program with a "p" binding, the last of its buffers is the parameter
-    block (bytes or a numpy array)."""
-    for p, bufs, wg in dispatches:
-        if p.params:
-            enqueue(p, bind(p, tuple(bufs[:-1])), wg, bufs[-1])
-        else:
-            enqueue(p, bind(p, tuple(bufs)), wg)
+    """Queue the dispatches (in order; each sees the previous one's writes)."""
+    _PENDING.extend(_bound(dispatches))
+    if len(_PENDING) >= MAX_PENDING:
+        flush()
 
 
 def flush(then=None) -> None:
-    """Submit every queued dispatch, in one compute pass, after the one write of their
-    parameter blocks; then(encoder), if given, records more commands (a copy) into the same
-    submission."""
+    """Submit every queued dispatch, in one compute pass; then(encoder), if given, records more
+    commands (a copy) into the same submission."""
     if not _PENDING and then is None:
         return
     import wgpu
 
     groups = list(_PENDING)
     _PENDING.clear()
-    used = _RING.get("used", 0)
     try:
-        dev = device()
-        if used:
-            _RING["used"] = 0
-            # Ordered after every earlier submission and before this one: the slots' previous
-            # readers have been submitted, this submission's readers see the new blocks.
-            dev.queue.write_buffer(_RING["buffer"], 0, _RING["host"][:used * PARAMS_BYTES])
-        encoder = _encode(groups) if groups else dev.create_command_encoder()
+        encoder = _encode(groups) if groups else device().create_command_encoder()
         if then is not None:
             then(encoder)
-        dev.queue.submit([encoder.finish()])
+        device().queue.submit([encoder.finish()])
     except wgpu.GPUValidationError:
         raise  # a wrong call, not a broken device
     except Exception as exc:
@@ -525,7 +392,7 @@ def time_dispatches(dispatches, repeats: int = 10, min_seconds: float = 0.02) ->
     import wgpu
 
     dev = device()
-    groups = _bound_static(dispatches)
+    groups = _bound(dispatches)
     warm, per_repeat, t0 = 1, None, time.perf_counter()
     while True:
         flush()

@@ -14,14 +14,10 @@ import numba
 import numpy as np
 
 import dispatch
-from dispatch import gpu
-from dispatch.gpu_array import GpuArray
 
 from .cpu import driver
 from .prepared import PreparedB, prepare_b_quantized
 from .validate import b_zero_points, check_int, check_quant_mult
-from .wgsl import driver as gpu_driver
-from .wgsl.prepared import GpuPreparedB
 
 _EMPTY_F32 = np.zeros(0, np.float32)
 _A_DTYPES = (np.dtype(np.int8), np.dtype(np.uint8), np.dtype(np.float32))
@@ -214,8 +210,10 @@ def _out_scale_vector(out_scale, n: int) -> np.ndarray:
 
 def _route(a, b, out, backend):
     """The backend a call takes: "gpu", "auto" or a CPU backend (None = the default)."""
-    if backend == "gpu":  # the GPU's availability is checked by _gemm_gpu
-        return backend
+    from dispatch.gpu_array import GpuArray
+
+    from .wgsl.prepared import GpuPreparedB
+
     on_gpu = isinstance(a, GpuArray) or isinstance(b, GpuPreparedB) or isinstance(out, GpuArray)
     if backend is None:
         return "gpu" if on_gpu else None
@@ -235,6 +233,10 @@ def _route(a, b, out, backend):
 def _gemm_gpu(a, b, backend, kwargs, threads, _params):
     """The WGSL path; for backend="auto", the CPU instead (with one warning) when there is no GPU
     or the device is lost."""
+    from dispatch import gpu
+
+    from .wgsl import driver as gpu_driver
+
     if backend == "auto":
         impl = dispatch.resolve("gemm_i8", "auto")
         if impl.backend != "gpu":
@@ -244,6 +246,5 @@ def _gemm_gpu(a, b, backend, kwargs, threads, _params):
         except gpu.DeviceLost as exc:
             dispatch.registry.warn_cpu_fallback(str(exc))
             return gemm_i8(a, b, **kwargs, threads=threads, _params=_params)
-    if gpu.unavailable_reason() is not None:  # (a quick test: this runs on every call)
-        dispatch.resolve("gemm_i8", "gpu")  # RuntimeError naming why
+    dispatch.resolve("gemm_i8", "gpu")  # RuntimeError naming why, when there is no GPU
     return gpu_driver.gemm_i8(a, b, **kwargs, _params=_params)

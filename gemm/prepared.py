@@ -22,7 +22,7 @@ class PreparedB:
     """B (K x N) quantized to int8 and ready for `gemm_i8`. Build it with the prepare_* functions."""
 
     __slots__ = ("k", "n", "_columns", "col_sums", "quant_mult", "inv_quant_mult", "has_min",
-                 "_packed", "_colterm", "_gpu", "__weakref__")
+                 "_packed", "_colterm", "_gpu")
 
     def __init__(self, columns: np.ndarray, k: int, quant_mult: np.ndarray | None,
                  col_sums: np.ndarray | None = None, has_min: bool | None = None):

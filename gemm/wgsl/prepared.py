@@ -22,8 +22,7 @@ from .tiles import K4_ALIGN
 class GpuPreparedB:
     """A PreparedB in GPU memory. Make one with `PreparedB.to_gpu()`; multiply with gemm_i8."""
 
-    __slots__ = ("k", "n", "k4", "np_", "packed", "col_sums", "inv_quant_mult", "quant_mult",
-                 "__weakref__")
+    __slots__ = ("k", "n", "k4", "np_", "packed", "col_sums", "inv_quant_mult", "quant_mult")
 
     def __init__(self, k: int, n: int, packed: GpuArray, col_sums: GpuArray,
                  inv_quant_mult: GpuArray | None, quant_mult: np.ndarray | None):
@@ -53,8 +52,8 @@ class GpuPreparedB:
         col_sums = GpuArray((n,), np.int32)
         inv = None if self.inv_quant_mult is None else GpuArray((n,), np.float32)
         if n:
-            program = gpu.pipeline(kernels.gather_b_source(), "rrrrwwwp")
-            params = np.array([n, np_, self.np_, self.k4], np.uint32)
+            program = gpu.pipeline(kernels.gather_b_source(), "rrrrwwwu")
+            params = gpu.uniform(np.array([n, np_, self.np_, self.k4], np.uint32).tobytes())
             gpu_ids = GpuArray.from_numpy(ids.astype(np.uint32))
             placeholder = dummy()
             gpu.run([(program, (self.packed.buffer, gpu_ids.buffer, self.col_sums.buffer,
