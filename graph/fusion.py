@@ -26,14 +26,15 @@ and bias are constants of the shapes the kernels accept.
 from __future__ import annotations
 
 import dataclasses
-import functools
+import math
 
 import numpy as np
 from onnx import TensorProto
 
 import gemm
 
-from . import stopgap_kernels
+import ops
+
 from .onnx_ops import int8_weights, requantize
 
 
@@ -189,19 +190,20 @@ def _scalar(index: GraphIndex, name: str):
     return float(v.reshape(())) if v is not None and v.size == 1 and v.dtype == np.float32 else None
 
 
+_SQRT2_F32 = float(np.float32(math.sqrt(2.0)))
+
+
 def find_gelu_groups(nodes, index: GraphIndex, float32_tensors: set[str]) -> list[Group]:
-    """Gelu as torch exports it before opset 20:
-    Mul(Mul(x, Add(Erf(Div(x, sqrt 2)), 1)), 0.5) (or Mul(x, 1/sqrt 2) for the Div)."""
+    """Gelu as torch exports it before opset 20: Mul(Mul(x, Add(Erf(Div(x, sqrt 2)), 1)), 0.5),
+    with exactly those constants (as float32), which ops.gelu(float32_steps=True) computes bit
+    for bit. Any other constants (or Mul(x, 1/sqrt 2) for the Div) stay separate nodes."""
     groups = []
     for d in nodes:
-        if d.op_type not in ("Div", "Mul") or len(d.input) != 2:
+        if d.op_type != "Div" or len(d.input) != 2:
             continue
         x, c = d.input
-        pre = _scalar(index, c)
-        if pre is None and d.op_type == "Mul":
-            c, x = x, c
-            pre = _scalar(index, c)
-        if pre is None or x not in float32_tensors or index.const(x) is not None:
+        if _scalar(index, c) != _SQRT2_F32 or x not in float32_tensors or \
+                index.const(x) is not None:
             continue
         erf = index.sole_reader(d.output[0], "Erf")
         add = erf and index.sole_reader(erf.output[0], "Add")
@@ -209,17 +211,26 @@ def find_gelu_groups(nodes, index: GraphIndex, float32_tensors: set[str]) -> lis
             continue
         one = _scalar(index, next((i for i in add.input if i != erf.output[0]), ""))
         mul = index.sole_reader(add.output[0], "Mul")
-        if one is None or mul is None or set(mul.input) != {x, add.output[0]}:
+        if one != 1.0 or mul is None or set(mul.input) != {x, add.output[0]}:
             continue
         half_mul = index.sole_reader(mul.output[0], "Mul")
         half = half_mul and _scalar(index, next((i for i in half_mul.input if i != mul.output[0]), ""))
-        if half is None:
+        if half != 0.5:
             continue
         group = Group("Gelu(Erf)", [d, erf, add, mul, half_mul], [x], half_mul.output[0], "")
-        group.fn = functools.partial(stopgap_kernels.gelu_chain, pre=pre, divide=d.op_type == "Div",
-                                     add=one, post=half)
+        group.fn = GeluSteps()
         groups.append(group)
     return groups
+
+
+class GeluSteps:
+    """The five Gelu nodes in one pass: ops.gelu(x, float32_steps=True)."""
+
+    def __init__(self):
+        self.threads = None
+
+    def __call__(self, x):
+        return ops.gelu(x, float32_steps=True, threads=self.threads)
 
 
 def prepare_weight(w: np.ndarray, w_zero_point, w_scale=None):

@@ -168,7 +168,7 @@ class Session:
                 step.fn = FloatMatMul(self.threads or _cores())
                 step.kernel = "numpy matmul (BLAS, 1 thread per piece)"
             elif node.op_type == "Erf":
-                step.kernel = "numba erf (stopgap until ops)"
+                step.kernel = "ops.erf"
             self._prepare_node(step, node, index)
             steps.append(step)
         return steps
@@ -546,7 +546,7 @@ def _root(a):
 
 def _group_kernel(group, path: str) -> str:
     if group.kind == "Gelu(Erf)":
-        return "numba gelu chain, one pass (stopgap until ops.gelu)"
+        return "ops.gelu(float32_steps=True), one pass"
     how = ("uint8 A, zero point, out_scale, bias" if group.kind == "DynamicQuantMatMul"
            else "int32 out + requantize + dequantize")
     return f"gemm.gemm_i8 {path} K={group.fn.k} N={group.fn.n} prepared, {how}"

@@ -79,6 +79,20 @@ def fmax_f32(typingctx, a, b):
     return types.float32(a, b), codegen
 
 
+@intrinsic
+def fmin_f32(typingctx, a, b):
+    """IEEE minNum: the smaller of a and b, ignoring a NaN operand (vminps in a loop)."""
+    if a != types.float32 or b != types.float32:
+        return None
+
+    def codegen(context, builder, sig, args):
+        fnty = ir.FunctionType(F32, [F32, F32])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.minnum.f32")
+        return builder.call(fn, args)
+
+    return types.float32(a, b), codegen
+
+
 _LOG2E = np.float32(1.4426950408889634)
 # ln 2 split in two (Cody and Waite): n * _LN2_HI is exact for |n| < 2**11, so x - n ln 2 loses
 # nothing to cancellation.
