@@ -6,7 +6,7 @@ Contract of a backend module (this one; ops/wgsl/ for GPU arrays will offer the 
     log_softmax_topk(x, k, out_values, out_indices, threads)
     apply_unary(x, op, out, threads), apply_binary(x, y, op, out, threads)
     bias_add(x, bias, residual, act, axis, out, threads)
-    layer_norm(x, weight, bias, epsilon, axis, out, threads)
+    layer_norm(x, weight, bias, epsilon, axis, out, threads, residual=None, float32_steps=False)
     quantize_linear(x, scale, zero_point, axis, out, threads) -> NaN count
     dequantize_linear(q, scale, zero_point, axis, out, threads), min_max(x, threads)
 Arguments arrive validated: dtypes and shapes checked, axis normalised, `out` allocated or

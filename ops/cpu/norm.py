@@ -4,6 +4,15 @@ A row (the normalised trailing axes, flattened) is read three times while it sit
 sum, sum of squared deviations (two passes: no cancellation, unlike E[x^2] - E[x]^2), write -- so
 memory sees it read once and written once. The write computes ((x - mean) * rstd) * w + b in
 float64 and rounds once to float32.
+
+float32_steps: the float32 arithmetic of onnx's reference LayerNormalization instead, bit for
+bit -- numpy's sums (pairwise_sum below, numpy's order of additions for a contiguous float32
+row), mean = sum / n, d = x - mean, var = sum(d * d) / n, rstd = 1 / sqrt(var + float32(eps)),
+y = (d * rstd) * w + b, each operation rounded to float32 and no FMA. A graph runner needs it:
+the result is quantized again next, and one ulp can move a value to the next integer step.
+
+A residual, if given, is added first (x + residual, in float32: ONNX Add followed by
+LayerNormalization), so the sum is never written to memory.
 """
 
 from __future__ import annotations
@@ -70,13 +79,148 @@ def layer_norm_rows_parallel(x, w, b, epsilon, out):
         layer_norm_row(x[r], w, b, epsilon, out[r])
 
 
+# -- float32 steps (onnx's reference, bit for bit) ---------------------------------------------
+
+_PAIRWISE_BLOCK = 128   # numpy's PW_BLOCKSIZE
+
+
+@njit(error_model="numpy", cache=True)
+def _block_sum(x, lo, n):
+    """numpy's pairwise_sum for n <= 128 values: eight running sums, combined as a tree, then
+    the last n % 8 values one by one. (Offsets 8k from a slice's start: numba then drops its
+    bounds arithmetic and the loop runs at about 0.2 ns per value.)"""
+    if n < 8:
+        res = np.float32(-0.0)
+        for i in range(lo, lo + n):
+            res += x[i]
+        return res
+    m = n // 8
+    b = x[lo:lo + 8 * m]
+    r0, r1, r2, r3, r4, r5, r6, r7 = b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]
+    for k in range(1, m):
+        o = 8 * k
+        r0 += b[o]
+        r1 += b[o + 1]
+        r2 += b[o + 2]
+        r3 += b[o + 3]
+        r4 += b[o + 4]
+        r5 += b[o + 5]
+        r6 += b[o + 6]
+        r7 += b[o + 7]
+    res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+    for i in range(lo + 8 * m, lo + n):
+        res += x[i]
+    return res
+
+
+@njit(error_model="numpy", cache=True)
+def pairwise_sum(x, scratch, stack):
+    """sum(x) in float32, added in numpy's order (np.add.reduce of a contiguous row): blocks of
+    at most 128 values, a longer range split in halves at a multiple of 8, the halves' sums added.
+    numpy recurses; this walks the same tree with an explicit stack (numba's recursion does not
+    survive every caller). scratch: 64 float32; stack: (64, 3) int64."""
+    n = x.shape[0]
+    if n <= _PAIRWISE_BLOCK:
+        return _block_sum(x, 0, n)
+    half = n // 2
+    half -= half % 8
+    if n - half <= _PAIRWISE_BLOCK:   # one split (rows up to 256 values)
+        return _block_sum(x, 0, half) + _block_sum(x, half, n - half)
+    values = scratch
+    vp = 0
+    stack[0, 0], stack[0, 1], stack[0, 2] = 0, n, 0
+    sp = 1
+    while sp > 0:
+        sp -= 1
+        lo, m, combine = stack[sp, 0], stack[sp, 1], stack[sp, 2]
+        if combine:
+            values[vp - 2] = values[vp - 2] + values[vp - 1]
+            vp -= 1
+        elif m <= _PAIRWISE_BLOCK:
+            values[vp] = _block_sum(x, lo, m)
+            vp += 1
+        else:
+            half = m // 2
+            half -= half % 8
+            stack[sp, 0], stack[sp, 1], stack[sp, 2] = lo, m, 1
+            stack[sp + 1, 0], stack[sp + 1, 1], stack[sp + 1, 2] = lo + half, m - half, 0
+            stack[sp + 2, 0], stack[sp + 2, 1], stack[sp + 2, 2] = lo, half, 0
+            sp += 3
+    return values[0]
+
+
+@njit(error_model="numpy", cache=True)
+def layer_norm_row_f32(x, w, b, epsilon, out, d, sq, scratch, stack):
+    """One row in float32 steps; d, sq: scratch of the row's length (out may be x); scratch and
+    stack: pairwise_sum's."""
+    n = x.shape[0]
+    nf = np.float32(n)
+    mean = pairwise_sum(x, scratch, stack) / nf
+    for i in range(n):
+        v = x[i] - mean
+        d[i] = v
+        sq[i] = v * v
+    var = pairwise_sum(sq, scratch, stack) / nf
+    rstd = np.float32(1.0) / np.sqrt(var + epsilon)
+    if b.shape[0] > 0:
+        for i in range(n):
+            out[i] = (d[i] * rstd) * w[i] + b[i]
+    else:
+        for i in range(n):
+            out[i] = (d[i] * rstd) * w[i]
+
+
+@njit(error_model="numpy", cache=True)
+def _rows_f32(x, res, w, b, epsilon, out, lo, hi):
+    n = x.shape[1]
+    d = np.empty(n, np.float32)
+    sq = np.empty(n, np.float32)
+    s = np.empty(n, np.float32)
+    scratch = np.empty(64, np.float32)
+    stack = np.empty((64, 3), np.int64)
+    for r in range(lo, hi):
+        if res.shape[0] > 0:
+            _add(x[r], res[r], s)
+            layer_norm_row_f32(s, w, b, epsilon, out[r], d, sq, scratch, stack)
+        else:
+            layer_norm_row_f32(x[r], w, b, epsilon, out[r], d, sq, scratch, stack)
+
+
+@njit(error_model="numpy", cache=True)
+def _add(a, b, out):
+    for i in range(a.shape[0]):
+        out[i] = a[i] + b[i]
+
+
+@njit(error_model="numpy", cache=True)
+def layer_norm_rows_f32(x, res, w, b, epsilon, out):
+    _rows_f32(x, res, w, b, epsilon, out, 0, x.shape[0])
+
+
+@njit(error_model="numpy", cache=True, parallel=True)
+def layer_norm_rows_f32_parallel(x, res, w, b, epsilon, out, blocks):
+    rows = x.shape[0]
+    step = (rows + blocks - 1) // blocks
+    for k in prange(blocks):
+        _rows_f32(x, res, w, b, epsilon, out, min(k * step, rows), min((k + 1) * step, rows))
+
+
+@njit(error_model="numpy", cache=True)
+def _add_rows(x, res, out):
+    for r in range(x.shape[0]):
+        for i in range(x.shape[1]):
+            out[r, i] = x[r, i] + res[r, i]
+
+
 _NO_BIAS = np.empty(0, np.float32)
+_NO_RESIDUAL = np.empty((0, 0), np.float32)
 
 
 def layer_norm(x: np.ndarray, weight: np.ndarray, bias, epsilon: float, axis: int,
-               out: np.ndarray, threads) -> np.ndarray:
-    """Normalise over the axes axis..ndim-1 (ONNX LayerNormalization); weight (and bias, or None)
-    hold x.shape[axis:] values; out C-contiguous float32 of x's shape."""
+               out: np.ndarray, threads, residual=None, float32_steps: bool = False) -> np.ndarray:
+    """Normalise x (+ residual, of x's shape, or None) over the axes axis..ndim-1 (ONNX
+    LayerNormalization); weight (and bias, or None) hold x.shape[axis:] values; out C-contiguous
+    float32 of x's shape."""
     if x.size == 0:
         return out
     x = np.ascontiguousarray(x)
@@ -84,7 +228,21 @@ def layer_norm(x: np.ndarray, weight: np.ndarray, bias, epsilon: float, axis: in
     x2, out2 = x.reshape(-1, width), out.reshape(-1, width)
     w = np.ascontiguousarray(weight).reshape(-1)
     b = _NO_BIAS if bias is None else np.ascontiguousarray(bias).reshape(-1)
-    if threads_for(x.size, x2.shape[0], threads) == 1:
+    res2 = _NO_RESIDUAL if residual is None else \
+        np.ascontiguousarray(residual).reshape(-1, width)
+    blocks = threads_for(x.size, x2.shape[0], threads)
+    if float32_steps:
+        eps32 = np.float32(epsilon)
+        if blocks == 1:
+            layer_norm_rows_f32(x2, res2, w, b, eps32, out2)
+        else:
+            layer_norm_rows_f32_parallel(x2, res2, w, b, eps32, out2, blocks)
+        return out
+    if residual is not None:
+        # The float64 path reads its row three times: form x + residual once (out is scratch).
+        _add_rows(x2, res2, out2)
+        x2 = out2
+    if blocks == 1:
         layer_norm_rows(x2, w, b, float(epsilon), out2)
     else:
         layer_norm_rows_parallel(x2, w, b, float(epsilon), out2)
