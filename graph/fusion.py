@@ -32,16 +32,15 @@ import numpy as np
 from onnx import TensorProto
 
 import gemm
-
 import ops
 
-from .onnx_ops import int8_weights, requantize
+from .onnx_ops import Add, LayerNormalization, int8_weights, layer_norm_kernel_fits, requantize
 
 
 @dataclasses.dataclass
 class Group:
     """A chain of nodes replaced by one kernel call."""
-    kind: str                      # "DynamicQuantMatMul" or "QLinearMatMulDequant"
+    kind: str                      # "DynamicQuantMatMul", "QLinearMatMulDequant", "Gelu(Erf)", ...
     nodes: list                    # the NodeProtos it replaces, in graph order
     inputs: list[str]              # runtime inputs of the fused call
     output: str                    # the tensor it produces (the chain's last output)
@@ -231,6 +230,51 @@ class GeluSteps:
 
     def __call__(self, x):
         return ops.gelu(x, float32_steps=True, threads=self.threads)
+
+
+def find_residual_layer_norm_groups(nodes, index: GraphIndex,
+                                    float32_tensors: set[str]) -> list[Group]:
+    """Add(a, b) read only by a LayerNormalization (one output, constant float32 scale and bias):
+    one ops.layer_norm(a, residual=b, float32_steps=True) pass, the sum never written."""
+    groups = []
+    for add in nodes:
+        if add.op_type != "Add" or len(add.input) != 2 or \
+                not all(x in float32_tensors for x in add.input):
+            continue
+        ln = index.sole_reader(add.output[0], "LayerNormalization")
+        if ln is None or ln.input[0] != add.output[0] or len(ln.output) != 1:
+            continue
+        scale = index.const(_input(ln, 1))
+        bias = index.const(_input(ln, 2)) if _input(ln, 2) else None
+        if scale is None or scale.dtype != np.float32 or (_input(ln, 2) and (
+                bias is None or bias.dtype != np.float32)):
+            continue
+        attrs = {a.name: a for a in ln.attribute}
+        if "stash_type" in attrs and attrs["stash_type"].i != 1:
+            continue
+        axis = attrs["axis"].i if "axis" in attrs else -1
+        epsilon = attrs["epsilon"].f if "epsilon" in attrs else 1e-5
+        group = Group("Add+LayerNormalization", [add, ln], list(add.input), ln.output[0], "")
+        group.fn = ResidualLayerNorm(scale, bias, axis, epsilon)
+        groups.append(group)
+    return groups
+
+
+class ResidualLayerNorm:
+    """LayerNormalization(Add(a, b)) in one pass when a and b have the normalised row layout;
+    otherwise (broadcasting Add, other shapes) the two ops one after the other."""
+
+    def __init__(self, scale, bias, axis, epsilon):
+        self.scale, self.bias, self.axis, self.epsilon = scale, bias, axis, epsilon
+        self.threads = None
+
+    def __call__(self, a, b):
+        if a.shape == b.shape and a.ndim and \
+                layer_norm_kernel_fits(a, self.scale, self.bias, self.axis % a.ndim):
+            return ops.layer_norm(a, self.scale, self.bias, self.epsilon, self.axis, residual=b,
+                                  float32_steps=True, threads=self.threads)
+        return LayerNormalization(Add(a, b), self.scale, self.bias, self.axis, self.epsilon,
+                                  _outputs=1, _threads=self.threads)
 
 
 def prepare_weight(w: np.ndarray, w_zero_point, w_scale=None):

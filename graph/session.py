@@ -129,6 +129,7 @@ class Session:
             groups += fusion.find_qlinear_groups([n for n, _ in order], index)
             float32 = {name for name, (elem, _) in self.value_info.items() if elem == 1}
             groups += fusion.find_gelu_groups([n for n, _ in order], index, float32)
+            groups += fusion.find_residual_layer_norm_groups([n for n, _ in order], index, float32)
         self._prepared: dict[str, gemm.PreparedB] = {}
         self._steps = self._plan(order, groups, constants, attrs, index)
         self._constants = constants
@@ -158,12 +159,14 @@ class Session:
                         nodes=tuple(x.name for x in group.nodes),
                         hidden=tuple(o for x in group.nodes for o in x.output if o != group.output),
                         kernel=_group_kernel(group, path),
-                        gpu="ops.gelu" if group.kind == "Gelu(Erf)" else "gemm.gemm_i8"))
+                        gpu=_GROUP_GPU_KERNEL.get(group.kind, "gemm.gemm_i8")))
                 continue
             step = Step(name=node.name or node.output[0], op_type=node.op_type, fn=entry.fn,
                         inputs=tuple(node.input), outputs=tuple(node.output),
                         attrs=attrs[id(node)], nodes=(node.name,), kernel="numpy",
                         gpu=entry.gpu, shape_only=entry.shape)
+            if "_threads" in inspect.signature(entry.fn).parameters:
+                step.attrs = {**step.attrs, "_threads": self.threads}
             if node.op_type == "MatMul":
                 step.fn = FloatMatMul(self.threads or _cores())
                 step.kernel = "numpy matmul (BLAS, 1 thread per piece)"
@@ -544,9 +547,14 @@ def _root(a):
     return a
 
 
+_GROUP_GPU_KERNEL = {"Gelu(Erf)": "ops.gelu", "Add+LayerNormalization": "ops.layer_norm"}
+
+
 def _group_kernel(group, path: str) -> str:
     if group.kind == "Gelu(Erf)":
         return "ops.gelu(float32_steps=True), one pass"
+    if group.kind == "Add+LayerNormalization":
+        return "ops.layer_norm(residual=, float32_steps=True), one pass"
     how = ("uint8 A, zero point, out_scale, bias" if group.kind == "DynamicQuantMatMul"
            else "int32 out + requantize + dequantize")
     return f"gemm.gemm_i8 {path} K={group.fn.k} N={group.fn.n} prepared, {how}"

@@ -13,10 +13,10 @@ scalar (period = 1) and a trailing-axes operand such as a bias or a (seq, d) res
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numba import njit, prange
-
-import math
 
 from .mathfuncs import (
     EXACT_FLAGS,

@@ -174,9 +174,9 @@ def _min_max_bad(x):
     n = x.shape[0]
     for s in range(0, n, _MINMAX_CHUNK):
         part = x[s:min(s + _MINMAX_CHUNK, n)]
-        l, h = _min_max(part)
-        lo = fmin_f32(lo, l)
-        hi = fmax_f32(hi, h)
+        part_lo, part_hi = _min_max(part)
+        lo = fmin_f32(lo, part_lo)
+        hi = fmax_f32(hi, part_hi)
         finite &= _all_finite(part)
     return lo, hi, 0 if finite else _count_bad(x)
 
