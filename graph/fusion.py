@@ -34,6 +34,7 @@ from onnx import TensorProto
 import gemm
 import ops
 
+from .float_softmax import FloatSoftmax
 from .onnx_ops import Add, LayerNormalization, int8_weights, layer_norm_kernel_fits, requantize
 
 
@@ -275,6 +276,28 @@ class ResidualLayerNorm:
                                   float32_steps=True, threads=self.threads)
         return LayerNormalization(Add(a, b), self.scale, self.bias, self.axis, self.epsilon,
                                   _outputs=1, _threads=self.threads)
+
+
+def find_scaled_softmax_groups(nodes, index: GraphIndex, float32_tensors: set[str],
+                               is_softmax_13) -> list[Group]:
+    """Div(x, c) read only by a Softmax of opset 13 on (is_softmax_13(node)), c a float32 scalar
+    constant: attention's scaled scores, one blocked pass (graph/float_softmax.py)."""
+    groups = []
+    for d in nodes:
+        if d.op_type != "Div" or len(d.input) != 2 or d.input[0] not in float32_tensors or \
+                index.const(d.input[0]) is not None:
+            continue
+        c = index.const(d.input[1])
+        if c is None or c.size != 1 or c.dtype != np.float32 or c.ndim > 1:
+            continue
+        sm = index.sole_reader(d.output[0], "Softmax")
+        if sm is None or not is_softmax_13(sm):
+            continue
+        axis = _attr(sm, "axis", -1)
+        group = Group("Div+Softmax", [d, sm], [d.input[0]], sm.output[0], "")
+        group.fn = FloatSoftmax(None, c.reshape(()).copy()[()], axis)
+        groups.append(group)
+    return groups
 
 
 def prepare_weight(w: np.ndarray, w_zero_point, w_scale=None):

@@ -30,8 +30,9 @@ from onnx import helper, shape_inference
 
 import gemm
 
-from . import fusion, registry
+from . import fusion, onnx_ops, registry
 from .float_matmul import FloatMatMul, blas_single_threaded
+from .float_softmax import FloatSoftmax
 from .onnx_ops import requantize
 from .tensors import numpy_dtype, to_array, type_name
 
@@ -130,6 +131,9 @@ class Session:
             float32 = {name for name, (elem, _) in self.value_info.items() if elem == 1}
             groups += fusion.find_gelu_groups([n for n, _ in order], index, float32)
             groups += fusion.find_residual_layer_norm_groups([n for n, _ in order], index, float32)
+            softmax_13 = {id(n) for n, e in order if e.fn is onnx_ops.Softmax}
+            groups += fusion.find_scaled_softmax_groups(
+                [n for n, _ in order], index, float32, lambda n: id(n) in softmax_13)
         self._prepared: dict[str, gemm.PreparedB] = {}
         self._steps = self._plan(order, groups, constants, attrs, index)
         self._constants = constants
@@ -170,6 +174,9 @@ class Session:
             if node.op_type == "MatMul":
                 step.fn = FloatMatMul(self.threads or _cores())
                 step.kernel = "numpy matmul (BLAS, 1 thread per piece)"
+            elif entry.fn is onnx_ops.Softmax:
+                step.fn = FloatSoftmax(self.threads)
+                step.kernel = "numpy softmax steps, row blocks on threads"
             elif node.op_type == "Erf":
                 step.kernel = "ops.erf"
             self._prepare_node(step, node, index)
@@ -547,7 +554,8 @@ def _root(a):
     return a
 
 
-_GROUP_GPU_KERNEL = {"Gelu(Erf)": "ops.gelu", "Add+LayerNormalization": "ops.layer_norm"}
+_GROUP_GPU_KERNEL = {"Gelu(Erf)": "ops.gelu", "Add+LayerNormalization": "ops.layer_norm",
+                     "Div+Softmax": "ops.softmax"}
 
 
 def _group_kernel(group, path: str) -> str:
@@ -555,6 +563,8 @@ def _group_kernel(group, path: str) -> str:
         return "ops.gelu(float32_steps=True), one pass"
     if group.kind == "Add+LayerNormalization":
         return "ops.layer_norm(residual=, float32_steps=True), one pass"
+    if group.kind == "Div+Softmax":
+        return "numpy divide + softmax steps, row blocks on threads"
     how = ("uint8 A, zero point, out_scale, bias" if group.kind == "DynamicQuantMatMul"
            else "int32 out + requantize + dequantize")
     return f"gemm.gemm_i8 {path} K={group.fn.k} N={group.fn.n} prepared, {how}"

@@ -55,8 +55,10 @@ def test_explain_lists_fused_groups_and_gpu_transfers(small_model, capsys):
     nodes = onnx.load(small_model).graph.node
     n_gemms = sum(n.op_type == "MatMulInteger" for n in nodes)
     n_norms = sum(n.op_type == "LayerNormalization" for n in nodes)
-    # the GEMMs, the Gelu, and each residual Add with its LayerNormalization
-    assert f"fused groups: {n_gemms + 1 + n_norms}" in cpu
+    divs = {n.output[0] for n in nodes if n.op_type == "Div"}
+    n_scaled = sum(n.op_type == "Softmax" and n.input[0] in divs for n in nodes)
+    # the GEMMs, the Gelu, each residual Add with its LayerNormalization, each scaled Softmax
+    assert f"fused groups: {n_gemms + 1 + n_norms + n_scaled}" in cpu
     assert cli.main(["run", small_model, "--explain", "--backend", "gpu"]) == 0
     gpu = capsys.readouterr().out
     assert "ops without a GPU kernel" in gpu and "upload x" in gpu
