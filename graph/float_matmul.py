@@ -4,18 +4,19 @@ Attention's MatMuls are stacks of small products ((batch, heads) x 128 x 64 x 12
 threads each small product separately, and on shared cores its spinning workers starve the
 int8 kernels' threads that run next (measured: 43 ms for a stack one thread does in 6 ms). So
 a Session runs BLAS single-threaded (`blas_single_threaded()`, held for the whole run) and
-splits each MatMul itself: the stacked products, or the rows of a 2-D one, in `threads` even
-pieces on a small thread pool (numpy releases the GIL inside BLAS). Results are numpy's
-np.matmul on each piece, so they are numpy's results.
+splits each MatMul itself: the stacked products, or the rows of a 2-D one, in pieces that the
+calling thread and the pool's workers take as they are free (graph/parallel.py; numpy releases
+the GIL inside BLAS). Results are numpy's np.matmul on each piece, so they are numpy's results.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import functools
 
 import numpy as np
+
+from . import parallel
 
 # Below this many multiply-adds one thread does it: handing work to the pool costs ~50 us.
 _SPLIT_WORK = 1 << 22
@@ -33,11 +34,6 @@ def blas_single_threaded():
         return _controller().limit(limits=1, user_api="blas")
     except Exception:  # no BLAS threadpool found: nothing to limit
         return contextlib.nullcontext()
-
-
-@functools.cache
-def _pool(threads: int) -> concurrent.futures.ThreadPoolExecutor:
-    return concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="i8gemm-matmul")
 
 
 class FloatMatMul:
@@ -60,18 +56,14 @@ class FloatMatMul:
             a = np.broadcast_to(A, (*batch, m, k)).reshape(count, m, k)
             b = np.broadcast_to(B, (*batch, k, n)).reshape(count, k, n)
             o = out.reshape(count, m, n)
-            bounds = np.linspace(0, count, self.threads + 1).astype(int)
-            jobs = [(a[s:e], b[s:e], o[s:e]) for s, e in zip(bounds[:-1], bounds[1:], strict=False) if e > s]
+            pieces = parallel.bounds(count, self.threads, 1)
+            parallel.run_chunks(lambda lo, hi: np.matmul(a[lo:hi], b[lo:hi], out=o[lo:hi]),
+                                pieces, self.threads)
         else:
+            # np.matmul's out= must not be a strided view with broadcasting quirks: row slices
+            # of a C-contiguous array are accepted.
             a = np.broadcast_to(A, (*batch, m, k))
-            b = np.broadcast_to(B, (*batch, k, n))
-            bounds = np.linspace(0, m, self.threads + 1).astype(int)
-            jobs = [(a[..., s:e, :], b, out[..., s:e, :])
-                    for s, e in zip(bounds[:-1], bounds[1:], strict=False) if e > s]
-        # np.matmul's out= must not be a strided view with broadcasting quirks: the pieces
-        # above are plain slices of a C-contiguous array, which it accepts.
-        futures = [_pool(self.threads).submit(np.matmul, x, y, out=z) for x, y, z in jobs[1:]]
-        np.matmul(*jobs[0][:2], out=jobs[0][2])
-        for f in futures:
-            f.result()
+            pieces = parallel.bounds(m, self.threads, 16)
+            parallel.run_chunks(lambda lo, hi: np.matmul(a[..., lo:hi, :], B, out=out[..., lo:hi, :]),
+                                pieces, self.threads)
         return out

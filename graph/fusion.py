@@ -34,6 +34,7 @@ from onnx import TensorProto
 import gemm
 import ops
 
+from . import parallel
 from .float_softmax import FloatSoftmax
 from .onnx_ops import Add, LayerNormalization, int8_weights, layer_norm_kernel_fits, requantize
 
@@ -224,13 +225,20 @@ def find_gelu_groups(nodes, index: GraphIndex, float32_tensors: set[str]) -> lis
 
 
 class GeluSteps:
-    """The five Gelu nodes in one pass: ops.gelu(x, float32_steps=True)."""
+    """The five Gelu nodes in one pass: ops.gelu(x, float32_steps=True), in blocks over the
+    session's threads (graph/parallel.py)."""
 
     def __init__(self):
         self.threads = None
 
     def __call__(self, x):
-        return ops.gelu(x, float32_steps=True, threads=self.threads)
+        src = np.ascontiguousarray(x, np.float32).reshape(-1)
+        out = np.empty_like(src)
+        threads = parallel.resolve(self.threads)
+        parallel.run_chunks(
+            lambda lo, hi: ops.gelu(src[lo:hi], float32_steps=True, threads=1, out=out[lo:hi]),
+            parallel.bounds(src.size, threads, 1 << 15), threads)
+        return out.reshape(x.shape)
 
 
 def find_residual_layer_norm_groups(nodes, index: GraphIndex,
@@ -272,8 +280,19 @@ class ResidualLayerNorm:
     def __call__(self, a, b):
         if a.shape == b.shape and a.ndim and \
                 layer_norm_kernel_fits(a, self.scale, self.bias, self.axis % a.ndim):
-            return ops.layer_norm(a, self.scale, self.bias, self.epsilon, self.axis, residual=b,
-                                  float32_steps=True, threads=self.threads)
+            # Whole rows (the normalised axes, flattened) in blocks over the session's threads.
+            axis = self.axis % a.ndim
+            width = math.prod(a.shape[axis:])
+            a2 = np.ascontiguousarray(a).reshape(-1, width)
+            b2 = np.ascontiguousarray(b).reshape(-1, width)
+            out = np.empty_like(a2)
+            scale, bias = self.scale.reshape(-1), None if self.bias is None else self.bias.reshape(-1)
+            threads = parallel.resolve(self.threads)
+            parallel.run_chunks(
+                lambda lo, hi: ops.layer_norm(a2[lo:hi], scale, bias, self.epsilon, residual=b2[lo:hi],
+                                              float32_steps=True, threads=1, out=out[lo:hi]),
+                parallel.bounds(a2.shape[0], threads, max(1, (1 << 14) // width)), threads)
+            return out.reshape(a.shape)
         return LayerNormalization(Add(a, b), self.scale, self.bias, self.axis, self.epsilon,
                                   _outputs=1, _threads=self.threads)
 
@@ -328,10 +347,19 @@ class DynamicQuantMatMul:
 
     def __call__(self, xq, x_scale, x_zero_point):
         scale = x_scale * self.w_scale  # the model's own Mul, in float32
-        out = gemm.gemm_i8(xq.reshape(-1, self.k), self.prepared,
-                           a_zero_point=int(x_zero_point.reshape(-1)[0]),
-                           b_zero_point=self.b_zero_point, out_scale=scale, bias=self.bias,
-                           threads=self.threads)
+        a = xq.reshape(-1, self.k)
+        out = np.empty((a.shape[0], self.n), np.float32)
+        za = int(x_zero_point.reshape(-1)[0])
+
+        def rows(lo, hi):
+            gemm.gemm_i8(a[lo:hi], self.prepared, a_zero_point=za, b_zero_point=self.b_zero_point,
+                         out_scale=scale, bias=self.bias, threads=1, out=out[lo:hi])
+
+        # Row blocks of at least ~16M multiply-adds (~60 us), taken by whichever thread is free
+        # (graph/parallel.py); each row's result does not depend on the block it is in.
+        parallel.run_chunks(rows, parallel.bounds(a.shape[0], parallel.resolve(self.threads),
+                                                  max(16, (1 << 24) // (self.k * self.n))),
+                            parallel.resolve(self.threads))
         return out.reshape(*xq.shape[:-1], self.n)
 
 

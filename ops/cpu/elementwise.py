@@ -101,7 +101,8 @@ def erf_chunks(x, out, gelu):
             out[lo:hi] = e[:m]
 
 
-@njit(error_model="numpy", fastmath=EXACT_FLAGS, cache=True)
+# nogil on the serial entry points: a caller may run blocks of one array on its own threads.
+@njit(error_model="numpy", fastmath=EXACT_FLAGS, cache=True, nogil=True)
 def unary(x, out, op):
     """out = op(x) over 1-D arrays (out may be x)."""
     n = x.shape[0]

@@ -68,7 +68,7 @@ def layer_norm_row(x, w, b, epsilon, out):
         _row_write_no_bias(x, mean, rstd, w, out)
 
 
-@njit(error_model="numpy", cache=True)
+@njit(error_model="numpy", cache=True, nogil=True)
 def layer_norm_rows(x, w, b, epsilon, out):
     for r in range(x.shape[0]):
         layer_norm_row(x[r], w, b, epsilon, out[r])
@@ -125,7 +125,7 @@ def _add(a, b, out):
         out[i] = a[i] + b[i]
 
 
-@njit(error_model="numpy", cache=True)
+@njit(error_model="numpy", cache=True, nogil=True)
 def layer_norm_rows_f32(x, res, w, b, epsilon, out):
     _rows_f32(x, res, w, b, epsilon, out, 0, x.shape[0])
 
