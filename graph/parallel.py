@@ -39,7 +39,9 @@ def resolve(threads: int | None) -> int:
 
 def bounds(total: int, threads: int, minimum: int) -> list[tuple[int, int]]:
     """[lo, hi) ranges covering range(total): about CHUNKS_PER_THREAD per thread, none shorter
-    than `minimum` (one range if total is small)."""
+    than `minimum` (one range if total is small, none if it is 0)."""
+    if total <= 0:
+        return []
     count = max(1, min(threads * CHUNKS_PER_THREAD, total // max(minimum, 1)))
     step = -(-total // count)
     return [(lo, min(lo + step, total)) for lo in range(0, total, step)]
@@ -48,7 +50,7 @@ def bounds(total: int, threads: int, minimum: int) -> list[tuple[int, int]]:
 def run_chunks(fn, chunks: list, threads: int) -> None:
     """fn(*chunk) for every chunk, on the calling thread and up to threads - 1 pool workers,
     each taking the next chunk when it is free. Exceptions propagate."""
-    if threads < 2 or len(chunks) < 2:
+    if threads < 2 or len(chunks) < 2:   # (no chunks: nothing to do)
         for chunk in chunks:
             fn(*chunk)
         return
