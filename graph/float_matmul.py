@@ -52,7 +52,14 @@ class FloatMatMul:
         if count * m * k * n < _SPLIT_WORK or B.shape[-2] != k:
             return np.matmul(A, B)
         out = np.empty((*batch, m, n), np.result_type(A, B))
-        if count >= self.threads:
+        if A.ndim == B.ndim >= 3 and A.shape[:-2] == B.shape[:-2] and A.shape[0] >= self.threads:
+            # Stacks of equal batch shape (attention's (batch, heads) products), split along the
+            # first axis: views of the operands as they are -- transposed views included, as the
+            # reference evaluator passes them -- with no copy to a flat stack.
+            pieces = parallel.bounds(A.shape[0], self.threads, 1)
+            parallel.run_chunks(lambda lo, hi: np.matmul(A[lo:hi], B[lo:hi], out=out[lo:hi]),
+                                pieces, self.threads)
+        elif count >= self.threads:
             a = np.broadcast_to(A, (*batch, m, k)).reshape(count, m, k)
             b = np.broadcast_to(B, (*batch, k, n)).reshape(count, k, n)
             o = out.reshape(count, m, n)
