@@ -39,9 +39,11 @@ def resolve(threads: int | None) -> int:
 
 def bounds(total: int, threads: int, minimum: int) -> list[tuple[int, int]]:
     """[lo, hi) ranges covering range(total): about CHUNKS_PER_THREAD per thread, none shorter
-    than `minimum` (one range if total is small, none if it is 0)."""
+    than `minimum` (one range for one thread or a small total, none if total is 0)."""
     if total <= 0:
         return []
+    if threads < 2:
+        return [(0, total)]
     count = max(1, min(threads * CHUNKS_PER_THREAD, total // max(minimum, 1)))
     step = -(-total // count)
     return [(lo, min(lo + step, total)) for lo in range(0, total, step)]
