@@ -176,9 +176,9 @@ class Session:
                 step.kernel = "numpy matmul (BLAS, 1 thread per piece)"
             elif entry.fn is onnx_ops.Softmax:
                 step.fn = FloatSoftmax(self.threads)
-                step.kernel = "numpy softmax steps, row blocks on threads"
-            elif node.op_type == "Erf":
-                step.kernel = "ops.erf"
+                step.kernel = "ops.softmax(float32_steps=True) (last axis), row chunks"
+            elif node.op_type in _OPS_KERNEL:
+                step.kernel = _OPS_KERNEL[node.op_type]
             self._prepare_node(step, node, index)
             steps.append(step)
         return steps
@@ -554,6 +554,13 @@ def _root(a):
     return a
 
 
+# What runs the float32 forms of these ops (other dtypes: numpy).
+_OPS_KERNEL = {
+    "DynamicQuantizeLinear": "min/max + ops.quantize_linear, chunks",
+    "LayerNormalization": "ops.layer_norm(float32_steps=True)",
+    "Erf": "ops.erf",
+}
+
 _GROUP_GPU_KERNEL = {"Gelu(Erf)": "ops.gelu", "Add+LayerNormalization": "ops.layer_norm",
                      "Div+Softmax": "ops.softmax"}
 
@@ -564,7 +571,7 @@ def _group_kernel(group, path: str) -> str:
     if group.kind == "Add+LayerNormalization":
         return "ops.layer_norm(residual=, float32_steps=True), one pass"
     if group.kind == "Div+Softmax":
-        return "numpy divide + softmax steps, row blocks on threads"
+        return "numpy divide, ops.softmax(float32_steps=True), row chunks"
     how = ("uint8 A, zero point, out_scale, bias" if group.kind == "DynamicQuantMatMul"
            else "int32 out + requantize + dequantize")
     return f"gemm.gemm_i8 {path} K={group.fn.k} N={group.fn.n} prepared, {how}"
