@@ -4,18 +4,19 @@ Attention's MatMuls are stacks of small products ((batch, heads) x 128 x 64 x 12
 threads each small product separately, and on shared cores its spinning workers starve the
 int8 kernels' threads that run next (measured: 43 ms for a stack one thread does in 6 ms). So
 a Session runs BLAS single-threaded (`blas_single_threaded()`, held for the whole run) and
-splits each MatMul itself: the stacked products, or the rows of a 2-D one, in `threads` even
-pieces on a small thread pool (numpy releases the GIL inside BLAS). Results are numpy's
-np.matmul on each piece, so they are numpy's results.
+splits each MatMul itself: the stacked products, or the rows of a 2-D one, in pieces that the
+calling thread and the pool's workers take as they are free (graph/parallel.py; numpy releases
+the GIL inside BLAS). Results are numpy's np.matmul on each piece, so they are numpy's results.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import functools
 
 import numpy as np
+
+from . import parallel
 
 # Below this many multiply-adds one thread does it: handing work to the pool costs ~50 us.
 _SPLIT_WORK = 1 << 22
@@ -35,11 +36,6 @@ def blas_single_threaded():
         return contextlib.nullcontext()
 
 
-@functools.cache
-def _pool(threads: int) -> concurrent.futures.ThreadPoolExecutor:
-    return concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="i8gemm-matmul")
-
-
 class FloatMatMul:
     """np.matmul(A, B) split over `threads` threads."""
 
@@ -56,22 +52,25 @@ class FloatMatMul:
         if count * m * k * n < _SPLIT_WORK or B.shape[-2] != k:
             return np.matmul(A, B)
         out = np.empty((*batch, m, n), np.result_type(A, B))
-        if count >= self.threads:
+        if A.ndim == B.ndim >= 3 and A.shape[:-2] == B.shape[:-2] and A.shape[0] >= self.threads:
+            # Stacks of equal batch shape (attention's (batch, heads) products), split along the
+            # first axis: views of the operands as they are -- transposed views included, as the
+            # reference evaluator passes them -- with no copy to a flat stack.
+            pieces = parallel.bounds(A.shape[0], self.threads, 1)
+            parallel.run_chunks(lambda lo, hi: np.matmul(A[lo:hi], B[lo:hi], out=out[lo:hi]),
+                                pieces, self.threads)
+        elif count >= self.threads:
             a = np.broadcast_to(A, (*batch, m, k)).reshape(count, m, k)
             b = np.broadcast_to(B, (*batch, k, n)).reshape(count, k, n)
             o = out.reshape(count, m, n)
-            bounds = np.linspace(0, count, self.threads + 1).astype(int)
-            jobs = [(a[s:e], b[s:e], o[s:e]) for s, e in zip(bounds[:-1], bounds[1:], strict=False) if e > s]
+            pieces = parallel.bounds(count, self.threads, 1)
+            parallel.run_chunks(lambda lo, hi: np.matmul(a[lo:hi], b[lo:hi], out=o[lo:hi]),
+                                pieces, self.threads)
         else:
+            # np.matmul's out= must not be a strided view with broadcasting quirks: row slices
+            # of a C-contiguous array are accepted.
             a = np.broadcast_to(A, (*batch, m, k))
-            b = np.broadcast_to(B, (*batch, k, n))
-            bounds = np.linspace(0, m, self.threads + 1).astype(int)
-            jobs = [(a[..., s:e, :], b, out[..., s:e, :])
-                    for s, e in zip(bounds[:-1], bounds[1:], strict=False) if e > s]
-        # np.matmul's out= must not be a strided view with broadcasting quirks: the pieces
-        # above are plain slices of a C-contiguous array, which it accepts.
-        futures = [_pool(self.threads).submit(np.matmul, x, y, out=z) for x, y, z in jobs[1:]]
-        np.matmul(*jobs[0][:2], out=jobs[0][2])
-        for f in futures:
-            f.result()
+            pieces = parallel.bounds(m, self.threads, 16)
+            parallel.run_chunks(lambda lo, hi: np.matmul(a[..., lo:hi, :], B, out=out[..., lo:hi, :]),
+                                pieces, self.threads)
         return out

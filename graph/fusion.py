@@ -26,21 +26,23 @@ and bias are constants of the shapes the kernels accept.
 from __future__ import annotations
 
 import dataclasses
-import functools
+import math
 
 import numpy as np
 from onnx import TensorProto
 
 import gemm
+import ops
 
-from . import stopgap_kernels
-from .onnx_ops import int8_weights, requantize
+from . import parallel
+from .float_softmax import FloatSoftmax
+from .onnx_ops import Add, LayerNormalization, int8_weights, layer_norm_kernel_fits, requantize
 
 
 @dataclasses.dataclass
 class Group:
     """A chain of nodes replaced by one kernel call."""
-    kind: str                      # "DynamicQuantMatMul" or "QLinearMatMulDequant"
+    kind: str                      # "DynamicQuantMatMul", "QLinearMatMulDequant", "Gelu(Erf)", ...
     nodes: list                    # the NodeProtos it replaces, in graph order
     inputs: list[str]              # runtime inputs of the fused call
     output: str                    # the tensor it produces (the chain's last output)
@@ -189,19 +191,20 @@ def _scalar(index: GraphIndex, name: str):
     return float(v.reshape(())) if v is not None and v.size == 1 and v.dtype == np.float32 else None
 
 
+_SQRT2_F32 = float(np.float32(math.sqrt(2.0)))
+
+
 def find_gelu_groups(nodes, index: GraphIndex, float32_tensors: set[str]) -> list[Group]:
-    """Gelu as torch exports it before opset 20:
-    Mul(Mul(x, Add(Erf(Div(x, sqrt 2)), 1)), 0.5) (or Mul(x, 1/sqrt 2) for the Div)."""
+    """Gelu as torch exports it before opset 20: Mul(Mul(x, Add(Erf(Div(x, sqrt 2)), 1)), 0.5),
+    with exactly those constants (as float32), which ops.gelu(float32_steps=True) computes bit
+    for bit. Any other constants (or Mul(x, 1/sqrt 2) for the Div) stay separate nodes."""
     groups = []
     for d in nodes:
-        if d.op_type not in ("Div", "Mul") or len(d.input) != 2:
+        if d.op_type != "Div" or len(d.input) != 2:
             continue
         x, c = d.input
-        pre = _scalar(index, c)
-        if pre is None and d.op_type == "Mul":
-            c, x = x, c
-            pre = _scalar(index, c)
-        if pre is None or x not in float32_tensors or index.const(x) is not None:
+        if _scalar(index, c) != _SQRT2_F32 or x not in float32_tensors or \
+                index.const(x) is not None:
             continue
         erf = index.sole_reader(d.output[0], "Erf")
         add = erf and index.sole_reader(erf.output[0], "Add")
@@ -209,15 +212,109 @@ def find_gelu_groups(nodes, index: GraphIndex, float32_tensors: set[str]) -> lis
             continue
         one = _scalar(index, next((i for i in add.input if i != erf.output[0]), ""))
         mul = index.sole_reader(add.output[0], "Mul")
-        if one is None or mul is None or set(mul.input) != {x, add.output[0]}:
+        if one != 1.0 or mul is None or set(mul.input) != {x, add.output[0]}:
             continue
         half_mul = index.sole_reader(mul.output[0], "Mul")
         half = half_mul and _scalar(index, next((i for i in half_mul.input if i != mul.output[0]), ""))
-        if half is None:
+        if half != 0.5:
             continue
         group = Group("Gelu(Erf)", [d, erf, add, mul, half_mul], [x], half_mul.output[0], "")
-        group.fn = functools.partial(stopgap_kernels.gelu_chain, pre=pre, divide=d.op_type == "Div",
-                                     add=one, post=half)
+        group.fn = GeluSteps()
+        groups.append(group)
+    return groups
+
+
+class GeluSteps:
+    """The five Gelu nodes in one pass: ops.gelu(x, float32_steps=True), in blocks over the
+    session's threads (graph/parallel.py)."""
+
+    def __init__(self):
+        self.threads = None
+
+    def __call__(self, x):
+        src = np.ascontiguousarray(x, np.float32).reshape(-1)
+        out = np.empty_like(src)
+        threads = parallel.resolve(self.threads)
+        parallel.run_chunks(
+            lambda lo, hi: ops.gelu(src[lo:hi], float32_steps=True, threads=1, out=out[lo:hi]),
+            parallel.bounds(src.size, threads, 1 << 15), threads)
+        return out.reshape(x.shape)
+
+
+def find_residual_layer_norm_groups(nodes, index: GraphIndex,
+                                    float32_tensors: set[str]) -> list[Group]:
+    """Add(a, b) read only by a LayerNormalization (one output, constant float32 scale and bias):
+    one ops.layer_norm(a, residual=b, float32_steps=True) pass, the sum never written."""
+    groups = []
+    for add in nodes:
+        if add.op_type != "Add" or len(add.input) != 2 or \
+                not all(x in float32_tensors for x in add.input):
+            continue
+        ln = index.sole_reader(add.output[0], "LayerNormalization")
+        if ln is None or ln.input[0] != add.output[0] or len(ln.output) != 1:
+            continue
+        scale = index.const(_input(ln, 1))
+        bias = index.const(_input(ln, 2)) if _input(ln, 2) else None
+        if scale is None or scale.dtype != np.float32 or (_input(ln, 2) and (
+                bias is None or bias.dtype != np.float32)):
+            continue
+        attrs = {a.name: a for a in ln.attribute}
+        if "stash_type" in attrs and attrs["stash_type"].i != 1:
+            continue
+        axis = attrs["axis"].i if "axis" in attrs else -1
+        epsilon = attrs["epsilon"].f if "epsilon" in attrs else 1e-5
+        group = Group("Add+LayerNormalization", [add, ln], list(add.input), ln.output[0], "")
+        group.fn = ResidualLayerNorm(scale, bias, axis, epsilon)
+        groups.append(group)
+    return groups
+
+
+class ResidualLayerNorm:
+    """LayerNormalization(Add(a, b)) in one pass when a and b have the normalised row layout;
+    otherwise (broadcasting Add, other shapes) the two ops one after the other."""
+
+    def __init__(self, scale, bias, axis, epsilon):
+        self.scale, self.bias, self.axis, self.epsilon = scale, bias, axis, epsilon
+        self.threads = None
+
+    def __call__(self, a, b):
+        if a.shape == b.shape and a.ndim and \
+                layer_norm_kernel_fits(a, self.scale, self.bias, self.axis % a.ndim):
+            # Whole rows (the normalised axes, flattened) in blocks over the session's threads.
+            axis = self.axis % a.ndim
+            width = math.prod(a.shape[axis:])
+            a2 = np.ascontiguousarray(a).reshape(-1, width)
+            b2 = np.ascontiguousarray(b).reshape(-1, width)
+            out = np.empty_like(a2)
+            scale, bias = self.scale.reshape(-1), None if self.bias is None else self.bias.reshape(-1)
+            threads = parallel.resolve(self.threads)
+            parallel.run_chunks(
+                lambda lo, hi: ops.layer_norm(a2[lo:hi], scale, bias, self.epsilon, residual=b2[lo:hi],
+                                              float32_steps=True, threads=1, out=out[lo:hi]),
+                parallel.bounds(a2.shape[0], threads, max(1, (1 << 14) // width)), threads)
+            return out.reshape(a.shape)
+        return LayerNormalization(Add(a, b), self.scale, self.bias, self.axis, self.epsilon,
+                                  _outputs=1, _threads=self.threads)
+
+
+def find_scaled_softmax_groups(nodes, index: GraphIndex, float32_tensors: set[str],
+                               is_softmax_13) -> list[Group]:
+    """Div(x, c) read only by a Softmax of opset 13 on (is_softmax_13(node)), c a float32 scalar
+    constant: attention's scaled scores, one blocked pass (graph/float_softmax.py)."""
+    groups = []
+    for d in nodes:
+        if d.op_type != "Div" or len(d.input) != 2 or d.input[0] not in float32_tensors or \
+                index.const(d.input[0]) is not None:
+            continue
+        c = index.const(d.input[1])
+        if c is None or c.size != 1 or c.dtype != np.float32 or c.ndim > 1:
+            continue
+        sm = index.sole_reader(d.output[0], "Softmax")
+        if sm is None or not is_softmax_13(sm):
+            continue
+        axis = _attr(sm, "axis", -1)
+        group = Group("Div+Softmax", [d, sm], [d.input[0]], sm.output[0], "")
+        group.fn = FloatSoftmax(None, c.reshape(()).copy()[()], axis)
         groups.append(group)
     return groups
 
@@ -250,10 +347,19 @@ class DynamicQuantMatMul:
 
     def __call__(self, xq, x_scale, x_zero_point):
         scale = x_scale * self.w_scale  # the model's own Mul, in float32
-        out = gemm.gemm_i8(xq.reshape(-1, self.k), self.prepared,
-                           a_zero_point=int(x_zero_point.reshape(-1)[0]),
-                           b_zero_point=self.b_zero_point, out_scale=scale, bias=self.bias,
-                           threads=self.threads)
+        a = xq.reshape(-1, self.k)
+        out = np.empty((a.shape[0], self.n), np.float32)
+        za = int(x_zero_point.reshape(-1)[0])
+
+        def rows(lo, hi):
+            gemm.gemm_i8(a[lo:hi], self.prepared, a_zero_point=za, b_zero_point=self.b_zero_point,
+                         out_scale=scale, bias=self.bias, threads=1, out=out[lo:hi])
+
+        # Row blocks of at least ~16M multiply-adds (~60 us), taken by whichever thread is free
+        # (graph/parallel.py); each row's result does not depend on the block it is in.
+        parallel.run_chunks(rows, parallel.bounds(a.shape[0], parallel.resolve(self.threads),
+                                                  max(16, (1 << 24) // (self.k * self.n))),
+                            parallel.resolve(self.threads))
         return out.reshape(*xq.shape[:-1], self.n)
 
 

@@ -5,12 +5,15 @@ Contract of every function here:
   - the node's attributes arrive as keyword arguments whose defaults are ONNX's defaults;
   - it returns one numpy array, or a tuple of them for ops with several outputs;
   - it never writes into its inputs (they may be the session's weights or the caller's feeds),
-    and it may return a view of an input (the session copies what it hands back to the caller).
+    and it may return a view of an input (the session copies what it hands back to the caller);
+  - a `_threads` keyword, where present, is the session's thread count for the kernels it calls.
 
-The integer GEMMs run on `gemm.gemm_i8`; the rest is numpy, computed in the input's dtype the way
-onnx's reference evaluator computes it. Which ONNX versions each function implements is stated
-once, in graph/registry.py. Ops whose behaviour changed between versions in a way one signature
-cannot cover have one function per behaviour (Softmax and Softmax_1).
+The integer GEMMs run on `gemm.gemm_i8`; DynamicQuantizeLinear, Erf and LayerNormalization on
+float32 run on the `ops` kernels that reproduce onnx's reference evaluator bit for bit; the rest
+is numpy, computed in the input's dtype the way the reference computes it. Which ONNX versions
+each function implements is stated once, in graph/registry.py. Ops whose behaviour changed between
+versions in a way one signature cannot cover have one function per behaviour (Softmax and
+Softmax_1).
 """
 
 from __future__ import annotations
@@ -20,8 +23,9 @@ import math
 import numpy as np
 
 import gemm
+import ops
 
-from . import stopgap_kernels
+from . import parallel
 from .tensors import MAX_ELEMENTS, ONNX_TO_NUMPY
 
 # ---------------------------------------------------------------------------------------------
@@ -61,18 +65,53 @@ def _zero_point(z):
     return z.reshape(()) if z.size == 1 else z.reshape(-1)
 
 
-def DynamicQuantizeLinear(x):
-    # ONNX's definition, step by step in float32 (bit-identical to the reference evaluator),
-    # in place on one temporary: numpy's SIMD loops beat a scalar numba loop here.
-    maxx = np.float32(max(0.0, float(x.max()))) if x.size else np.float32(0.0)
-    minx = np.float32(min(0.0, float(x.min()))) if x.size else np.float32(0.0)
-    scale = np.float32(1.0 if maxx == minx else maxx - minx) / np.float32(255.0)
-    zero_point = np.rint(np.clip(np.float32(0.0) - minx / scale, 0.0, 255.0)).astype(np.float32)
+def DynamicQuantizeLinear(x, *, _threads=None):
+    if x.dtype == np.float32 and x.size:
+        return _dynamic_quantize_chunks(np.ascontiguousarray(x), parallel.resolve(_threads))
+    # ONNX's definition, step by step in float32 (bit-identical to the reference evaluator).
+    scale, zero_point = _dynamic_scale(float(x.min()), float(x.max())) if x.size else \
+        _dynamic_scale(0.0, 0.0)
     y = np.divide(x, scale)
     np.rint(y, out=y)
     y += zero_point
     np.clip(y, 0, 255, out=y)
     return y.astype(np.uint8), np.array(scale, np.float32), np.array(zero_point, np.uint8)
+
+
+def _dynamic_scale(lo: float, hi: float):
+    """DynamicQuantizeLinear's scale and zero point (float32) from min(x) and max(x), in the
+    reference's float32 steps."""
+    maxx = np.float32(max(0.0, hi))
+    minx = np.float32(min(0.0, lo))
+    scale = np.float32(1.0 if maxx == minx else maxx - minx) / np.float32(255.0)
+    zero_point = np.rint(np.clip(np.float32(0.0) - minx / scale, 0.0, 255.0)).astype(np.float32)
+    return scale, zero_point
+
+
+def _dynamic_quantize_chunks(x, threads: int):
+    """float32 DynamicQuantizeLinear in chunks over the threads (graph/parallel.py): min and
+    max per chunk, then ops.quantize_linear per chunk -- the same values as
+    ops.dynamic_quantize_linear. NaN or inf in x is an error (no scale represents them)."""
+    flat = x.reshape(-1)
+    chunks = parallel.bounds(flat.size, threads, 1 << 16)
+    extremes = {}
+
+    def min_max(lo, hi):
+        part = flat[lo:hi]
+        extremes[lo] = (part.min(), part.max())
+
+    parallel.run_chunks(min_max, chunks, threads)
+    lo = min(v[0] for v in extremes.values())
+    hi = max(v[1] for v in extremes.values())
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        raise ValueError("x: contains NaN or infinite values; no scale represents them")
+    scale, zero_point = _dynamic_scale(float(lo), float(hi))
+    zp = np.uint8(zero_point)
+    y = np.empty(flat.size, np.uint8)
+    parallel.run_chunks(
+        lambda a, b: ops.quantize_linear(flat[a:b], scale, zp, out=y[a:b], threads=1),
+        chunks, threads)
+    return y.reshape(x.shape), np.array(scale, np.float32), np.array(zp, np.uint8)
 
 
 def QuantizeLinear(x, y_scale, y_zero_point=None, axis=1, saturate=1, block_size=0,
@@ -197,9 +236,9 @@ def Sigmoid(X):
     return np.where(X >= 0, 1 / (1 + e), e / (1 + e)).astype(X.dtype)
 
 
-def Erf(input):  # noqa: A002
+def Erf(input, *, _threads=None):  # noqa: A002
     if input.dtype == np.float32:
-        return stopgap_kernels.erf(input)
+        return ops.erf(input, threads=_threads)
     return np.vectorize(math.erf, otypes=[np.float64])(input).astype(input.dtype)
 
 
@@ -242,8 +281,11 @@ def _coerce_2d(shape, axis):
     return (math.prod(shape[:axis]), math.prod(shape[axis:]))
 
 
-def LayerNormalization(X, Scale, B=None, axis=-1, epsilon=1e-5, stash_type=1):
+def LayerNormalization(X, Scale, B=None, axis=-1, epsilon=1e-5, stash_type=1, *, _outputs=3,
+                       _threads=None):
     axis = axis % X.ndim
+    if _outputs == 1 and layer_norm_kernel_fits(X, Scale, B, axis):
+        return ops.layer_norm(X, Scale, B, epsilon, axis, float32_steps=True, threads=_threads)
     axes = tuple(range(axis, X.ndim))
     mean = X.mean(axis=axes, keepdims=True, dtype=np.float32)
     diff = X - mean
@@ -253,6 +295,14 @@ def LayerNormalization(X, Scale, B=None, axis=-1, epsilon=1e-5, stash_type=1):
     if B is not None:
         y = y + B
     return y.astype(X.dtype, copy=False), mean.astype(X.dtype), inv_std.astype(X.dtype)
+
+
+def layer_norm_kernel_fits(X, Scale, B, axis) -> bool:
+    """Whether ops.layer_norm (float32 steps) computes this LayerNormalization: float32, and
+    scale and bias of exactly the normalised shape (not merely broadcastable to it)."""
+    normalised = X.shape[axis:]
+    return (X.dtype == Scale.dtype == np.float32 and Scale.shape == normalised
+            and (B is None or B.dtype == np.float32 and B.shape == normalised))
 
 
 def ReduceMean(data, axes=None, keepdims=1, noop_with_empty_axes=0):

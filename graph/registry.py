@@ -30,7 +30,7 @@ class OpEntry:
     gpu: str | None = None
     shape: bool = False
     check: Callable[[dict], None] | None = None
-    pass_output_count: bool = False   # fn takes _outputs=len(node.output) (Split)
+    pass_output_count: bool = False   # fn takes _outputs=len(node.output) (Split, LayerNormalization)
 
     @property
     def attributes(self) -> set[str]:
@@ -98,7 +98,7 @@ OPS: tuple[OpEntry, ...] = (
     E("LogSoftmax", (13, 13), o.LogSoftmax, gpu="ops.logsoftmax"),
     E("LogSoftmax", (1, 11), o.LogSoftmax_1),
     E("LayerNormalization", (17, 17), o.LayerNormalization, gpu="ops.layer_norm",
-      check=_check_layer_norm),
+      check=_check_layer_norm, pass_output_count=True),
     E("ReduceMean", (1, 18), o.ReduceMean),
     E("ArgMax", (1, 13), o.ArgMax),
     E("TopK", (1, 24), o.TopK),

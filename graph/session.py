@@ -30,8 +30,9 @@ from onnx import helper, shape_inference
 
 import gemm
 
-from . import fusion, registry
+from . import fusion, onnx_ops, registry
 from .float_matmul import FloatMatMul, blas_single_threaded
+from .float_softmax import FloatSoftmax
 from .onnx_ops import requantize
 from .tensors import numpy_dtype, to_array, type_name
 
@@ -129,6 +130,10 @@ class Session:
             groups += fusion.find_qlinear_groups([n for n, _ in order], index)
             float32 = {name for name, (elem, _) in self.value_info.items() if elem == 1}
             groups += fusion.find_gelu_groups([n for n, _ in order], index, float32)
+            groups += fusion.find_residual_layer_norm_groups([n for n, _ in order], index, float32)
+            softmax_13 = {id(n) for n, e in order if e.fn is onnx_ops.Softmax}
+            groups += fusion.find_scaled_softmax_groups(
+                [n for n, _ in order], index, float32, lambda n: id(n) in softmax_13)
         self._prepared: dict[str, gemm.PreparedB] = {}
         self._steps = self._plan(order, groups, constants, attrs, index)
         self._constants = constants
@@ -158,17 +163,22 @@ class Session:
                         nodes=tuple(x.name for x in group.nodes),
                         hidden=tuple(o for x in group.nodes for o in x.output if o != group.output),
                         kernel=_group_kernel(group, path),
-                        gpu="ops.gelu" if group.kind == "Gelu(Erf)" else "gemm.gemm_i8"))
+                        gpu=_GROUP_GPU_KERNEL.get(group.kind, "gemm.gemm_i8")))
                 continue
             step = Step(name=node.name or node.output[0], op_type=node.op_type, fn=entry.fn,
                         inputs=tuple(node.input), outputs=tuple(node.output),
                         attrs=attrs[id(node)], nodes=(node.name,), kernel="numpy",
                         gpu=entry.gpu, shape_only=entry.shape)
+            if "_threads" in inspect.signature(entry.fn).parameters:
+                step.attrs = {**step.attrs, "_threads": self.threads}
             if node.op_type == "MatMul":
                 step.fn = FloatMatMul(self.threads or _cores())
                 step.kernel = "numpy matmul (BLAS, 1 thread per piece)"
-            elif node.op_type == "Erf":
-                step.kernel = "numba erf (stopgap until ops)"
+            elif entry.fn is onnx_ops.Softmax:
+                step.fn = FloatSoftmax(self.threads)
+                step.kernel = "ops.softmax(float32_steps=True) (last axis), row chunks"
+            elif node.op_type in _OPS_KERNEL:
+                step.kernel = _OPS_KERNEL[node.op_type]
             self._prepare_node(step, node, index)
             steps.append(step)
         return steps
@@ -544,9 +554,24 @@ def _root(a):
     return a
 
 
+# What runs the float32 forms of these ops (other dtypes: numpy).
+_OPS_KERNEL = {
+    "DynamicQuantizeLinear": "min/max + ops.quantize_linear, chunks",
+    "LayerNormalization": "ops.layer_norm(float32_steps=True)",
+    "Erf": "ops.erf",
+}
+
+_GROUP_GPU_KERNEL = {"Gelu(Erf)": "ops.gelu", "Add+LayerNormalization": "ops.layer_norm",
+                     "Div+Softmax": "ops.softmax"}
+
+
 def _group_kernel(group, path: str) -> str:
     if group.kind == "Gelu(Erf)":
-        return "numba gelu chain, one pass (stopgap until ops.gelu)"
+        return "ops.gelu(float32_steps=True), one pass"
+    if group.kind == "Add+LayerNormalization":
+        return "ops.layer_norm(residual=, float32_steps=True), one pass"
+    if group.kind == "Div+Softmax":
+        return "numpy divide, ops.softmax(float32_steps=True), row chunks"
     how = ("uint8 A, zero point, out_scale, bias" if group.kind == "DynamicQuantMatMul"
            else "int32 out + requantize + dequantize")
     return f"gemm.gemm_i8 {path} K={group.fn.k} N={group.fn.n} prepared, {how}"

@@ -4,6 +4,7 @@
     y = ops.logsoftmax(logits)                      # axis=-1, out=, threads= like numpy/gemm
     values, ids = ops.log_softmax_topk(logits, k=8) # fused: one pass per row (beam search)
     h = ops.bias_add(x, b, activation="relu")       # act(x + b (+ residual)) in one pass
+    e = ops.erf(x)                                  # correctly rounded float32 erf
     h = ops.layer_norm(h, gamma, beta, 1e-5)
     q, s, z = ops.dynamic_quantize_linear(h)        # ONNX DynamicQuantizeLinear, bit for bit
 
@@ -15,13 +16,13 @@ GPU. Accuracy bounds and special values are stated in each module's docstring
 """
 
 from .backends import register_array_type
-from .elementwise import add, bias_add, exp, gelu, mul, relu, sigmoid, tanh
+from .elementwise import add, bias_add, erf, exp, gelu, mul, relu, sigmoid, tanh
 from .norm import layer_norm
 from .probabilities import log_softmax_topk, logsoftmax, softmax
 from .quantize import dequantize_linear, dynamic_quantize_linear, quantize_linear
 
 __all__ = [
-    "add", "bias_add", "dequantize_linear", "dynamic_quantize_linear", "exp", "gelu", "layer_norm",
-    "log_softmax_topk", "logsoftmax", "mul", "quantize_linear", "register_array_type", "relu",
-    "sigmoid", "softmax", "tanh",
+    "add", "bias_add", "dequantize_linear", "dynamic_quantize_linear", "erf", "exp", "gelu",
+    "layer_norm", "log_softmax_topk", "logsoftmax", "mul", "quantize_linear", "register_array_type",
+    "relu", "sigmoid", "softmax", "tanh",
 ]

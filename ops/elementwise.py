@@ -1,4 +1,4 @@
-"""Elementwise ops: relu, gelu, tanh, sigmoid, exp, add, mul and the fused bias_add (front ends).
+"""Elementwise ops: relu, gelu, tanh, sigmoid, exp, erf, add, mul and the fused bias_add (front ends).
 
 Numerics (float32; y64 the float64 value of the same formula on the same float32 input;
 eps = 2**-24; the bounds hold for normal results, |y64| >= 2**-126; smaller results are within
@@ -10,6 +10,10 @@ eps = 2**-24; the bounds hold for normal results, |y64| >= 2**-126; smaller resu
                         computed as x * sigmoid(2u), y64 = 0.5 x (1 + tanh u); the |u| term is
                         e**(2u)'s float32 conditioning, visible only where |gelu(x)| < 1e-3
   gelu, erf form        |y - y64| <= 2 eps |y64|      y64 = 0.5 x (1 + erf(x / sqrt 2))
+  erf                   correctly rounded: float32(erf(x)) of the exact value, which is also
+                        float32(math.erf(float64(x))), what onnx's reference Erf computes
+  gelu, float32_steps   bit for bit the float32 steps of Gelu as torch exports it to ONNX
+                        (Div by sqrt 2, Erf, Add 1, Mul by x, Mul by 0.5), see gelu()
 NaN propagates as in numpy; +-inf give what the formula gives (gelu(-inf) is NaN, like
 0.5 * -inf * (1 + erf(-inf)) in numpy).
 
@@ -61,12 +65,31 @@ def sigmoid(x, *, out=None, threads: int | None = None):
 _GELU_FORMS = {"none": "gelu", "tanh": "gelu_tanh"}
 
 
-def gelu(x, approximate: str = "none", *, out=None, threads: int | None = None):
+def gelu(x, approximate: str = "none", *, float32_steps: bool = False, out=None,
+         threads: int | None = None):
     """GELU: approximate="none" x * Phi(x) = 0.5 x (1 + erf(x / sqrt 2)) (ONNX Gelu's default),
-    approximate="tanh" 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x**3)))."""
+    approximate="tanh" 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x**3))).
+
+    float32_steps=True (erf form only): the float32 arithmetic of the five ONNX nodes torch
+    exports for it, each step rounded to float32 --
+        t = x / float32(sqrt 2);  e = erf(t) correctly rounded;  y = (x * (e + 1)) * 0.5
+    -- bit for bit what an ONNX runtime evaluating those nodes one by one (onnx's reference
+    evaluator) returns. Less accurate than the default where 1 + erf(t) cancels (x < -2), but a
+    graph runner fusing those nodes must reproduce them exactly: its result is quantized again
+    next, and one ulp can move a value to the next integer step."""
     if approximate not in _GELU_FORMS:
         raise ValueError(f"approximate: expected 'none' or 'tanh', got {approximate!r}")
+    if float32_steps:
+        if approximate != "none":
+            raise ValueError("float32_steps: only for approximate='none' (the erf form)")
+        return _unary("gelu_float32_steps", x, out, threads)
     return _unary(_GELU_FORMS[approximate], x, out, threads)
+
+
+def erf(x, *, out=None, threads: int | None = None):
+    """The error function, correctly rounded to float32 (as onnx's reference Erf: every value
+    equals np.float32(math.erf(float(x))))."""
+    return _unary("erf", x, out, threads)
 
 
 def _operand(value, argument: str):

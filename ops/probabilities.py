@@ -32,16 +32,27 @@ def logsoftmax(x, axis: int = -1, *, out=None, threads: int | None = None):
     return backend.logsoftmax(x, axis, result, threads)
 
 
-def softmax(x, axis: int = -1, *, out=None, threads: int | None = None):
+def softmax(x, axis: int = -1, *, float32_steps: bool = False, out=None,
+            threads: int | None = None):
     """exp(x - max) / sum(exp(x - max)) along `axis` (float32); `out` and `threads` as in
-    logsoftmax."""
+    logsoftmax.
+
+    float32_steps=True (last axis only): bit for bit what onnx's reference evaluator computes --
+    numpy's float32 exp and numpy's order of summation (ops/cpu/probabilities.py) -- for a graph
+    runner whose next steps quantize the result (one ulp can move a value to the next integer
+    step). Its accuracy is numpy's: exp within a few ulp, not the bound above."""
     backend = backend_for(x=x, out=out)
     check_float32(x, "x")
     check_threads(threads)
     if x.ndim == 0:
         raise ValueError("x: expected at least one dimension, got a 0-d array")
     axis = check_axis(axis, x.ndim)
+    if float32_steps and axis != x.ndim - 1:
+        raise ValueError("float32_steps: only over the last axis (numpy sums other axes in "
+                         "another order)")
     result = output(backend, out, x.shape, np.float32, (x,))
+    if float32_steps:
+        return backend.softmax_float32_steps(x, result, threads)
     return backend.softmax(x, axis, result, threads)
 
 

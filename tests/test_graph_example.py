@@ -52,8 +52,13 @@ def test_explain_lists_fused_groups_and_gpu_transfers(small_model, capsys):
     assert cli.main(["run", small_model, "--explain"]) == 0
     cpu = capsys.readouterr().out
     assert "fused: " in cpu and "gemm.gemm_i8 cpu:" in cpu
-    n_gemms = sum(n.op_type == "MatMulInteger" for n in onnx.load(small_model).graph.node)
-    assert f"fused groups: {n_gemms + 1}" in cpu   # the GEMMs and the Gelu
+    nodes = onnx.load(small_model).graph.node
+    n_gemms = sum(n.op_type == "MatMulInteger" for n in nodes)
+    n_norms = sum(n.op_type == "LayerNormalization" for n in nodes)
+    divs = {n.output[0] for n in nodes if n.op_type == "Div"}
+    n_scaled = sum(n.op_type == "Softmax" and n.input[0] in divs for n in nodes)
+    # the GEMMs, the Gelu, each residual Add with its LayerNormalization, each scaled Softmax
+    assert f"fused groups: {n_gemms + 1 + n_norms + n_scaled}" in cpu
     assert cli.main(["run", small_model, "--explain", "--backend", "gpu"]) == 0
     gpu = capsys.readouterr().out
     assert "ops without a GPU kernel" in gpu and "upload x" in gpu

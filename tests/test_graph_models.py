@@ -101,6 +101,17 @@ def test_fused_and_unfused_plans_agree_bit_for_bit(dynamic_models):
     np.testing.assert_array_equal(fused.run(None, feeds)[0], unfused.run(None, feeds)[0])
 
 
+def test_thread_counts_agree_bit_for_bit_and_equal_the_reference(dynamic_models):
+    """Batch 3 x 64 tokens: big enough that every kernel splits its work over the threads (and
+    the attention Softmax rows, Gelu values and GEMM rows land in different chunks)."""
+    path = dynamic_models["encoder", True]
+    one, three = graph.Session(path, threads=1), graph.Session(path, threads=3)
+    feeds = _feeds(one, np.random.default_rng(6), batch=3, seq=64)
+    (ref,) = ReferenceEvaluator(path).run(None, feeds)
+    np.testing.assert_array_equal(one.run(None, feeds)[0], ref)
+    np.testing.assert_array_equal(three.run(None, feeds)[0], ref)
+
+
 def test_float_model_matches_onnxruntime(dynamic_models):
     path = dynamic_models["encoder_decoder", "float"]
     session = graph.Session(path)

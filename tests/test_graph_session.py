@@ -132,6 +132,56 @@ def test_fused_chain_equals_the_onnx_definition_exactly():
     np.testing.assert_array_equal(session.run(None, {"x": x})[0], expected)
 
 
+def _float_chains_model(sqrt2, residual_shape):
+    """Gelu as torch exports it (Div by `sqrt2`), Add(residual) -> LayerNormalization, and
+    Div(scale) -> Softmax."""
+    c = lambda v, name: numpy_helper.from_array(np.asarray(v, np.float32), name)  # noqa: E731
+    nodes = [
+        helper.make_node("Div", ["x", "sqrt2"], ["t"], name="div"),
+        helper.make_node("Erf", ["t"], ["e"], name="erf"),
+        helper.make_node("Add", ["e", "one"], ["e1"], name="add1"),
+        helper.make_node("Mul", ["x", "e1"], ["xe"], name="mul"),
+        helper.make_node("Mul", ["xe", "half"], ["g"], name="half"),
+        helper.make_node("Add", ["g", "r"], ["s"], name="residual"),
+        helper.make_node("LayerNormalization", ["s", "ln_w", "ln_b"], ["y"], name="ln",
+                         epsilon=1e-5),
+        helper.make_node("Div", ["y", "temp"], ["z"], name="scale"),
+        helper.make_node("Softmax", ["z"], ["p"], name="softmax", axis=-1),
+    ]
+    rng = np.random.default_rng(4)
+    inits = [c(sqrt2, "sqrt2"), c(1.0, "one"), c(0.5, "half"), c(8.0, "temp"),
+             c(rng.standard_normal(16), "ln_w"), c(rng.standard_normal(16), "ln_b")]
+    return _model(nodes, [_vi("x", shape=("m", 16)), _vi("r", shape=residual_shape)],
+                  [_vi("p", shape=("m", 16))], inits)
+
+
+@pytest.mark.parametrize("residual_shape", [("m", 16), (16,)], ids=["same_shape", "broadcast"])
+def test_float_chains_fuse_and_equal_the_reference_bit_for_bit(residual_shape):
+    from onnx.reference import ReferenceEvaluator
+    model = _float_chains_model(np.float32(np.sqrt(2)), residual_shape)
+    session = graph.Session(model)
+    assert [s.op_type for s in session.steps] == ["Gelu(Erf)", "Add+LayerNormalization",
+                                                  "Div+Softmax"]
+    rng = np.random.default_rng(5)
+    feeds = {"x": (rng.standard_normal((300, 16)) * 3).astype(np.float32),
+             "r": rng.standard_normal((300, 16) if len(residual_shape) == 2 else 16)
+             .astype(np.float32)}
+    (ref,) = ReferenceEvaluator(model).run(None, feeds)
+    np.testing.assert_array_equal(session.run(None, feeds)[0], ref)
+    np.testing.assert_array_equal(graph.Session(model, fuse=False).run(None, feeds)[0], ref)
+
+
+def test_gelu_with_other_constants_is_not_fused_but_still_exact():
+    from onnx.reference import ReferenceEvaluator
+    model = _float_chains_model(1.5, ("m", 16))
+    session = graph.Session(model)
+    assert "Gelu(Erf)" not in [s.op_type for s in session.steps]
+    feeds = {"x": np.linspace(-6, 6, 320, dtype=np.float32).reshape(20, 16),
+             "r": np.zeros((20, 16), np.float32)}
+    (ref,) = ReferenceEvaluator(model).run(None, feeds)
+    np.testing.assert_array_equal(session.run(None, feeds)[0], ref)
+
+
 def test_prepared_weight_by_initializer_or_node_name_and_shortlisting():
     model, w = _matmul_integer_model(n=40, k=16)
     session = graph.Session(model)

@@ -12,7 +12,7 @@ import pytest
 import ops
 from ops import backends
 
-PUBLIC = ["add", "bias_add", "dequantize_linear", "dynamic_quantize_linear", "exp", "gelu",
+PUBLIC = ["add", "bias_add", "dequantize_linear", "dynamic_quantize_linear", "erf", "exp", "gelu",
           "layer_norm", "log_softmax_topk", "logsoftmax", "mul", "quantize_linear", "relu",
           "sigmoid", "softmax", "tanh"]
 

@@ -469,3 +469,16 @@ def test_bench_ops_gpu_runs(capsys, tmp_path):
     import json
     result = json.loads(out.read_text())
     assert result["shape"] == [3, 64] and all(r["GB_s"] > 0 for r in result["rows"])
+
+
+def test_layer_norm_residual_as_the_cpu_and_float32_steps_cpu_only():
+    rng = np.random.default_rng(3)
+    x, r = (rng.standard_normal((5, 64)).astype(np.float32) for _ in range(2))
+    w, b = (rng.standard_normal(64).astype(np.float32) for _ in range(2))
+    got = ops.layer_norm(G(x), G(w), G(b), 1e-5, residual=G(r)).numpy()
+    ref = ops.layer_norm(x + r, w, b, 1e-5).astype(np.float64)
+    assert_within(got, ref, layer_norm_bound(x + r, w, b, ref, -1), "layer_norm residual")
+    with pytest.raises(ValueError, match="float32_steps"):
+        ops.layer_norm(G(x), G(w), G(b), 1e-5, float32_steps=True)
+    with pytest.raises(ValueError, match="float32_steps"):
+        ops.softmax(G(x), float32_steps=True)

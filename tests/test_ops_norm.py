@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+from onnx.reference.ops.op_layer_normalization import _layer_normalization
 from ops_reference import EPS, assert_within, layer_norm64
 
 import ops
@@ -66,3 +67,61 @@ def test_errors():
         ops.layer_norm(x, w, None, "1e-5")
     with pytest.raises(TypeError, match="weight: expected a numpy.ndarray"):
         ops.layer_norm(x, [1.0] * 4)
+
+
+# -- float32_steps and residual: onnx's reference evaluator, bit for bit -------------------------
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_float32_steps_equal_onnx_reference(data):
+    """Row lengths around numpy's pairwise-sum block (128) and its splits (256, 512, ...)."""
+    rows = data.draw(st.integers(1, 6))
+    n = data.draw(st.sampled_from([1, 5, 8, 9, 64, 127, 128, 129, 136, 255, 256, 257, 263, 384,
+                                   512, 520, 1000, 1024, 1031, 3000]))
+    scale = data.draw(st.sampled_from([1e-3, 1.0, 50.0]))
+    seed = data.draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal((rows, n)) * scale + rng.uniform(-5, 5)).astype(np.float32)
+    r = rng.standard_normal((rows, n)).astype(np.float32)
+    w = rng.standard_normal(n).astype(np.float32)
+    b = data.draw(st.none() | st.just(rng.standard_normal(n).astype(np.float32)))
+    epsilon = data.draw(st.sampled_from([1e-5, 1e-12, 0.1]))
+    ref = _layer_normalization(x + r, w, b, axis=-1, epsilon=epsilon)[0]
+    np.testing.assert_array_equal(
+        ops.layer_norm(x, w, b, epsilon, residual=r, float32_steps=True), ref)
+    np.testing.assert_array_equal(ops.layer_norm(x + r, w, b, epsilon, float32_steps=True), ref)
+
+
+def test_float32_steps_over_several_axes_threads_and_in_place():
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((64, 6, 40)).astype(np.float32)
+    w = rng.standard_normal((6, 40)).astype(np.float32)
+    b = rng.standard_normal((6, 40)).astype(np.float32)
+    ref = _layer_normalization(x, w, b, axis=1, epsilon=1e-5)[0]
+    one = ops.layer_norm(x, w, b, 1e-5, axis=1, float32_steps=True, threads=1)
+    np.testing.assert_array_equal(one, ref)
+    np.testing.assert_array_equal(
+        ops.layer_norm(x, w, b, 1e-5, axis=1, float32_steps=True, threads=2), ref)
+    ops.layer_norm(x, w, b, 1e-5, axis=1, float32_steps=True, out=x)
+    np.testing.assert_array_equal(x, ref)
+
+
+@settings(max_examples=30, deadline=None)
+@given(data=st.data())
+def test_residual_is_added_first(data):
+    """The float64 path too: layer_norm(x, residual=r) is layer_norm(x + r), bit for bit."""
+    shape = data.draw(hnp.array_shapes(min_dims=1, max_dims=3, min_side=1, max_side=30))
+    x = data.draw(hnp.arrays(np.float32, shape, elements=FINITE))
+    r = data.draw(hnp.arrays(np.float32, shape, elements=FINITE))
+    w = np.ones(shape[-1], np.float32)
+    np.testing.assert_array_equal(ops.layer_norm(x, w, residual=r), ops.layer_norm(x + r, w))
+
+
+def test_residual_errors():
+    x = np.zeros((3, 4), np.float32)
+    w = np.ones(4, np.float32)
+    with pytest.raises(ValueError, match=r"residual: expected x's shape \(3, 4\)"):
+        ops.layer_norm(x, w, residual=np.zeros(4, np.float32))
+    with pytest.raises(TypeError, match="residual: expected float32"):
+        ops.layer_norm(x, w, residual=np.zeros((3, 4)))

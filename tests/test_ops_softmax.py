@@ -156,3 +156,39 @@ def test_errors_name_the_argument(f):
         f(x, threads=0)
     with pytest.raises(ValueError, match="x: expected at least one dimension"):
         f(np.ones((), np.float32))
+
+
+# -- float32_steps: onnx's reference evaluator, bit for bit ---------------------------------------
+
+
+def _reference_softmax(x):
+    """onnx.reference's Softmax (x - max, numpy's exp, divided by numpy's sum)."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        tmp = x - x.max(axis=-1, keepdims=True)
+        y = np.exp(tmp)
+        y /= y.sum(axis=-1, keepdims=True)
+    return y
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_softmax_float32_steps_equals_onnx_reference(data):
+    rows = data.draw(st.integers(1, 5))
+    n = data.draw(st.sampled_from([1, 2, 7, 8, 9, 100, 128, 129, 256, 257, 263, 1000, 4099]))
+    x = data.draw(hnp.arrays(np.float32, (rows, n), elements=WITH_SPECIALS
+                             if data.draw(st.booleans()) else FINITE))
+    threads = data.draw(st.sampled_from([1, 2]))
+    np.testing.assert_array_equal(ops.softmax(x, float32_steps=True, threads=threads),
+                                  _reference_softmax(x))
+
+
+def test_softmax_float32_steps_big_rows_in_place():
+    x = np.random.default_rng(8).standard_normal((64, 128, 128)).astype(np.float32) * 4
+    ref = _reference_softmax(x)
+    ops.softmax(x, float32_steps=True, out=x)
+    np.testing.assert_array_equal(x, ref)
+
+
+def test_softmax_float32_steps_last_axis_only():
+    with pytest.raises(ValueError, match="float32_steps: only over the last axis"):
+        ops.softmax(np.zeros((3, 4), np.float32), axis=0, float32_steps=True)

@@ -3,10 +3,11 @@
 Contract of a backend module (this one; ops/wgsl/ for GPU arrays will offer the same names):
     empty(shape, dtype), check_out(out, shape, dtype, argument, inputs)
     logsoftmax(x, axis, out, threads), softmax(x, axis, out, threads)
+    softmax_float32_steps(x, out, threads)   (last axis; onnx's reference, bit for bit)
     log_softmax_topk(x, k, out_values, out_indices, threads)
     apply_unary(x, op, out, threads), apply_binary(x, y, op, out, threads)
     bias_add(x, bias, residual, act, axis, out, threads)
-    layer_norm(x, weight, bias, epsilon, axis, out, threads)
+    layer_norm(x, weight, bias, epsilon, axis, out, threads, residual=None, float32_steps=False)
     quantize_linear(x, scale, zero_point, axis, out, threads) -> NaN count
     dequantize_linear(q, scale, zero_point, axis, out, threads), min_max(x, threads)
     scalar(value), INDEX_DTYPE (log_softmax_topk's index dtype)
@@ -23,7 +24,7 @@ import numpy as np
 from .arrays import check_out, empty
 from .elementwise import UNARY_CODES, apply_binary, apply_unary, bias_add
 from .norm import layer_norm
-from .probabilities import logsoftmax, softmax
+from .probabilities import logsoftmax, softmax, softmax_float32_steps
 from .quantize import dequantize_linear, min_max, quantize_linear
 from .topk import log_softmax_topk
 
@@ -38,5 +39,5 @@ def scalar(value: np.ndarray) -> np.ndarray:
 __all__ = [
     "INDEX_DTYPE", "NAME", "UNARY_CODES", "apply_binary", "apply_unary", "bias_add", "check_out",
     "dequantize_linear", "empty", "layer_norm", "log_softmax_topk", "logsoftmax", "min_max",
-    "quantize_linear", "scalar", "softmax",
+    "quantize_linear", "scalar", "softmax", "softmax_float32_steps",
 ]

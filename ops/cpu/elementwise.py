@@ -13,21 +13,96 @@ scalar (period = 1) and a trailing-axes operand such as a bias or a (seq, d) res
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numba import njit, prange
 
-from .mathfuncs import EXACT_FLAGS, exp_f32, gelu_erf_f32, gelu_tanh_f32, sigmoid_f32, tanh_f32
+from .mathfuncs import (
+    EXACT_FLAGS,
+    erf_f64,
+    erf_guard,
+    exp_f32,
+    gelu_erf_f32,
+    gelu_tanh_f32,
+    sigmoid_f32,
+    tanh_f32,
+)
 from .threads import threads_for
 
 # Unary op codes (also bias_add's activation).
-NONE, RELU, EXP, TANH, SIGMOID, GELU_TANH, GELU_ERF = range(7)
+NONE, RELU, EXP, TANH, SIGMOID, GELU_TANH, GELU_ERF, ERF, GELU_ERF_STEPS = range(9)
 UNARY_CODES = {None: NONE, "relu": RELU, "exp": EXP, "tanh": TANH, "sigmoid": SIGMOID,
-               "gelu_tanh": GELU_TANH, "gelu": GELU_ERF}
+               "gelu_tanh": GELU_TANH, "gelu": GELU_ERF, "erf": ERF,
+               "gelu_float32_steps": GELU_ERF_STEPS}
 # Binary op codes.
 ADD, MUL = 0, 1
 
+# Values per erf chunk: its scratch (float32 erf values and flags, 5 KiB) stays in L1.
+ERF_CHUNK = 1024
+_SQRT2_F32 = np.float32(math.sqrt(2.0))
+_ONE_F32 = np.float32(1.0)
+_HALF_F32 = np.float32(0.5)
+
 
 @njit(error_model="numpy", fastmath=EXACT_FLAGS, cache=True)
+def _erf_values(t, e, flags):
+    """e = float32(erf(t)) where the fast float64 erf decides the rounding; flags marks the
+    others (and NaN). Returns how many are flagged."""
+    bad = 0
+    for i in range(t.shape[0]):
+        v, f = erf_guard(erf_f64(np.float64(t[i])))
+        e[i] = v
+        flags[i] = f
+        bad += f
+    return bad
+
+
+@njit(error_model="numpy", cache=True)
+def _erf_fix(t, e, flags):
+    """The flagged values from the C library's erf (float64, rounded once)."""
+    for i in range(t.shape[0]):
+        if flags[i]:
+            e[i] = np.float32(math.erf(np.float64(t[i])))
+
+
+@njit(error_model="numpy", cache=True)
+def _divide(x, c, out):
+    for i in range(x.shape[0]):
+        out[i] = x[i] / c
+
+
+@njit(error_model="numpy", cache=True)
+def _gelu_steps(x, e, out):
+    for i in range(x.shape[0]):
+        out[i] = (x[i] * (e[i] + _ONE_F32)) * _HALF_F32
+
+
+@njit(error_model="numpy", cache=True)
+def erf_chunks(x, out, gelu):
+    """out = float32(erf(x)), or with `gelu` the float32 steps of Gelu as torch exports it,
+    (x * (erf(x / sqrt 2) + 1)) * 0.5, each rounded to float32. out may be x."""
+    n = x.shape[0]
+    t = np.empty(ERF_CHUNK, np.float32)
+    e = np.empty(ERF_CHUNK, np.float32)
+    flags = np.empty(ERF_CHUNK, np.bool_)
+    for lo in range(0, n, ERF_CHUNK):
+        hi = min(lo + ERF_CHUNK, n)
+        m = hi - lo
+        if gelu:
+            _divide(x[lo:hi], _SQRT2_F32, t[:m])
+        else:
+            t[:m] = x[lo:hi]
+        if _erf_values(t[:m], e[:m], flags[:m]):
+            _erf_fix(t[:m], e[:m], flags[:m])
+        if gelu:
+            _gelu_steps(x[lo:hi], e[:m], out[lo:hi])
+        else:
+            out[lo:hi] = e[:m]
+
+
+# nogil on the serial entry points: a caller may run blocks of one array on its own threads.
+@njit(error_model="numpy", fastmath=EXACT_FLAGS, cache=True, nogil=True)
 def unary(x, out, op):
     """out = op(x) over 1-D arrays (out may be x)."""
     n = x.shape[0]
@@ -51,6 +126,10 @@ def unary(x, out, op):
     elif op == GELU_ERF:
         for i in range(n):
             out[i] = gelu_erf_f32(x[i])
+    elif op == ERF:
+        erf_chunks(x, out, False)
+    elif op == GELU_ERF_STEPS:
+        erf_chunks(x, out, True)
     elif op == NONE:
         for i in range(n):
             out[i] = x[i]

@@ -4,6 +4,15 @@ A row (the normalised trailing axes, flattened) is read three times while it sit
 sum, sum of squared deviations (two passes: no cancellation, unlike E[x^2] - E[x]^2), write -- so
 memory sees it read once and written once. The write computes ((x - mean) * rstd) * w + b in
 float64 and rounds once to float32.
+
+float32_steps: the float32 arithmetic of onnx's reference LayerNormalization instead, bit for
+bit -- numpy's sums (pairwise.py: numpy's order of additions for a contiguous float32 row),
+mean = sum / n, d = x - mean, var = sum(d * d) / n, rstd = 1 / sqrt(var + float32(eps)),
+y = (d * rstd) * w + b, each operation rounded to float32 and no FMA. A graph runner needs it:
+the result is quantized again next, and one ulp can move a value to the next integer step.
+
+A residual, if given, is added first (x + residual, in float32: ONNX Add followed by
+LayerNormalization), so the sum is never written to memory.
 """
 
 from __future__ import annotations
@@ -14,6 +23,7 @@ import numpy as np
 from numba import njit, prange
 
 from .mathfuncs import REDUCE_FLAGS
+from .pairwise import pairwise_sum
 from .threads import threads_for
 
 
@@ -58,7 +68,7 @@ def layer_norm_row(x, w, b, epsilon, out):
         _row_write_no_bias(x, mean, rstd, w, out)
 
 
-@njit(error_model="numpy", cache=True)
+@njit(error_model="numpy", cache=True, nogil=True)
 def layer_norm_rows(x, w, b, epsilon, out):
     for r in range(x.shape[0]):
         layer_norm_row(x[r], w, b, epsilon, out[r])
@@ -70,13 +80,80 @@ def layer_norm_rows_parallel(x, w, b, epsilon, out):
         layer_norm_row(x[r], w, b, epsilon, out[r])
 
 
+# -- float32 steps (onnx's reference, bit for bit) ---------------------------------------------
+
+@njit(error_model="numpy", cache=True)
+def layer_norm_row_f32(x, w, b, epsilon, out, d, sq, scratch, stack):
+    """One row in float32 steps; d, sq: scratch of the row's length (out may be x); scratch and
+    stack: pairwise_sum's."""
+    n = x.shape[0]
+    nf = np.float32(n)
+    mean = pairwise_sum(x, scratch, stack) / nf
+    for i in range(n):
+        v = x[i] - mean
+        d[i] = v
+        sq[i] = v * v
+    var = pairwise_sum(sq, scratch, stack) / nf
+    rstd = np.float32(1.0) / np.sqrt(var + epsilon)
+    if b.shape[0] > 0:
+        for i in range(n):
+            out[i] = (d[i] * rstd) * w[i] + b[i]
+    else:
+        for i in range(n):
+            out[i] = (d[i] * rstd) * w[i]
+
+
+@njit(error_model="numpy", cache=True)
+def _rows_f32(x, res, w, b, epsilon, out, lo, hi):
+    n = x.shape[1]
+    d = np.empty(n, np.float32)
+    sq = np.empty(n, np.float32)
+    s = np.empty(n, np.float32)
+    scratch = np.empty(64, np.float32)
+    stack = np.empty((64, 3), np.int64)
+    for r in range(lo, hi):
+        if res.shape[0] > 0:
+            _add(x[r], res[r], s)
+            layer_norm_row_f32(s, w, b, epsilon, out[r], d, sq, scratch, stack)
+        else:
+            layer_norm_row_f32(x[r], w, b, epsilon, out[r], d, sq, scratch, stack)
+
+
+@njit(error_model="numpy", cache=True)
+def _add(a, b, out):
+    for i in range(a.shape[0]):
+        out[i] = a[i] + b[i]
+
+
+@njit(error_model="numpy", cache=True, nogil=True)
+def layer_norm_rows_f32(x, res, w, b, epsilon, out):
+    _rows_f32(x, res, w, b, epsilon, out, 0, x.shape[0])
+
+
+@njit(error_model="numpy", cache=True, parallel=True)
+def layer_norm_rows_f32_parallel(x, res, w, b, epsilon, out, blocks):
+    rows = x.shape[0]
+    step = (rows + blocks - 1) // blocks
+    for k in prange(blocks):
+        _rows_f32(x, res, w, b, epsilon, out, min(k * step, rows), min((k + 1) * step, rows))
+
+
+@njit(error_model="numpy", cache=True)
+def _add_rows(x, res, out):
+    for r in range(x.shape[0]):
+        for i in range(x.shape[1]):
+            out[r, i] = x[r, i] + res[r, i]
+
+
 _NO_BIAS = np.empty(0, np.float32)
+_NO_RESIDUAL = np.empty((0, 0), np.float32)
 
 
 def layer_norm(x: np.ndarray, weight: np.ndarray, bias, epsilon: float, axis: int,
-               out: np.ndarray, threads) -> np.ndarray:
-    """Normalise over the axes axis..ndim-1 (ONNX LayerNormalization); weight (and bias, or None)
-    hold x.shape[axis:] values; out C-contiguous float32 of x's shape."""
+               out: np.ndarray, threads, residual=None, float32_steps: bool = False) -> np.ndarray:
+    """Normalise x (+ residual, of x's shape, or None) over the axes axis..ndim-1 (ONNX
+    LayerNormalization); weight (and bias, or None) hold x.shape[axis:] values; out C-contiguous
+    float32 of x's shape."""
     if x.size == 0:
         return out
     x = np.ascontiguousarray(x)
@@ -84,7 +161,21 @@ def layer_norm(x: np.ndarray, weight: np.ndarray, bias, epsilon: float, axis: in
     x2, out2 = x.reshape(-1, width), out.reshape(-1, width)
     w = np.ascontiguousarray(weight).reshape(-1)
     b = _NO_BIAS if bias is None else np.ascontiguousarray(bias).reshape(-1)
-    if threads_for(x.size, x2.shape[0], threads) == 1:
+    res2 = _NO_RESIDUAL if residual is None else \
+        np.ascontiguousarray(residual).reshape(-1, width)
+    blocks = threads_for(x.size, x2.shape[0], threads)
+    if float32_steps:
+        eps32 = np.float32(epsilon)
+        if blocks == 1:
+            layer_norm_rows_f32(x2, res2, w, b, eps32, out2)
+        else:
+            layer_norm_rows_f32_parallel(x2, res2, w, b, eps32, out2, blocks)
+        return out
+    if residual is not None:
+        # The float64 path reads its row three times: form x + residual once (out is scratch).
+        _add_rows(x2, res2, out2)
+        x2 = out2
+    if blocks == 1:
         layer_norm_rows(x2, w, b, float(epsilon), out2)
     else:
         layer_norm_rows_parallel(x2, w, b, float(epsilon), out2)

@@ -10,6 +10,12 @@ Last axis (the decoder's case), per row:
 Another axis: the array is viewed as (outer, n, inner) and the loops run across `inner`
 (contiguous), with one running max and float64 sum per inner position (three sweeps of the slab).
 
+softmax float32_steps (last axis only): onnx's reference evaluator's steps bit for bit --
+t = x - max(x) (float32), e = numpy's own float32 exp of t (np.exp: numpy's SIMD exp, which no
+other exp reproduces), e / sum(e) with the sum in numpy's pairwise order (pairwise.py) and a
+float32 division. The subtraction and the sums-and-divisions are numba passes over rows (nogil,
+so a caller may run row blocks on its own threads), the exp one numpy call in between.
+
 Special values follow numpy's `x - max - log(sum(exp(x - max)))` (and onnx's reference LogSoftmax)
 exactly, with no extra pass to find them:
   - -inf entries (masked logits) give -inf (logsoftmax) or 0 (softmax);
@@ -25,6 +31,7 @@ import numpy as np
 from numba import njit, prange
 
 from .mathfuncs import EXACT_FLAGS, REDUCE_FLAGS, exp_f32, exp_sum_term_f32, fmax_f32
+from .pairwise import pairwise_sum
 from .threads import threads_for
 
 CHUNK = 2048
@@ -35,7 +42,7 @@ _NEG_INF = np.float32(-np.inf)
 # loops over range(lo, hi) do not (numba's negative-index wrap-around cannot be proven dead).
 
 
-@njit(error_model="numpy", fastmath=REDUCE_FLAGS, cache=True)
+@njit(error_model="numpy", fastmath=REDUCE_FLAGS, cache=True, nogil=True)
 def chunk_max(x):
     """max(x) ignoring NaN (-inf when empty or all NaN)."""
     m = _NEG_INF
@@ -211,6 +218,68 @@ def softmax_strided(x, out):
         s = np.empty(inner, np.float64)
         inv_s = np.empty(inner, np.float32)
         _softmax_slab(x[o], out[o], m, s, inv_s)
+
+
+# -- float32 steps (onnx's reference, bit for bit) ---------------------------------------------
+
+
+@njit(error_model="numpy", cache=True, nogil=True)
+def _subtract_row_max(x, out, lo, hi):
+    """out[r] = x[r] - max(x[r]) for rows lo:hi. (max ignores NaN here and numpy's propagates
+    it; a row holding NaN ends as all NaN either way, once its NaN reaches the sum.)"""
+    for r in range(lo, hi):
+        m = chunk_max(x[r])
+        o = out[r]
+        xr = x[r]
+        for i in range(xr.shape[0]):
+            o[i] = xr[i] - m
+
+
+@njit(error_model="numpy", cache=True, nogil=True)
+def _divide_by_row_sum(e, lo, hi):
+    scratch = np.empty(64, np.float32)
+    stack = np.empty((64, 3), np.int64)
+    for r in range(lo, hi):
+        row = e[r]
+        s = pairwise_sum(row, scratch, stack)
+        for i in range(row.shape[0]):
+            row[i] = row[i] / s
+
+
+@njit(error_model="numpy", cache=True, parallel=True)
+def _subtract_row_max_parallel(x, out, blocks):
+    rows = x.shape[0]
+    step = (rows + blocks - 1) // blocks
+    for b in prange(blocks):
+        _subtract_row_max(x, out, min(b * step, rows), min((b + 1) * step, rows))
+
+
+@njit(error_model="numpy", cache=True, parallel=True)
+def _divide_by_row_sum_parallel(e, blocks):
+    rows = e.shape[0]
+    step = (rows + blocks - 1) // blocks
+    for b in prange(blocks):
+        _divide_by_row_sum(e, min(b * step, rows), min((b + 1) * step, rows))
+
+
+def softmax_float32_steps(x: np.ndarray, out: np.ndarray, threads) -> np.ndarray:
+    """Softmax over the last axis, as onnx's reference computes it (module docstring)."""
+    if x.size == 0:
+        return out
+    n = x.shape[-1]
+    x2 = np.ascontiguousarray(x).reshape(-1, n)
+    out2 = out.reshape(-1, n)
+    blocks = threads_for(x.size, x2.shape[0], threads)
+    if blocks == 1:
+        _subtract_row_max(x2, out2, 0, x2.shape[0])
+    else:
+        _subtract_row_max_parallel(x2, out2, blocks)
+    np.exp(out2, out=out2)
+    if blocks == 1:
+        _divide_by_row_sum(out2, 0, out2.shape[0])
+    else:
+        _divide_by_row_sum_parallel(out2, blocks)
+    return out
 
 
 def _as_3d(x: np.ndarray, axis: int) -> tuple[int, int, int]:

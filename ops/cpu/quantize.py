@@ -19,7 +19,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from .mathfuncs import REDUCE_FLAGS, fmax_f32
+from .mathfuncs import REDUCE_FLAGS, fmax_f32, fmin_f32
 from .threads import threads_for
 
 
@@ -84,6 +84,13 @@ def quantize_flat(x, scale, zp, qmin, qmax, out, blocks):
     return nan
 
 
+@njit(error_model="numpy", cache=True)
+def quantize_flat_serial(x, scale, zp, qmin, qmax, out, blocks):
+    """quantize_flat on the calling thread (`blocks` is ignored): no parallel region to enter."""
+    z = np.int32(zp)
+    return _quantize_run(x, scale, z, np.float32(qmin - z), np.float32(qmax - z), out)
+
+
 @njit(error_model="numpy", cache=True, parallel=True)
 def dequantize_3d(q, scale, zp, out):
     outer, n, inner = q.shape
@@ -125,17 +132,53 @@ def dequantize_last_axis(q, scale, zp, out):
 
 
 @njit(error_model="numpy", fastmath=REDUCE_FLAGS, cache=True)
+def _min_max(x):
+    """(min, max) of a 1-D array, ignoring NaN. (A loop of minnum/maxnum alone vectorises; adding
+    the finiteness test to it does not, hence the separate loop below.)"""
+    hi = np.float32(-np.inf)
+    lo = np.float32(np.inf)
+    for i in range(x.shape[0]):
+        v = x[i]
+        hi = fmax_f32(hi, v)
+        lo = fmin_f32(lo, v)
+    return lo, hi
+
+
+@njit(error_model="numpy", fastmath=REDUCE_FLAGS, cache=True)
+def _all_finite(x):
+    """Whether x holds no NaN or inf: x * 0 is 0 for every finite x and NaN otherwise."""
+    z = np.float32(0.0)
+    for i in range(x.shape[0]):
+        z += x[i] * np.float32(0.0)
+    return z == z
+
+
+@njit(error_model="numpy", cache=True)
+def _count_bad(x):
+    bad = 0
+    for i in range(x.shape[0]):
+        bad += not abs(x[i]) < np.float32(np.inf)
+    return bad
+
+
+# Values per min/max chunk: the second loop reads them from L1.
+_MINMAX_CHUNK = 4096
+
+
+@njit(error_model="numpy", cache=True)
 def _min_max_bad(x):
     """(min, max, count of NaN and inf) of a 1-D array."""
     hi = np.float32(-np.inf)
     lo = np.float32(np.inf)
-    bad = 0
-    for i in range(x.shape[0]):
-        v = x[i]
-        hi = fmax_f32(hi, v)
-        lo = -fmax_f32(-lo, -v)
-        bad += not abs(v) < np.float32(np.inf)
-    return lo, hi, bad
+    finite = True
+    n = x.shape[0]
+    for s in range(0, n, _MINMAX_CHUNK):
+        part = x[s:min(s + _MINMAX_CHUNK, n)]
+        part_lo, part_hi = _min_max(part)
+        lo = fmin_f32(lo, part_lo)
+        hi = fmax_f32(hi, part_hi)
+        finite &= _all_finite(part)
+    return lo, hi, 0 if finite else _count_bad(x)
 
 
 @njit(error_model="numpy", cache=True, parallel=True)
@@ -150,6 +193,11 @@ def min_max_bad(x, blocks):
         e = min(s + step, n)
         los[b], his[b], bads[b] = _min_max_bad(x[s:e])
     return los.min(), his.max(), bads.sum()
+
+
+@njit(error_model="numpy", cache=True)
+def min_max_bad_serial(x):
+    return _min_max_bad(x)
 
 
 # -- host side --------------------------------------------------------------------------------
@@ -169,8 +217,9 @@ def quantize_linear(x: np.ndarray, scale: np.ndarray, zero_point: np.ndarray, ax
     x = np.ascontiguousarray(x)
     if axis is None:
         blocks = threads_for(x.size, x.size, threads)
-        return int(quantize_flat(x.reshape(-1), scale[0], int(zero_point[0]), info.min, info.max,
-                                 out.reshape(-1), blocks))
+        kernel = quantize_flat_serial if blocks == 1 else quantize_flat
+        return int(kernel(x.reshape(-1), scale[0], int(zero_point[0]), info.min, info.max,
+                          out.reshape(-1), blocks))
     shape3 = _as_3d(x.shape, axis)
     threads_for(x.size, shape3[0], threads)
     return int(quantize_3d(x.reshape(shape3), scale, zero_point.astype(np.int32), info.min,
@@ -199,5 +248,5 @@ def min_max(x: np.ndarray, threads) -> tuple[float, float, int]:
     """(min, max, count of NaN and inf) of x (non-empty)."""
     xf = np.ascontiguousarray(x).reshape(-1)
     blocks = threads_for(xf.size, xf.size, threads)
-    lo, hi, bad = min_max_bad(xf, blocks)
+    lo, hi, bad = min_max_bad_serial(xf) if blocks == 1 else min_max_bad(xf, blocks)
     return np.float32(lo), np.float32(hi), int(bad)

@@ -14,7 +14,14 @@ quantize.py; programs.py holds what every kernel call shares.
 
 from .elementwise import UNARY_CODES, apply_binary, apply_unary, bias_add
 from .norm import layer_norm
-from .probabilities import INDEX_DTYPE, TOPK_MAX, log_softmax_topk, logsoftmax, softmax
+from .probabilities import (
+    INDEX_DTYPE,
+    TOPK_MAX,
+    log_softmax_topk,
+    logsoftmax,
+    softmax,
+    softmax_float32_steps,
+)
 from .programs import check_out, empty
 from .quantize import dequantize_linear, dynamic_quantize_linear, quantize_linear
 
@@ -23,7 +30,7 @@ NAME = "wgsl"
 __all__ = [
     "INDEX_DTYPE", "NAME", "TOPK_MAX", "UNARY_CODES", "apply_binary", "apply_unary", "bias_add",
     "check_out", "dequantize_linear", "dynamic_quantize_linear", "empty", "layer_norm",
-    "log_softmax_topk", "logsoftmax", "quantize_linear", "scalar", "softmax",
+    "log_softmax_topk", "logsoftmax", "quantize_linear", "scalar", "softmax", "softmax_float32_steps",
 ]
 
 

@@ -17,9 +17,19 @@ from . import programs as pg
 MAX_WIDTH = 1 << 24   # counts are float32 in the merges: exact up to 2**24
 
 
-def layer_norm(x, weight, bias, epsilon: float, axis: int, out, threads):
+def layer_norm(x, weight, bias, epsilon: float, axis: int, out, threads, residual=None,
+               float32_steps=False):
+    if float32_steps:
+        raise ValueError("float32_steps: only on the CPU (it follows numpy's float32 summation "
+                         "order, which the GPU's workgroup reduction does not)")
     if x.size == 0:
         return out
+    if residual is not None:
+        # x + residual first (one more pass on the GPU; the CPU fuses it), rounded to float32
+        # exactly as the CPU's fused kernel rounds it.
+        from .elementwise import ADD, apply_binary
+
+        x = apply_binary(x, residual, ADD, pg.empty(x.shape, np.float32), threads)
     n = math.prod(x.shape[axis:])
     if n > MAX_WIDTH:
         raise ValueError(f"x: the GPU kernel normalises at most {MAX_WIDTH} values per row, got {n}")
