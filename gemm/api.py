@@ -189,7 +189,8 @@ def gemm_i8(a: np.ndarray, b, *, a_quant_mult=None, bias=None, relu: bool = Fals
     else:
         numba.set_num_threads(params["threads"])
         driver.call_compiled(driver.run_parallel, ("parallel", tile, path.a_encoding, out_dtype),
-                             *args, int(params["m_block"]), int(params["p_block"]))
+                             *args, int(params["m_block"]), int(params["p_block"]),
+                             int(params["threads"]))
     return out
 
 
