@@ -12,31 +12,54 @@ instead of picking 4-byte pieces out of every panel.
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 
-from .cpu.driver import CpuPath, pack_b_panels, quantize_into
+from .cpu.driver import (
+    PARALLEL_PACK_COLUMNS,
+    CpuPath,
+    pack_b_panels,
+    pack_b_panels_parallel,
+    quantize_into,
+    resolve_threads,
+)
 from .validate import check_quant_mult
 
 
 class PreparedB:
     """B (K x N) quantized to int8 and ready for `gemm_i8`. Build it with the prepare_* functions."""
 
-    __slots__ = ("k", "n", "_columns", "col_sums", "quant_mult", "inv_quant_mult", "has_min",
-                 "_packed", "_colterm", "_gpu")
+    __slots__ = ("k", "n", "_cols", "_gather", "_kp", "col_sums", "quant_mult",
+                 "inv_quant_mult", "has_min", "_packed", "_colterm", "_gpu")
 
-    def __init__(self, columns: np.ndarray, k: int, quant_mult: np.ndarray | None,
-                 col_sums: np.ndarray | None = None, has_min: bool | None = None):
+    def __init__(self, columns: np.ndarray | None, k: int, quant_mult: np.ndarray | None,
+                 col_sums: np.ndarray | None = None, has_min: bool | None = None,
+                 gather: tuple[np.ndarray, np.ndarray] | None = None):
+        """columns: (N, k4*4) int8, C-contiguous, zero padded past k. Or columns=None and
+        gather=(source columns, ids): the rows ids of source, copied only when first needed
+        (a shortlist usually needs only its packed panels, which are packed straight from the
+        source)."""
         self.k = k
-        self.n = columns.shape[0]
-        self._columns = columns  # (N, k4*4) int8, C-contiguous, zero padded past k
+        self._cols = columns
+        self._gather = gather
+        self.n = columns.shape[0] if columns is not None else gather[1].shape[0]
+        self._kp = (columns if columns is not None else gather[0]).shape[1]
         self.col_sums = (columns.sum(axis=1, dtype=np.int32) if col_sums is None else col_sums)
         self.quant_mult = quant_mult
         self.inv_quant_mult = (None if quant_mult is None
                                else (np.float32(1.0) / quant_mult).astype(np.float32))
-        self.has_min = bool((columns == -128).any()) if has_min is None else has_min
+        self.has_min = bool((self._columns == -128).any()) if has_min is None else has_min
         self._packed: dict[tuple[str, int], np.ndarray] = {}   # (layout, nr) -> panels
         self._colterm: dict[int, np.ndarray] = {}
         self._gpu = None  # the GPU copy (gemm.wgsl.prepared.GpuPreparedB), made by to_gpu()
+
+    @property
+    def _columns(self) -> np.ndarray:
+        if self._cols is None:
+            source, ids = self._gather
+            self._cols = np.take(source, ids, axis=0)
+            self._gather = None
+        return self._cols
 
     # -- what users look at ------------------------------------------------------------------
 
@@ -46,7 +69,7 @@ class PreparedB:
 
     @property
     def k4(self) -> int:
-        return self._columns.shape[1] // 4
+        return self._kp // 4
 
     def quantized(self) -> np.ndarray:
         """B as a K x N int8 array (a copy)."""
@@ -64,14 +87,18 @@ class PreparedB:
         re-quantizing. Out-of-range ids raise ValueError."""
         ids = _check_ids(ids, self.n)
         child = PreparedB(
-            np.take(self._columns, ids, axis=0),
+            None,
             self.k,
             None if self.quant_mult is None else self.quant_mult[ids],
             col_sums=self.col_sums[ids],
             has_min=False if not self.has_min else None,
+            gather=(self._columns, ids),
         )
         for layout, nr in self._packed:
-            child._packed[layout, nr] = _PACKERS[layout](child._columns, nr)
+            if layout == "i8":  # packed straight from this B's columns: no copy of the selection
+                child._packed[layout, nr] = _pack(self._columns, nr, ids)
+            else:
+                child._packed[layout, nr] = _PACKERS[layout](child._columns, nr)
         if self._gpu is not None:  # gathered on the GPU too: no upload of the selected weights
             child._gpu = self._gpu.select_columns(ids)
         return child
@@ -111,12 +138,19 @@ class PreparedB:
         return term
 
 
-def _pack(columns: np.ndarray, nr: int) -> np.ndarray:
-    """int8 panels [panel][k4][nr][4 int8]."""
-    n, kp = columns.shape
+def _pack(columns: np.ndarray, nr: int, ids: np.ndarray | None = None) -> np.ndarray:
+    """int8 panels [panel][k4][nr][4 int8] of the columns `ids` (default: all)."""
+    if ids is None:
+        ids = np.arange(columns.shape[0], dtype=np.intp)
+    n, kp = ids.shape[0], columns.shape[1]
     panels = -(-n // nr)
     out = np.zeros((panels, kp // 4, nr), np.uint32)
-    pack_b_panels(columns.view(np.uint32), np.arange(n, dtype=np.intp), nr, out)
+    threads = resolve_threads(None)
+    if n >= PARALLEL_PACK_COLUMNS and threads > 1 and panels > 1:
+        numba.set_num_threads(min(threads, panels))
+        pack_b_panels_parallel(columns.view(np.uint32), ids, nr, out)
+    else:
+        pack_b_panels(columns.view(np.uint32), ids, nr, out)
     return out.view(np.int8).reshape(-1)
 
 

@@ -242,43 +242,57 @@ def heuristic_config(path: CpuPath, shape, threads: int) -> dict:
 
 
 @njit(cache=True, nogil=True)
-def pack_b_panels(cols32, ids, nr, out32):
-    """out32[p, k4, c] = cols32[ids[p*nr + c], k4]: B columns (as uint32 groups of 4 k) into
-    panels of nr columns. out32 must be zero-filled (padding columns stay zero).
+def _pack_panel(cols32, ids, nr, panel, first):
+    """panel[k4, c] = cols32[ids[first + c], k4] for the (up to nr) columns from `first`.
 
     This transpose is most of what `select_columns` costs, so it moves eight columns at a time:
     eight sequential source streams and 32-byte runs of output, instead of one strided store
     per element (1.5x faster)."""
     k4 = cols32.shape[1]
-    n = ids.shape[0]
+    ncols = min(nr, ids.shape[0] - first)
+    full = ncols - ncols % 8
+    for c0 in range(0, full, 8):
+        s0 = cols32[ids[first + c0]]
+        s1 = cols32[ids[first + c0 + 1]]
+        s2 = cols32[ids[first + c0 + 2]]
+        s3 = cols32[ids[first + c0 + 3]]
+        s4 = cols32[ids[first + c0 + 4]]
+        s5 = cols32[ids[first + c0 + 5]]
+        s6 = cols32[ids[first + c0 + 6]]
+        s7 = cols32[ids[first + c0 + 7]]
+        for k in range(k4):
+            row = panel[k, c0:c0 + 8]
+            row[0] = s0[k]
+            row[1] = s1[k]
+            row[2] = s2[k]
+            row[3] = s3[k]
+            row[4] = s4[k]
+            row[5] = s5[k]
+            row[6] = s6[k]
+            row[7] = s7[k]
+    for c in range(full, ncols):
+        src = cols32[ids[first + c]]
+        for k in range(k4):
+            panel[k, c] = src[k]
+
+
+@njit(cache=True, nogil=True)
+def pack_b_panels(cols32, ids, nr, out32):
+    """out32[p, k4, c] = cols32[ids[p*nr + c], k4]: B columns (as uint32 groups of 4 k) into
+    panels of nr columns. out32 must be zero-filled (padding columns stay zero)."""
     for p in range(out32.shape[0]):
-        first = p * nr
-        ncols = min(nr, n - first)
-        panel = out32[p]
-        full = ncols - ncols % 8
-        for c0 in range(0, full, 8):
-            s0 = cols32[ids[first + c0]]
-            s1 = cols32[ids[first + c0 + 1]]
-            s2 = cols32[ids[first + c0 + 2]]
-            s3 = cols32[ids[first + c0 + 3]]
-            s4 = cols32[ids[first + c0 + 4]]
-            s5 = cols32[ids[first + c0 + 5]]
-            s6 = cols32[ids[first + c0 + 6]]
-            s7 = cols32[ids[first + c0 + 7]]
-            for k in range(k4):
-                row = panel[k, c0:c0 + 8]
-                row[0] = s0[k]
-                row[1] = s1[k]
-                row[2] = s2[k]
-                row[3] = s3[k]
-                row[4] = s4[k]
-                row[5] = s5[k]
-                row[6] = s6[k]
-                row[7] = s7[k]
-        for c in range(full, ncols):
-            src = cols32[ids[first + c]]
-            for k in range(k4):
-                panel[k, c] = src[k]
+        _pack_panel(cols32, ids, nr, out32[p], p * nr)
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def pack_b_panels_parallel(cols32, ids, nr, out32):
+    """pack_b_panels with the panels shared among numba's threads (for shortlists)."""
+    for p in prange(out32.shape[0]):
+        _pack_panel(cols32, ids, nr, out32[p], p * nr)
+
+
+# Below this many columns a pack runs on one thread: waking the pool costs more than it saves.
+PARALLEL_PACK_COLUMNS = 512
 
 
 @njit(cache=True, nogil=True)
