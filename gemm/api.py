@@ -17,7 +17,7 @@ import dispatch
 
 from .cpu import driver
 from .prepared import PreparedB, prepare_b_quantized
-from .validate import b_zero_points, check_int, check_quant_mult
+from .validate import b_zero_points, check_int, check_quant_mult, out_scale_vector
 
 _EMPTY_F32 = np.zeros(0, np.float32)
 _A_DTYPES = (np.dtype(np.int8), np.dtype(np.uint8), np.dtype(np.float32))
@@ -57,6 +57,9 @@ def gemm_i8(a: np.ndarray, b, *, a_quant_mult=None, bias=None, relu: bool = Fals
                   C = (A - a_zero_point) @ (B - b_zero_point) * out_scale_j + bias_j, with the
                   scale (a scalar or N per-column values) given as is, not as 1/(qa*qb): what
                   an ONNX MatMulInteger -> Cast -> Mul(scale) -> Add(bias) chain computes.
+                  On the GPU path a_zero_point (one value of A's dtype), b_zero_point (N int32),
+                  out_scale (1 or N float32) and bias may be GpuArrays: parameters computed on
+                  the GPU (DynamicQuantizeLinear's) are then used without a read-back.
     backend:      "cpu" or "cpu:<path>" (generic, avx2-i16, avx2, avxvnni, avx512bw,
                   avx512vnni); the default is I8GEMM_CPU_PATH or the best path of this CPU.
                   "gpu" (or "gpu:wgsl"): the WGSL path (RuntimeError if there is no GPU);
@@ -72,12 +75,10 @@ def gemm_i8(a: np.ndarray, b, *, a_quant_mult=None, bias=None, relu: bool = Fals
             out is not None and type(out) is not np.ndarray):
         backend = _route(a, b, out, backend)
         if backend in ("gpu", "auto"):
-            if out_scale is not None:
-                raise ValueError("out_scale: not supported on the GPU path yet; pass a_quant_mult "
-                                 "(or use a CPU backend)")
             return _gemm_gpu(a, b, backend, dict(
                 a_quant_mult=a_quant_mult, bias=bias, relu=relu, out=out,
-                a_zero_point=a_zero_point, b_zero_point=b_zero_point), threads, _params)
+                a_zero_point=a_zero_point, b_zero_point=b_zero_point, out_scale=out_scale),
+                threads, _params)
 
     # -- A ---------------------------------------------------------------------------------
     if not isinstance(a, np.ndarray):
@@ -109,7 +110,7 @@ def gemm_i8(a: np.ndarray, b, *, a_quant_mult=None, bias=None, relu: bool = Fals
     if out_scale is not None:
         if a_quant_mult is not None:
             raise ValueError("out_scale: give either out_scale or a_quant_mult, not both")
-        inv_qa, inv_qb = np.float32(1.0), _out_scale_vector(out_scale, n)
+        inv_qa, inv_qb = np.float32(1.0), out_scale_vector(out_scale, n)
         out_dtype = np.float32
     elif float_out:
         qa = np.float32(check_quant_mult(a_quant_mult, "a_quant_mult"))
@@ -192,21 +193,6 @@ def gemm_i8(a: np.ndarray, b, *, a_quant_mult=None, bias=None, relu: bool = Fals
                              *args, int(params["m_block"]), int(params["p_block"]),
                              int(params["threads"]))
     return out
-
-
-def _out_scale_vector(out_scale, n: int) -> np.ndarray:
-    """N float32 output scales from a scalar or N values; each must be finite."""
-    arr = np.asarray(out_scale)
-    if arr.ndim == 0:
-        arr = np.full(n, arr, np.float32) if arr.dtype.kind in "fiu" else arr
-    if arr.dtype.kind not in "fiu":
-        raise TypeError(f"out_scale: expected a number or {n} numbers, got dtype {arr.dtype}")
-    if arr.shape != (n,):
-        raise ValueError(f"out_scale: expected a scalar or {n} per-column values, got shape {arr.shape}")
-    arr = np.ascontiguousarray(arr, np.float32)
-    if not np.isfinite(arr).all():
-        raise ValueError("out_scale: every value must be finite")
-    return arr
 
 
 def _route(a, b, out, backend):

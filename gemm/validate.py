@@ -59,3 +59,18 @@ def b_zero_points(b_zero_point, n: int) -> np.ndarray:
     if arr.min() < -128 or arr.max() > 127:
         raise ValueError("b_zero_point: values must lie in [-128, 127]")
     return EMPTY_I32 if not arr.any() else arr.astype(np.int32)
+
+
+def out_scale_vector(out_scale, n: int) -> np.ndarray:
+    """N float32 output scales from a scalar or N values; each must be finite."""
+    arr = np.asarray(out_scale)
+    if arr.ndim == 0:
+        arr = np.full(n, arr, np.float32) if arr.dtype.kind in "fiu" else arr
+    if arr.dtype.kind not in "fiu":
+        raise TypeError(f"out_scale: expected a number or {n} numbers, got dtype {arr.dtype}")
+    if arr.shape != (n,):
+        raise ValueError(f"out_scale: expected a scalar or {n} per-column values, got shape {arr.shape}")
+    arr = np.ascontiguousarray(arr, np.float32)
+    if not np.isfinite(arr).all():
+        raise ValueError("out_scale: every value must be finite")
+    return arr

@@ -13,8 +13,8 @@ struct Params {
   k4: u32,         // K in groups of four, padded (a multiple of every BK)
   mp4: u32,        // vec4s per K-row of packed A
   np4: u32,        // vec4s per K-row of packed B
-  a_offset: i32,   // what packing added to A (-128 for uint8) plus A's zero point
-  kza: i32,        // K * A's zero point (wrapping, like every i32 here)
+  scale_step: u32, // 1: scale[j] per column; 0: scale[0] for every column
+  pad3: u32,
   flags: u32,      // 1: per-column B zero points, 2: bias, 4: relu, 8: NaN rows of A
   inv_qa: f32,     // 1 / a_quant_mult
   pad0: u32, pad1: u32, pad2: u32,
@@ -29,19 +29,22 @@ const ROW_FLAGS: u32 = 8u;
 @group(0) @binding(1) var<storage, read> b: array<vec4<u32>>;
 @group(0) @binding(2) var<storage, read> colsum: array<i32>;   // sum of B's column j
 @group(0) @binding(3) var<storage, read> rowinfo: array<i32>;  // [0, Mp): sum of A's row i (unpacked
-                                                               // values); [Mp, 2Mp): 1 if A's row held NaN/inf
+                                                               // values); [Mp, 2Mp): 1 if A's row held NaN/inf;
+                                                               // [2Mp]: A's offset, [2Mp + 1]: K za (prepare_a.wgsl)
 @group(0) @binding(4) var<storage, read> zb: array<i32>;       // B's zero point per column
-@group(0) @binding(5) var<storage, read> scale: array<f32>;    // 1 / b_quant_mult per column
+@group(0) @binding(5) var<storage, read> scale: array<f32>;    // 1 / b_quant_mult or out_scale, per column or one
 @group(0) @binding(6) var<storage, read> bias: array<f32>;
 @group(0) @binding(7) var<storage, read_write> c: array<${OUT}>;
 @group(0) @binding(8) var<uniform> p: Params;
 
 // (A - za)(B - zb) = acc - (shift + za) colsum_j + K za zb_j - zb_j rowsum_i, in wrapping i32:
-// exact whenever the true result fits in int32, like the CPU paths.
+// exact whenever the true result fits in int32, like the CPU paths. shift + za and K za come
+// from prepare_a.wgsl (za may live in GPU memory: DynamicQuantizeLinear's zero point).
 fn corrected(i: u32, j: u32, acc: i32) -> i32 {
-  var v = acc - p.a_offset * colsum[j];
+  let tail = 8u * p.mp4;
+  var v = acc - rowinfo[tail] * colsum[j];
   if ((p.flags & HAS_ZB) != 0u) {
-    v = v + (p.kza - rowinfo[i]) * zb[j];
+    v = v + (rowinfo[tail + 1u] - rowinfo[i]) * zb[j];
   }
   return v;
 }

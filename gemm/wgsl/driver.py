@@ -7,6 +7,12 @@
 Semantics are those of gemm.api.gemm_i8 (same checks, same messages, same arithmetic), except
 that a GPU-resident float A is not scanned for NaN/inf on the host: its NaN/inf rows come out as
 NaN rows of C. The result is a GpuArray when A is one (or `out` is one), else numpy.
+
+Parameters may also live in GPU memory, so that a chain of GPU calls never reads back:
+a_zero_point as a 1-value GpuArray of A's dtype (DynamicQuantizeLinear's zero point; the packing
+kernel reads it), b_zero_point as N int32 values, out_scale as 1 or N float32 values, bias as N
+float32 values. Values in GPU memory are not checked (finiteness, range of the zero points
+beyond their dtype's).
 """
 
 from __future__ import annotations
@@ -18,12 +24,14 @@ from dispatch import gpu
 from dispatch.gpu_array import GpuArray
 
 from ..prepared import PreparedB, prepare_b_quantized
-from ..validate import b_zero_points, check_int, check_quant_mult
+from ..validate import b_zero_points, check_int, check_quant_mult, out_scale_vector
 from . import kernels, tiles
 from .prepared import GpuPreparedB, dummy
 
 _A_DTYPES = (np.dtype(np.int8), np.dtype(np.uint8), np.dtype(np.float32))
 GEMM_BINDINGS = "rrrrrrrwu"
+PACK_BINDINGS = "rrwwu"
+ZA_UNIFORM, ZA_UINT8, ZA_INT8 = 0, 1, 2
 HAS_ZB, HAS_BIAS, RELU, ROW_FLAGS = 1, 2, 4, 8
 
 
@@ -47,10 +55,11 @@ def gpu_prepared(b) -> GpuPreparedB:
 
 
 def gemm_i8(a, b, *, a_quant_mult=None, bias=None, relu: bool = False, out=None,
-            a_zero_point: int = 0, b_zero_point=0, _params: dict | None = None):
+            a_zero_point: int = 0, b_zero_point=0, out_scale=None, _params: dict | None = None):
     """See gemm.gemm_i8 (backend="gpu")."""
     plan = build(a, b, a_quant_mult=a_quant_mult, bias=bias, relu=relu, out=out,
-                 a_zero_point=a_zero_point, b_zero_point=b_zero_point, _params=_params)
+                 a_zero_point=a_zero_point, b_zero_point=b_zero_point, out_scale=out_scale,
+                 _params=_params)
     if plan.dispatches:
         gpu.run(plan.dispatches)
     if plan.on_gpu:
@@ -68,7 +77,8 @@ class Plan:
 
 
 def build(a, b, *, a_quant_mult=None, bias=None, relu: bool = False, out=None,
-          a_zero_point: int = 0, b_zero_point=0, _params: dict | None = None) -> Plan:
+          a_zero_point: int = 0, b_zero_point=0, out_scale=None,
+          _params: dict | None = None) -> Plan:
     """Check the arguments and plan the call (uploading numpy inputs); submits nothing."""
     # -- A ---------------------------------------------------------------------------------
     if not isinstance(a, (np.ndarray, GpuArray)):
@@ -88,11 +98,25 @@ def build(a, b, *, a_quant_mult=None, bias=None, relu: bool = False, out=None,
     n = gb.n
 
     # -- output kind -------------------------------------------------------------------------
-    float_out = a_quant_mult is not None
-    if a.dtype == np.float32 and not float_out:
+    float_out = a_quant_mult is not None or out_scale is not None
+    if a.dtype == np.float32 and a_quant_mult is None:
         raise ValueError("a_quant_mult: required when A is float32 (it quantizes A)")
     flags = 0
-    if float_out:
+    scale_values, scale_step = None, 1
+    if out_scale is not None:
+        if a_quant_mult is not None:
+            raise ValueError("out_scale: give either out_scale or a_quant_mult, not both")
+        qa = inv_qa = np.float32(1.0)
+        out_dtype = np.dtype(np.float32)
+        if isinstance(out_scale, GpuArray):
+            if out_scale.dtype != np.float32 or out_scale.size not in (1, n):
+                raise ValueError(f"out_scale: expected a float32 GpuArray of 1 or {n} values, got "
+                                 f"{out_scale.dtype} of shape {out_scale.shape}")
+            scale_values = out_scale
+        else:
+            scale_values = GpuArray.from_numpy(out_scale_vector(out_scale, n))
+        scale_step = int(scale_values.size != 1 or n == 1)
+    elif float_out:
         qa = np.float32(check_quant_mult(a_quant_mult, "a_quant_mult"))
         if gb.quant_mult is None:
             raise ValueError("B: has no quant_mult, which float output needs; prepare it with "
@@ -103,9 +127,9 @@ def build(a, b, *, a_quant_mult=None, bias=None, relu: bool = False, out=None,
         qa = inv_qa = np.float32(1.0)
         out_dtype = np.dtype(np.int32)
         if bias is not None:
-            raise ValueError("bias: only allowed with float output (pass a_quant_mult)")
+            raise ValueError("bias: only allowed with float output (pass a_quant_mult or out_scale)")
         if relu:
-            raise ValueError("relu: only allowed with float output (pass a_quant_mult)")
+            raise ValueError("relu: only allowed with float output (pass a_quant_mult or out_scale)")
     if relu:
         flags |= RELU
 
@@ -127,11 +151,23 @@ def build(a, b, *, a_quant_mult=None, bias=None, relu: bool = False, out=None,
             raise ValueError("out: must be C-contiguous and writable")
 
     # -- zero points ---------------------------------------------------------------------------
-    za = 0
-    if a_zero_point is not None and not (isinstance(a_zero_point, int) and a_zero_point == 0):
+    za, za_source, za_gpu = 0, ZA_UNIFORM, None
+    if isinstance(a_zero_point, GpuArray):
+        if a.dtype == np.float32 or a_zero_point.dtype != a.dtype or a_zero_point.size != 1:
+            raise TypeError(f"a_zero_point: a GpuArray zero point must hold one value of A's dtype "
+                            f"(int8 or uint8 A), got {a_zero_point.dtype} of shape "
+                            f"{a_zero_point.shape} for A of {a.dtype}")
+        za_source, za_gpu = (ZA_UINT8 if a.dtype == np.uint8 else ZA_INT8), a_zero_point
+    elif a_zero_point is not None and not (isinstance(a_zero_point, int) and a_zero_point == 0):
         lo, hi = (0, 255) if a.dtype == np.uint8 else (-128, 127)
         za = check_int(a_zero_point, "a_zero_point", lo, hi)
-    zb = b_zero_points(b_zero_point, n)
+    if isinstance(b_zero_point, GpuArray):
+        if b_zero_point.dtype != np.int32 or b_zero_point.shape != (n,):
+            raise ValueError(f"b_zero_point: a GpuArray of zero points must be int32 of shape "
+                             f"({n},), got {b_zero_point.dtype} of shape {b_zero_point.shape}")
+        zb = b_zero_point
+    else:
+        zb = b_zero_points(b_zero_point, n)
     if zb.size:
         flags |= HAS_ZB
 
@@ -152,30 +188,35 @@ def build(a, b, *, a_quant_mult=None, bias=None, relu: bool = False, out=None,
     src = a if isinstance(a, GpuArray) else GpuArray.from_numpy(np.ascontiguousarray(a))
     mp = -(-m // 4) * 4
     packed_a = GpuArray((gb.k4, mp), np.uint32)
-    rowinfo = GpuArray((2 * mp,), np.int32)
+    rowinfo = GpuArray((2 * mp + 2,), np.int32)
     if isinstance(a, GpuArray) and a.dtype == np.float32:
         flags |= ROW_FLAGS
     c = out if isinstance(out, GpuArray) else GpuArray((m, n), out_dtype)
     placeholder = dummy()
-    zb_gpu = GpuArray.from_numpy(zb) if zb.size else placeholder
+    zb_gpu = zb if isinstance(zb, GpuArray) else (GpuArray.from_numpy(zb) if zb.size else placeholder)
     bias_gpu = placeholder if bias is None else (
         bias if isinstance(bias, GpuArray) else GpuArray.from_numpy(np.ascontiguousarray(bias)))
-    scale = gb.inv_quant_mult if (float_out and gb.inv_quant_mult is not None) else placeholder
+    if scale_values is not None:
+        scale = scale_values
+    else:
+        scale = gb.inv_quant_mult if (float_out and gb.inv_quant_mult is not None) else placeholder
 
-    shift = -128 if a.dtype == np.uint8 else 0
     pack_params = np.zeros(8, np.uint32)
     pack_params[:4] = (m, k, gb.k4, mp)
     pack_params[4:5] = np.float32(qa).view(np.uint32)
     pack_params[5] = a.dtype == np.uint8
+    pack_params[6:7] = np.array([za], np.int32).view(np.uint32)
+    pack_params[7] = za_source
     gemm_params = np.zeros(12, np.uint32)
     gemm_params[:5] = (m, n, gb.k4, mp // 4, gb.np_ // 4)
-    gemm_params[5:7] = np.array([shift + za, k * za], np.int64).astype(np.int32).view(np.uint32)
+    gemm_params[5] = scale_step
     gemm_params[7] = flags
     gemm_params[8:9] = np.float32(inv_qa).view(np.uint32)
 
     prepare = (gpu.pipeline(kernels.prepare_a_source("float" if a.dtype == np.float32 else "bytes"),
-                            "rwwu"),
-               (src.buffer, packed_a.buffer, rowinfo.buffer, gpu.uniform(pack_params.tobytes())),
+                            PACK_BINDINGS),
+               (src.buffer, (za_gpu or placeholder).buffer, packed_a.buffer, rowinfo.buffer,
+                gpu.uniform(pack_params.tobytes())),
                (min(m, 65535), -(-m // 65535), 1))
     out_kind = "f32" if float_out else "i32"
     if cfg.kernel == "small_m":
@@ -189,4 +230,5 @@ def build(a, b, *, a_quant_mult=None, bias=None, relu: bool = False, out=None,
                 (packed_a.buffer, gb.packed.buffer, gb.col_sums.buffer, rowinfo.buffer,
                  zb_gpu.buffer, scale.buffer, bias_gpu.buffer, c.buffer,
                  gpu.uniform(gemm_params.tobytes())), groups)
-    return Plan([prepare, multiply], c, on_gpu, (src, packed_a, rowinfo, zb_gpu, bias_gpu))
+    return Plan([prepare, multiply], c, on_gpu,
+                (src, packed_a, rowinfo, zb_gpu, bias_gpu, scale, za_gpu))

@@ -1,6 +1,7 @@
 // C = f32(exact int32 product) * (1/qa * 1/qb_j) + bias_j, then relu; the order of the CPU paths.
+// With out_scale, inv_qa is 1 and scale holds out_scale (exact: 1 * s = s).
 fn finish(i: u32, j: u32, acc: i32) {
-  var f = f32(corrected(i, j, acc)) * (p.inv_qa * scale[j]);
+  var f = f32(corrected(i, j, acc)) * (p.inv_qa * scale[j * p.scale_step]);
   if ((p.flags & HAS_BIAS) != 0u) {
     f = f + bias[j];
   }
