@@ -5,6 +5,8 @@ buffer, padded to a multiple of 4 bytes (WGSL addresses storage in 32-bit words,
 is read four to a u32 by the shaders). It is made from numpy (`GpuArray.from_numpy`, one upload)
 or by a kernel (`GpuArray.empty`), read back with `.numpy()` (one download), and otherwise never
 leaves the GPU. Its buffer returns to dispatch.gpu's pool when the array is dropped.
+`reshape` gives a view: the same buffer under another shape (it keeps the array it views alive,
+so the buffer returns to the pool only when both are gone).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ DTYPES = tuple(np.dtype(d) for d in (np.int8, np.uint8, np.int32, np.uint32, np.
 
 
 class GpuArray:
-    __slots__ = ("shape", "dtype", "buffer", "_generation", "__weakref__")
+    __slots__ = ("shape", "dtype", "buffer", "_generation", "_base", "__weakref__")
 
     def __init__(self, shape, dtype, buffer=None):
         dtype = np.dtype(dtype)
@@ -33,6 +35,7 @@ class GpuArray:
         if buffer is not None and buffer.size < self.nbytes:
             raise ValueError(f"buffer: holds {buffer.size} bytes, the array needs {self.nbytes}")
         self._generation = None  # set once alloc() succeeds: only pooled buffers go back
+        self._base = None        # the array a view shares its buffer with
         self.buffer = buffer if buffer is not None else gpu.alloc(self.nbytes)
         if buffer is None:
             self._generation = gpu.generation()
@@ -61,6 +64,26 @@ class GpuArray:
     @property
     def nbytes(self) -> int:
         return self.size * self.dtype.itemsize
+
+    def reshape(self, *shape) -> GpuArray:
+        """A view of the same data under another shape (numpy's rules: one -1 is inferred)."""
+        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+            shape = tuple(shape[0])
+        shape = tuple(int(s) for s in shape)
+        if shape.count(-1) > 1 or any(s < -1 for s in shape):
+            raise ValueError(f"shape: expected sizes >= 0 and at most one -1, got {shape}")
+        if -1 in shape:
+            known = math.prod(s for s in shape if s != -1)
+            if known == 0 or self.size % known:
+                raise ValueError(f"shape: cannot reshape {self.shape} into {shape}")
+            shape = tuple(self.size // known if s == -1 else s for s in shape)
+        if math.prod(shape) != self.size:
+            raise ValueError(f"shape: cannot reshape {self.shape} ({self.size} values) into {shape}")
+        if shape == self.shape:
+            return self
+        view = GpuArray(shape, self.dtype, buffer=self.buffer)
+        view._base = self if self._base is None else self._base
+        return view
 
     def numpy(self, out: np.ndarray | None = None) -> np.ndarray:
         """A numpy copy (waits for the kernels that write this array), written into `out` (a

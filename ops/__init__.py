@@ -7,22 +7,28 @@
     e = ops.erf(x)                                  # correctly rounded float32 erf
     h = ops.layer_norm(h, gamma, beta, 1e-5)
     q, s, z = ops.dynamic_quantize_linear(h)        # ONNX DynamicQuantizeLinear, bit for bit
+    c = ops.matmul(a, b)                            # float32, batched: np.matmul's semantics
+    t = ops.transpose(x, (0, 2, 1, 3))              # also concat, slice_axes, expand (32-bit types)
 
 Each front end checks its arguments (errors name the argument), then calls the backend that
 the input's array type selects (ops.backends): numpy arrays -> ops.cpu (numba), GPU arrays
 (dispatch.gpu_array.GpuArray, e.g. gemm_i8's GPU output) -> ops.wgsl, whose results stay on the
 GPU. Accuracy bounds and special values are stated in each module's docstring
-(probabilities.py, elementwise.py, norm.py, quantize.py; ops/wgsl/ for the GPU's).
+(probabilities.py, elementwise.py, norm.py, quantize.py, linalg.py, layout.py; ops/wgsl/ for
+the GPU's).
 """
 
 from .backends import register_array_type
 from .elementwise import add, bias_add, erf, exp, gelu, mul, relu, sigmoid, tanh
+from .layout import concat, expand, slice_axes, transpose
+from .linalg import matmul
 from .norm import layer_norm
 from .probabilities import log_softmax_topk, logsoftmax, softmax
 from .quantize import dequantize_linear, dynamic_quantize_linear, quantize_linear
 
 __all__ = [
-    "add", "bias_add", "dequantize_linear", "dynamic_quantize_linear", "erf", "exp", "gelu",
-    "layer_norm", "log_softmax_topk", "logsoftmax", "mul", "quantize_linear", "register_array_type",
-    "relu", "sigmoid", "softmax", "tanh",
+    "add", "bias_add", "concat", "dequantize_linear", "dynamic_quantize_linear", "erf", "exp",
+    "expand", "gelu", "layer_norm", "log_softmax_topk", "logsoftmax", "matmul", "mul",
+    "quantize_linear", "register_array_type", "relu", "sigmoid", "slice_axes", "softmax", "tanh",
+    "transpose",
 ]

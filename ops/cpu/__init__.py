@@ -10,11 +10,13 @@ Contract of a backend module (this one; ops/wgsl/ for GPU arrays will offer the 
     layer_norm(x, weight, bias, epsilon, axis, out, threads, residual=None, float32_steps=False)
     quantize_linear(x, scale, zero_point, axis, out, threads) -> NaN count
     dequantize_linear(q, scale, zero_point, axis, out, threads), min_max(x, threads)
+    matmul(a, b, out, threads)   (a, b at least 2-D, out shaped (*batch, m, n))
+    transpose(x, perm), concat(arrays, axis), slice_axes(x, index), expand(x, shape)
     scalar(value), INDEX_DTYPE (log_softmax_topk's index dtype)
     optional: dynamic_quantize_linear(x, out) when the backend computes the parameters itself
 Arguments arrive validated: dtypes and shapes checked, axis normalised, `out` allocated or
 checked. One module per job: probabilities.py (logsoftmax, softmax), topk.py, elementwise.py,
-norm.py, quantize.py; the vectorisable maths they share is in mathfuncs.py, the thread policy in
+norm.py, quantize.py, layout.py (numpy's matmul and data movement); the vectorisable maths they share is in mathfuncs.py, the thread policy in
 threads.py. (No module is named like a function exported here, so `ops.cpu.<name>` is never
 ambiguous.)
 """
@@ -23,6 +25,7 @@ import numpy as np
 
 from .arrays import check_out, empty
 from .elementwise import UNARY_CODES, apply_binary, apply_unary, bias_add
+from .layout import concat, expand, matmul, slice_axes, transpose
 from .norm import layer_norm
 from .probabilities import logsoftmax, softmax, softmax_float32_steps
 from .quantize import dequantize_linear, min_max, quantize_linear
@@ -38,6 +41,7 @@ def scalar(value: np.ndarray) -> np.ndarray:
 
 __all__ = [
     "INDEX_DTYPE", "NAME", "UNARY_CODES", "apply_binary", "apply_unary", "bias_add", "check_out",
-    "dequantize_linear", "empty", "layer_norm", "log_softmax_topk", "logsoftmax", "min_max",
-    "quantize_linear", "scalar", "softmax", "softmax_float32_steps",
+    "concat", "dequantize_linear", "empty", "expand", "layer_norm", "log_softmax_topk",
+    "logsoftmax", "matmul", "min_max", "quantize_linear", "scalar", "slice_axes", "softmax",
+    "softmax_float32_steps", "transpose",
 ]

@@ -9,10 +9,12 @@ dynamic_quantize_linear returns its scale and zero point as 0-d GpuArrays, compu
 NaN is not reported by the quantize ops (see quantize.py). Numerics: each module's docstring and
 ops/wgsl/common.wgsl; the bounds are in the README and tests/test_ops_gpu.py.
 One module per job: probabilities.py (logsoftmax, softmax, top-k), elementwise.py, norm.py,
-quantize.py; programs.py holds what every kernel call shares.
+quantize.py, matmul.py (float32 batched matmul), layout.py (transpose, concat, slice, expand); programs.py holds what every kernel call shares.
 """
 
 from .elementwise import UNARY_CODES, apply_binary, apply_unary, bias_add
+from .layout import concat, expand, slice_axes, transpose
+from .matmul import matmul
 from .norm import layer_norm
 from .probabilities import (
     INDEX_DTYPE,
@@ -29,8 +31,9 @@ NAME = "wgsl"
 
 __all__ = [
     "INDEX_DTYPE", "NAME", "TOPK_MAX", "UNARY_CODES", "apply_binary", "apply_unary", "bias_add",
-    "check_out", "dequantize_linear", "dynamic_quantize_linear", "empty", "layer_norm",
-    "log_softmax_topk", "logsoftmax", "quantize_linear", "scalar", "softmax", "softmax_float32_steps",
+    "check_out", "concat", "dequantize_linear", "dynamic_quantize_linear", "empty", "expand",
+    "layer_norm", "log_softmax_topk", "logsoftmax", "matmul", "quantize_linear", "scalar",
+    "slice_axes", "softmax", "softmax_float32_steps", "transpose",
 ]
 
 
