@@ -151,53 +151,34 @@ def timing_table(session: Session, feeds: dict, repeats: int) -> str:
 
 def explain(session: Session, backend: str = "cpu") -> str:
     """The plan, one line per step: what runs, on what, with which fused nodes; for the GPU
-    backend also where each tensor lives and every transfer the plan implies."""
-    lines = [f"plan for backend={backend}: {len(session.steps)} steps, opset {session.opset}"]
-    location: dict[str, str] = {}  # GPU plan: "gpu" or "host" per runtime tensor
-    transfers = []
-    for i, step in enumerate(session.steps):
-        how = step.kernel if backend == "cpu" else _gpu_kernel(step)
-        lines.append(f"{i:4d} {step.op_type:<22} {step.name:<40} {how}")
+    backend where each step runs (gpu, host, or a transfer) -- the placement a
+    Session(backend="gpu") uses, computed here without a GPU -- and every host transfer."""
+    if backend == "gpu":
+        plan = session.gpu_plan() if session.backend == "cpu" else None
+        steps = plan.steps if plan is not None else session.steps
+    else:
+        steps = session.steps
+    lines = [f"plan for backend={backend}: {len(steps)} steps, opset {session.opset}"]
+    for i, step in enumerate(steps):
+        where = f"{step.where:<8} " if backend == "gpu" else ""
+        lines.append(f"{i:4d} {where}{step.op_type:<22} {step.name:<40} {step.kernel}")
         if len(step.nodes) > 1:
             lines.append(f"       fused: {' -> '.join(step.nodes)}")
-        if backend == "gpu":
-            transfers += _gpu_transfers(step, location, session)
     if backend == "gpu":
-        no_kernel = sorted({s.op_type for s in session.steps if not s.gpu and not s.shape_only})
-        lines.append(f"ops without a GPU kernel (each forces a transfer): {', '.join(no_kernel) or 'none'}")
-        for arg in session.get_outputs():
-            if location.get(arg.name) == "gpu":
-                transfers.append(f"download {arg.name} (model output)")
-        lines.append(f"transfers ({len(transfers)}):")
-        lines += [f"  {t}" for t in transfers]
-    fused = [s for s in session.steps if len(s.nodes) > 1]
+        transfers = [s for s in steps if s.where == "transfer"]
+        outputs = {o.name for o in session.get_outputs()}
+        produced_on_gpu = {o for s in steps if s.where == "gpu" for o in s.outputs}
+        no_kernel = sorted({s.op_type for s in steps if s.where == "host" and any(
+            i.endswith("@host") for i in s.inputs)})
+        lines.append("ops that run on the host for want of a GPU kernel (each forces transfers): "
+                     f"{', '.join(no_kernel) or 'none'}")
+        lines.append(f"transfers per run ({len(transfers)} + {len(outputs & produced_on_gpu)} "
+                     "output downloads):")
+        lines += [f"  {s.name} ({s.kernel})" for s in transfers]
+        lines += [f"  download {name} (model output)" for name in sorted(outputs & produced_on_gpu)]
+    fused = [s for s in steps if len(s.nodes) > 1]
     lines.append(f"fused groups: {len(fused)} ({sum(len(s.nodes) for s in fused)} ONNX nodes)")
     return "\n".join(lines)
-
-
-def _gpu_kernel(step: Step) -> str:
-    if step.shape_only:
-        return "host (shape only: computed from known shapes, data stays where it is)"
-    return f"gpu: {step.gpu}" if step.gpu else "host: no GPU kernel"
-
-
-def _gpu_transfers(step: Step, location: dict, session: Session) -> list[str]:
-    moved = []
-    runtime_inputs = [n for n in step.inputs if n and n not in session._constants]
-    if step.shape_only:
-        where = location.get(runtime_inputs[0], "host") if runtime_inputs else "host"
-        for name in step.outputs:
-            location[name] = "host" if step.op_type == "Shape" else where
-        return moved
-    target = "gpu" if step.gpu else "host"
-    for name in runtime_inputs:
-        here = location.get(name, "host")
-        if here != target:
-            moved.append(f"{'upload' if target == 'gpu' else 'download'} {name} for {step.name}")
-            location[name] = target
-    for name in step.outputs:
-        location[name] = target
-    return moved
 
 
 if __name__ == "__main__":

@@ -6,6 +6,11 @@
     pb = sess.prepared_weight("out_proj")         # a gemm.PreparedB, by initializer or node name
     h = sess.run_until("encoder_out", feeds)      # any intermediate tensor
 
+With backend="gpu" the plan is then placed (graph/gpu_plan.py): each step runs on the GPU in
+its graph/gpu_ops.py form or on the host, with explicit Upload/Download steps where a tensor
+must cross; weights, scales and biases go to GPU memory once, here. The model's inputs are
+uploaded once and its outputs downloaded once per run.
+
 Everything is decided at construction, in this order, and a model that fails any step raises
 before a Session exists: onnx.checker; every op and opset looked up in the op table (all the
 missing ones reported together, with their nodes); attributes converted and validated (errors
@@ -30,11 +35,11 @@ from onnx import helper, shape_inference
 
 import gemm
 
-from . import fusion, onnx_ops, registry
+from . import fusion, gpu_plan, onnx_ops, registry
 from .float_matmul import FloatMatMul, blas_single_threaded
 from .float_softmax import FloatSoftmax
 from .onnx_ops import requantize
-from .tensors import numpy_dtype, to_array, type_name
+from .tensors import ONNX_TO_NUMPY, numpy_dtype, to_array, type_name
 
 
 class NodeError(RuntimeError):
@@ -63,6 +68,7 @@ class Step:
     kernel: str                   # what runs it, for --explain
     gpu: str | None               # its GPU kernel, if it has one
     shape_only: bool = False
+    where: str = "host"           # backend="gpu": "gpu", "host" or "transfer"
     release: tuple[str, ...] = ()
     hidden: tuple[str, ...] = ()  # tensors of the original graph a fused step never materializes
 
@@ -77,11 +83,7 @@ _TENSOR_TYPE = {
 class Session:
     def __init__(self, model, backend: str = "cpu", *, fuse: bool = True,
                  threads: int | None = None):
-        if backend == "gpu":
-            raise NotImplementedError(
-                "backend: 'gpu' is not available yet (the GPU kernels land with the WGSL issue); "
-                "`i8gemm run --explain --backend gpu` shows the plan it will follow")
-        if backend != "cpu":
+        if backend not in ("cpu", "gpu"):
             raise ValueError(f"backend: expected 'cpu' or 'gpu', got {backend!r}")
         self.backend = backend
         self.threads = threads
@@ -137,7 +139,45 @@ class Session:
         self._prepared: dict[str, gemm.PreparedB] = {}
         self._steps = self._plan(order, groups, constants, attrs, index)
         self._constants = constants
+        self._gpu_constants: dict = {}
+        if backend == "gpu":
+            self._place_on_gpu()
         self._release_after(graph_outputs)
+
+    def gpu_plan(self) -> gpu_plan.GpuPlan:
+        """Where each step would run with backend="gpu", and the transfers (a pure plan: nothing
+        is uploaded; a GPU Session's steps are this plan's)."""
+        cpu_steps = [s for s in self._steps if s.where != "transfer"] if self.backend == "cpu" \
+            else self._cpu_steps
+        inputs = {a.name: a.dtype for a in self._inputs}
+
+        def dtype_of(name):
+            if name in self._constants:
+                return self._constants[name].dtype
+            if name in inputs:
+                return inputs[name]
+            elem = self.value_info.get(name, (0, None))[0]
+            return ONNX_TO_NUMPY.get(elem)
+
+        def shape_of(name):
+            return self.value_info.get(name, (0, None))[1]
+
+        return gpu_plan.place(cpu_steps, Step, self._constants, dtype_of, shape_of, list(inputs),
+                              [o.name for o in self._outputs])
+
+    def _place_on_gpu(self) -> None:
+        from dispatch import gpu
+        why = gpu.unavailable_reason()
+        if why:
+            raise RuntimeError(f"backend: 'gpu' needs a GPU adapter: {why}")
+        self._cpu_steps = self._steps
+        plan = self.gpu_plan()
+        for step in plan.steps:
+            if step.where == "gpu" and hasattr(step.fn, "load"):
+                step.fn.load()
+        for name in plan.gpu_constants:
+            self._gpu_constants[f"{name}@gpu"] = gpu_plan.upload(self._constants[name])
+        self._steps = plan.steps
 
     # -- planning ------------------------------------------------------------------------------
 
@@ -218,7 +258,7 @@ class Session:
             step.release = tuple(sorted(
                 name for name in set(step.inputs)
                 if name and last_reader[name] == i and name not in keep
-                and name not in self._constants))
+                and name not in self._constants and name not in self._gpu_constants))
 
     # -- onnxruntime-style interface -----------------------------------------------------------
 
@@ -240,7 +280,7 @@ class Session:
         feeds = self._check_feeds(feeds)
         with blas_single_threaded():
             values = self._execute(feeds, None, timings)
-        return [_owned(values[name], self._constants, feeds) for name in names]
+        return [_owned(_host(values[name]), self._constants, feeds) for name in names]
 
     def run_until(self, tensor_name: str, feeds: dict) -> np.ndarray:
         """The tensor `tensor_name` (any tensor the plan computes, an input or a constant),
@@ -258,7 +298,7 @@ class Session:
         feeds = self._check_feeds(feeds)
         with blas_single_threaded():
             values = self._execute(feeds, producer, None)
-        return _owned(values[tensor_name], self._constants, feeds)
+        return _owned(_host(values[tensor_name]), self._constants, feeds)
 
     def prepared_weight(self, name: str) -> gemm.PreparedB:
         """The PreparedB of a quantized weight, by its initializer's name or by the name of a node
@@ -283,6 +323,7 @@ class Session:
 
     def _execute(self, feeds: dict, stop: int | None, timings: dict | None) -> dict:
         values = dict(self._constants)
+        values.update(self._gpu_constants)
         values.update(feeds)
         steps = self._steps if stop is None else self._steps[:stop + 1]
         for step in steps:
@@ -535,6 +576,11 @@ def _call_step(step: Step, args):
         return step.fn(*args, **step.attrs)
     except Exception as exc:
         raise NodeError(f"node {step.name!r} ({step.op_type}): {type(exc).__name__}: {exc}") from exc
+
+
+def _host(value):
+    """A GPU result as numpy (its one download); host values as they are."""
+    return value.numpy() if type(value).__name__ == "GpuArray" else value
 
 
 def _owned(value, constants, feeds):
