@@ -90,7 +90,8 @@ def place(steps, Step, constants: dict, dtype_of, shape_of, input_names, output_
         kind = "Upload" if key.endswith("@gpu") else "Download"
         fn, why = (upload, f"for {reader}") if kind == "Upload" else (download, f"for {reader}")
         if kind == "Upload" and name in static:
-            fn, why = ShapeDerivedUpload(), f"for {reader}; shape-derived: uploaded again only when it changes"
+            fn = ShapeDerivedUpload()
+            why = f"for {reader}; shape-derived: uploaded again only when it changes"
         out.append(Step(name=f"{kind.lower()} {name}", op_type=kind, fn=fn, inputs=(source,),
                         outputs=(key,), attrs={}, nodes=(), kernel=why,
                         gpu=kind.lower(), where="transfer"))

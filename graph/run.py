@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 
-from .session import Session, Step
+from .session import Session
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -16,7 +16,8 @@ Contract of a backend module (this one; ops/wgsl/ for GPU arrays will offer the 
     optional: dynamic_quantize_linear(x, out) when the backend computes the parameters itself
 Arguments arrive validated: dtypes and shapes checked, axis normalised, `out` allocated or
 checked. One module per job: probabilities.py (logsoftmax, softmax), topk.py, elementwise.py,
-norm.py, quantize.py, layout.py (numpy's matmul and data movement); the vectorisable maths they share is in mathfuncs.py, the thread policy in
+norm.py, quantize.py, layout.py (numpy's matmul and data movement); the vectorisable maths
+they share is in mathfuncs.py, the thread policy in
 threads.py. (No module is named like a function exported here, so `ops.cpu.<name>` is never
 ambiguous.)
 """

@@ -9,7 +9,8 @@ dynamic_quantize_linear returns its scale and zero point as 0-d GpuArrays, compu
 NaN is not reported by the quantize ops (see quantize.py). Numerics: each module's docstring and
 ops/wgsl/common.wgsl; the bounds are in the README and tests/test_ops_gpu.py.
 One module per job: probabilities.py (logsoftmax, softmax, top-k), elementwise.py, norm.py,
-quantize.py, matmul.py (float32 batched matmul), layout.py (transpose, concat, slice, expand); programs.py holds what every kernel call shares.
+quantize.py, matmul.py (float32 batched matmul), layout.py (transpose, concat, slice, expand);
+programs.py holds what every kernel call shares.
 """
 
 from .elementwise import UNARY_CODES, apply_binary, apply_unary, bias_add
