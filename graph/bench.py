@@ -6,6 +6,13 @@ onnxruntime on the same int8 model and on the float32 model, side by side.
 Medians of interleaved repeats (graph/run.py's time_interleaved; onnxruntime with the same
 thread count and spinning off). Also prints the largest difference from onnx's reference
 evaluator on the first two sequences. Needs onnxruntime.
+
+    python -m graph.bench --gpu            # width 512, 2 layers, batch 64 x 128, all CPU threads
+
+--gpu times the same int8 model on Session(backend="gpu") against Session(backend="cpu")
+instead (every run includes uploading the input and downloading the output), and prints the
+host transfers one GPU run makes. On a machine without a real GPU, check it with a small shape:
+`python -m graph.bench --gpu --width 64 --batch 2 --seq 16 --repeats 3`.
 """
 
 from __future__ import annotations
@@ -16,21 +23,30 @@ import tempfile
 
 import numpy as np
 
-from . import transformer
+from . import parallel, transformer
 from .run import ort_runner, time_interleaved, timing_table
 from .session import Session
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="int8 encoder: i8gemm graph vs onnxruntime")
-    parser.add_argument("--width", type=int, default=256)
+    parser.add_argument("--width", type=int, default=None, help="default 256 (--gpu: 512)")
     parser.add_argument("--layers", type=int, default=2)
-    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--batch", type=int, default=None, help="default 16 (--gpu: 64)")
     parser.add_argument("--seq", type=int, default=128)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads; default 2 (--gpu: all cores)")
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--per-channel", action="store_true")
+    parser.add_argument("--gpu", action="store_true",
+                        help="backend='gpu' against backend='cpu' instead of onnxruntime")
     args = parser.parse_args(argv)
+    args.width = args.width or (512 if args.gpu else 256)
+    args.batch = args.batch or (64 if args.gpu else 16)
+    if args.threads is None and not args.gpu:
+        args.threads = 2
+    if args.gpu:
+        return gpu_main(args)
 
     from onnx.reference import ReferenceEvaluator
 
@@ -62,6 +78,52 @@ def main(argv=None) -> int:
         base = medians["i8gemm int8"]
         print(f"i8gemm / onnxruntime int8    = {base / medians['onnxruntime int8']:.2f}")
         print(f"i8gemm / onnxruntime float32 = {base / medians['onnxruntime float32']:.2f}")
+    return 0
+
+
+def gpu_main(args) -> int:
+    from onnx.reference import ReferenceEvaluator
+
+    from dispatch import gpu
+
+    with tempfile.TemporaryDirectory() as folder:
+        model = transformer.encoder(width=args.width, heads=max(1, args.width // 64),
+                                    layers=args.layers)
+        int8_path = transformer.quantize_dynamic(model, args.per_channel, folder, "encoder")
+        cpu = Session(int8_path, threads=args.threads)
+        on_gpu = Session(int8_path, backend="gpu")
+        x = np.random.default_rng(0).standard_normal(
+            (args.batch, args.seq, args.width)).astype(np.float32)
+        feeds, few = {"x": x}, {"x": x[:2]}
+        (ref,) = ReferenceEvaluator(int8_path).run(None, few)
+        (ours_few,) = on_gpu.run(None, few)
+        (ours,), (theirs,) = on_gpu.run(None, feeds), cpu.run(None, feeds)
+        before = dict(gpu.TRANSFERS)
+        on_gpu.run(None, feeds)
+        moved = {k: gpu.TRANSFERS.get(k, 0) - before.get(k, 0) for k in ("upload", "download")}
+        medians = time_interleaved({
+            "backend=gpu": lambda: on_gpu.run(None, feeds),
+            "backend=cpu": lambda: cpu.run(None, feeds),
+        }, args.repeats)
+        device = gpu.describe(gpu.adapter())
+        print(f"encoder width {args.width}, {args.layers} layers, batch {args.batch} x "
+              f"{args.seq} tokens, {'per-channel' if args.per_channel else 'per-tensor'} weights;"
+              f" GPU {device['name']} ({device['backend']}), CPU {parallel.resolve(args.threads)} "
+              "threads")
+        scale = np.abs(theirs).max()
+        print(f"max |gpu - cpu| = {np.abs(ours - theirs).max():.3g} (mean "
+              f"{np.abs(ours - theirs).mean():.3g}; max |cpu| {scale:.3g}); max |gpu - "
+              f"onnx.reference| on 2 sequences = {np.abs(ours_few - ref).max():.3g}")
+        steps = on_gpu.steps
+        planned = [s.name for s in steps if s.where == "transfer"]
+        host = sorted({s.op_type for s in steps if s.where == "host" and
+                       any(i.endswith("@host") for i in s.inputs)})
+        print(f"transfers per GPU run: {moved['upload']} upload(s), {moved['download']} "
+              f"download(s); planned: {', '.join(planned)} + the output download; ops on the "
+              f"host for want of a GPU kernel: {', '.join(host) or 'none'}")
+        for name, t in medians.items():
+            print(f"{name:>12}: {t * 1e3:9.2f} ms (median of {args.repeats}, interleaved)")
+        print(f"cpu / gpu = {medians['backend=cpu'] / medians['backend=gpu']:.2f}")
     return 0
 
 
