@@ -146,6 +146,9 @@ def timing_table(session: Session, feeds: dict, repeats: int) -> str:
     for op, t in sorted(medians.items(), key=lambda kv: -kv[1]):
         lines.append(f"{op:<24} {counts[op]:>5} {t * 1e3:>9.3f} {100 * t / total:>5.1f}%")
     lines.append(f"{'total':<24} {len(session.steps):>5} {total * 1e3:>9.3f}")
+    if session.backend == "gpu":
+        lines.append("(backend=gpu: the host time to queue each step; the GPU runs behind it, and "
+                     "the run's wall time includes the wait for the output)")
     return "\n".join(lines)
 
 
