@@ -1,16 +1,15 @@
-// log_softmax_topk: one workgroup per row. Pass 1 is softmax.wgsl's (row_stats, the same code,
-// so the values are bit for bit logsoftmax's) and also keeps each invocation's largest order
-// key. The k-th largest of those WG keys is a threshold at least k values reach. Pass 2
-// gathers every value at or above it into workgroup memory (CAP slots), which a bitonic sort
-// orders by (key descending, index ascending). Should more than CAP values reach the
-// threshold (a row of many equal values), k rounds of "the best value ranked after the last
-// one chosen" over the row find them instead: slower, same answer.
+// log_softmax_topk for k > 8 (topk.wgsl takes k <= 8): one workgroup per row. Pass 1 is
+// softmax.wgsl's (row_stats, the same code, so the values are bit for bit logsoftmax's) and also
+// keeps each invocation's largest order key. The k-th largest of those WG keys is a threshold
+// at least k values reach. Pass 2 gathers every value at or above it into workgroup memory (CAP
+// slots), which a bitonic sort orders by (key descending, index ascending). Should more than
+// CAP values reach the threshold (a row of many equal values), k rounds of "the best value
+// ranked after the last one chosen" over the row find them instead: slower, same answer.
 
 @group(0) @binding(1) var<storage, read_write> vals: array<f32>;
 @group(0) @binding(2) var<storage, read_write> ids: array<i32>;
 @group(0) @binding(3) var<uniform> p: Params;
 
-const TRACK_KEYS: bool = true;
 const CAP: u32 = 1024u;
 
 var<workgroup> keys: array<u32, WG>;
@@ -19,6 +18,20 @@ var<workgroup> count: atomic<u32>;
 var<workgroup> total_count: u32;
 var<workgroup> cand_key: array<u32, CAP>;
 var<workgroup> cand_idx: array<u32, CAP>;
+
+var<private> local_top_key: u32;   // this invocation's largest order key (0: none yet)
+
+// Largest order key among the row's values group i holds (0 past the row's end).
+fn group_top_key(i: u32, v: vec4<f32>) -> u32 {
+  let valid = vec4<u32>(4u * i) + vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(p.n);
+  let k = select(vec4<u32>(0u), order_key4(v), valid);
+  return max(max(k.x, k.y), max(k.z, k.w));
+}
+
+fn observe4(i: u32, v0: vec4<f32>, v1: vec4<f32>, v2: vec4<f32>, v3: vec4<f32>) {
+  local_top_key = max(local_top_key, max(max(group_top_key(i, v0), group_top_key(i + WG, v1)),
+                                         max(group_top_key(i + 2u * WG, v2), group_top_key(i + 3u * WG, v3))));
+}
 
 // (ka, ia) ranks before (kb, ib)
 fn before(ka: u32, ia: u32, kb: u32, ib: u32) -> bool {
