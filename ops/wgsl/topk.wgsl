@@ -8,9 +8,9 @@
 // belongs to set lid % k and raises set_best[set] (a workgroup atomic) to the best key it has
 // read. The k sets are disjoint, so k distinct values of the row reach min(set_best), whenever
 // it is read: the row's k-th best key is at least that, and a value below it cannot be among the
-// k best. Every invocation publishes in its first trip, so from then on few values reach the bar
-// and the list insertions (about 40 instructions, branch-free) are rare; a trip costs 16 key
-// computations, a compare and the k loads of the bar.
+// k best. Every invocation publishes in its first trip, so from the second trip on well under 1%
+// of a random row's values reach the bar; a trip costs 16 key computations, the 8 loads of the
+// bar and a compare, and the list insertions (about 40 instructions, branch-free) are rare.
 //
 // At the end, every listed pair at or above the final bar goes to workgroup memory (at most 8 per
 // invocation: CAP never overflows, whatever the ties), a bitonic sort orders them by (key
@@ -35,6 +35,7 @@ var<private> key_a: vec4<u32>;
 var<private> key_b: vec4<u32>;
 var<private> idx_a: vec4<u32>;
 var<private> idx_b: vec4<u32>;
+var<private> kth: u32;         // slot k - 1's key: what a new value must beat to be in the first k
 var<private> my_set: u32;
 var<private> published: u32;   // the best key this invocation has put into set_best
 
@@ -47,23 +48,26 @@ fn value_at(row: u32, idx: u32) -> f32 {
   return load4(row, idx / 4u)[idx % 4u];
 }
 
-// A key the row's k-th best reaches: the least of the k sets' best.
+// A key the row's k-th best reaches: the least of the k sets' best (the sets from k on hold
+// 0xffffffff, so all K_MAX are read, in an unrolled loop).
 fn bar() -> u32 {
   var t = 0xffffffffu;
-  for (var s = 0u; s < p.k; s = s + 1u) {
+  for (var s = 0u; s < K_MAX; s = s + 1u) {
     t = min(t, atomicLoad(&set_best[s]));
   }
   return t;
 }
 
-// Slot k - 1's key: what a new value must beat to be among this invocation's first k.
-fn kth_key() -> u32 {
-  return select(key_a[min(p.k, 4u) - 1u], key_b[max(p.k, 5u) - 5u], p.k > 4u);
-}
-
 // Lanes of group i that lie in the row.
 fn lanes_in_row(i: u32) -> vec4<bool> {
   return vec4<u32>(4u * i) + vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(p.n);
+}
+
+// Slot j of a list (selects: a private vector indexed at run time may live in slow memory).
+fn pick(a: vec4<u32>, b: vec4<u32>, j: u32) -> u32 {
+  let v = select(a, b, j >= 4u);
+  let r = j & 3u;
+  return select(select(v.x, v.y, r == 1u), select(v.z, v.w, r == 3u), r >= 2u);
 }
 
 // The pair goes before every slot whose key is smaller (its index is larger than any listed);
@@ -80,11 +84,24 @@ fn insert(key: u32, idx: u32) {
   idx_b = select(idx_b, select(f, vec4<u32>(idx_a.w, idx_b.x, idx_b.y, idx_b.z), pb), mb);
   key_a = select(key_a, select(e, vec4<u32>(0u, key_a.x, key_a.y, key_a.z), pa), ma);
   idx_a = select(idx_a, select(f, vec4<u32>(0u, idx_a.x, idx_a.y, idx_a.z), pa), ma);
+  kth = pick(key_a, key_b, p.k - 1u);
+}
+
+var<private> gate: u32;   // the least key a value needs to enter the list: max(bar, kth + 1)
+
+fn offer(key: u32, idx: u32, tau: u32) {
+  if (key >= gate) {
+    insert(key, idx);
+    gate = max(tau, kth + 1u);
+  }
 }
 
 fn offer4(i: u32, keys: vec4<u32>, tau: u32) {
-  for (var c = 0u; c < 4u; c = c + 1u) {
-    if (keys[c] >= max(tau, kth_key() + 1u)) { insert(keys[c], 4u * i + c); }
+  if (any(keys >= vec4<u32>(gate))) {
+    offer(keys.x, 4u * i, tau);
+    offer(keys.y, 4u * i + 1u, tau);
+    offer(keys.z, 4u * i + 2u, tau);
+    offer(keys.w, 4u * i + 3u, tau);
   }
 }
 
@@ -106,7 +123,8 @@ fn observe4(i: u32, v0: vec4<f32>, v1: vec4<f32>, v2: vec4<f32>, v3: vec4<f32>) 
     published = best;
   }
   let tau = bar();
-  if (best >= max(tau, kth_key() + 1u)) {   // rare after the first trip
+  gate = max(tau, kth + 1u);
+  if (best >= gate) {   // for few invocations after the first trip
     offer4(i, k0, tau);
     offer4(i + WG, k1, tau);
     offer4(i + 2u * WG, k2, tau);
@@ -119,15 +137,15 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         @builtin(local_invocation_index) lid: u32) {
   let row = row_of(wid, nwg);
   if (row >= p.rows) { return; }
-  if (lid < K_MAX) { atomicStore(&set_best[lid], 0u); }
+  if (lid < K_MAX) { atomicStore(&set_best[lid], select(0u, 0xffffffffu, lid >= p.k)); }
   if (lid == 0u) { atomicStore(&count, 0u); }
   my_set = lid % p.k;
   workgroupBarrier();
   let st = row_stats(row, lid);   // its workgroup tree's barriers also end every invocation's read
   let tau = bar();
   for (var j = 0u; j < p.k; j = j + 1u) {
-    let key = select(key_a[min(j, 3u)], key_b[max(j, 4u) - 4u], j >= 4u);
-    let idx = select(idx_a[min(j, 3u)], idx_b[max(j, 4u) - 4u], j >= 4u);
+    let key = pick(key_a, key_b, j);
+    let idx = pick(idx_a, idx_b, j);
     if (key != 0u && key >= tau) {
       let slot = atomicAdd(&count, 1u);
       cand_key[slot] = key;
