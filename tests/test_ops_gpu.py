@@ -416,6 +416,27 @@ def test_dynamic_quantize_linear_bit_identical_to_the_cpu(exact_path, x):
     assert z.numpy() == z_ref
 
 
+@pytest.mark.parametrize("shape", [(3 * 32768 + 5,), (65536,), (7, 5003)])
+def test_dynamic_quantize_linear_over_several_workgroups(shape):
+    """Inputs the min/max pass splits into several parts (32768 values each), with the extremes
+    in different parts, at part edges and in the ragged end; then an inf in the last part."""
+    rng = np.random.default_rng(sum(shape))
+    x = (rng.standard_normal(shape) * 3).astype(np.float32)
+    flat = x.reshape(-1)
+    n = flat.size
+    for lo_at, hi_at in [(n - 1, 32768), (32767, n // 2), (0, n - 2)]:
+        v = flat.copy()
+        v[lo_at], v[hi_at] = -41.3, 57.9
+        v = v.reshape(shape)
+        y_ref, s_ref, z_ref = ops.dynamic_quantize_linear(v)
+        y, s, z = ops.dynamic_quantize_linear(G(v))
+        np.testing.assert_array_equal(y.numpy(), y_ref)
+        assert s.numpy().tobytes() == s_ref.tobytes() and z.numpy() == z_ref
+    flat[n - 3] = np.inf
+    _, s, z = ops.dynamic_quantize_linear(G(x))
+    assert np.isnan(s.numpy()) and z.numpy() == 0
+
+
 def test_quantize_special_values_differ_from_the_cpu_as_documented():
     x = np.array([np.nan, 1.0, np.inf, -np.inf], np.float32)
     np.testing.assert_array_equal(ops.quantize_linear(G(x), np.float32(1.0), np.int8(5)).numpy(),
