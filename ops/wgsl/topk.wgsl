@@ -13,8 +13,9 @@
 // bar and a compare, and the list insertions (about 40 instructions, branch-free) are rare.
 //
 // At the end, every listed pair at or above the final bar goes to workgroup memory (at most 8 per
-// invocation: CAP never overflows, whatever the ties), a bitonic sort orders them by (key
-// descending, index ascending), and the first k are the answer.
+// invocation: CAP never overflows, whatever the ties); usually a few dozen do, and each finds its
+// rank among them by counting (one barrier); more than WG (ties at the bar) are ordered by a
+// bitonic sort. Order: key descending, index ascending; the first k are the answer.
 
 @group(0) @binding(1) var<storage, read_write> vals: array<f32>;
 @group(0) @binding(2) var<storage, read_write> ids: array<i32>;
@@ -132,6 +133,15 @@ fn observe4(i: u32, v0: vec4<f32>, v1: vec4<f32>, v2: vec4<f32>, v3: vec4<f32>) 
   }
 }
 
+// Output j of the row: the value at idx, as logsoftmax computes it.
+fn emit(row: u32, j: u32, idx: u32, st: RowStats) {
+  let v = value_at(row, idx);
+  var o = select((v - st.m) - log_pos(st.s), from_bits(NEG_INF_BITS), is_neg_inf(v));
+  o = select(o, from_bits(NAN_BITS), st.nan_row);
+  vals[row * p.k + j] = o;
+  ids[row * p.k + j] = i32(idx);
+}
+
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
@@ -155,6 +165,21 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   workgroupBarrier();
   if (lid == 0u) { total_count = atomicLoad(&count); }
   let total = workgroupUniformLoad(&total_count);   // >= k: the k best all reach the bar
+  if (total <= WG) {
+    // the usual case: each candidate counts those ranked before it (the pairs are distinct, so
+    // the ranks are too), and the first k put themselves in place; no further barrier
+    if (lid < total) {
+      let key = cand_key[lid];
+      let idx = cand_idx[lid];
+      var rank = 0u;
+      for (var u = 0u; u < total; u = u + 1u) {
+        rank = rank + u32(before(cand_key[u], cand_idx[u], key, idx));
+      }
+      if (rank < p.k) { emit(row, rank, idx, st); }
+    }
+    return;
+  }
+  // many ties at the bar: a bitonic sort of the candidates
   var size = 2u;
   while (size < total) { size = size << 1u; }
   for (var t = total + lid; t < size; t = t + WG) {
@@ -180,13 +205,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
       workgroupBarrier();
     }
   }
-  let c = log_pos(st.s);
   for (var j = lid; j < p.k; j = j + WG) {
-    let idx = cand_idx[j];
-    let v = value_at(row, idx);
-    var o = select((v - st.m) - c, from_bits(NEG_INF_BITS), is_neg_inf(v));
-    o = select(o, from_bits(NAN_BITS), st.nan_row);
-    vals[row * p.k + j] = o;
-    ids[row * p.k + j] = i32(idx);
+    emit(row, j, cand_idx[j], st);
   }
 }
