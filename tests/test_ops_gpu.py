@@ -416,15 +416,15 @@ def test_dynamic_quantize_linear_bit_identical_to_the_cpu(exact_path, x):
     assert z.numpy() == z_ref
 
 
-@pytest.mark.parametrize("shape", [(3 * 32768 + 5,), (65536,), (7, 5003)])
+@pytest.mark.parametrize("shape", [(3 * 65536 + 5,), (131072,), (7, 10003)])
 def test_dynamic_quantize_linear_over_several_workgroups(shape):
-    """Inputs the min/max pass splits into several parts (32768 values each), with the extremes
+    """Inputs the min/max pass splits into several parts (65536 values each), with the extremes
     in different parts, at part edges and in the ragged end; then an inf in the last part."""
     rng = np.random.default_rng(sum(shape))
     x = (rng.standard_normal(shape) * 3).astype(np.float32)
     flat = x.reshape(-1)
     n = flat.size
-    for lo_at, hi_at in [(n - 1, 32768), (32767, n // 2), (0, n - 2)]:
+    for lo_at, hi_at in [(n - 1, 65536), (65535, n // 2), (0, n - 2)]:
         v = flat.copy()
         v[lo_at], v[hi_at] = -41.3, 57.9
         v = v.reshape(shape)

@@ -85,7 +85,7 @@ def dequantize_linear(q, scale: np.ndarray, zero_point: np.ndarray, axis, out, t
 
 
 PARTS = 4096              # at most this many workgroups in the min/max pass
-CHUNK = 4 * pg.WG * 8     # vec4 groups per workgroup there, at least: 8 trips of 4 loads each
+CHUNK = 4 * pg.WG * 16    # vec4 groups per workgroup there, at least: 16 trips of 4 loads each
 
 
 def dynamic_quantize_linear(x, out):

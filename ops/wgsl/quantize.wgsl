@@ -53,10 +53,9 @@ fn quantize_group(i: u32, v: vec4<f32>, inv: f32, exact: bool) {
     z = vec4<i32>(zp[ch.x], zp[ch.y], zp[ch.z], zp[ch.w]);
     q_near = v / s;
   }
-  let q4 = quantize4(v, q_near, s, z, p.qmin, p.qmax, exact);
-  let bytes = vec4<u32>(q4) & vec4<u32>(0xffu);
-  let valid = e < vec4<u32>(p.n);
-  let b = select(vec4<u32>(0u), bytes, valid) << vec4<u32>(0u, 8u, 16u, 24u);
+  var bytes = vec4<u32>(quantize4(v, q_near, s, z, p.qmin, p.qmax, exact)) & vec4<u32>(0xffu);
+  if (e.w >= p.n) { bytes = select(vec4<u32>(0u), bytes, e < vec4<u32>(p.n)); }   // the ragged end
+  let b = bytes << vec4<u32>(0u, 8u, 16u, 24u);
   q[i] = (b.x | b.y) | (b.z | b.w);
 }
 

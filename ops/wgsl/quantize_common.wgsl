@@ -58,17 +58,23 @@ fn quantize4(x: vec4<f32>, q_near: vec4<f32>, s: vec4<f32>, zp: vec4<i32>, qmin:
              force_exact: bool) -> vec4<i32> {
   var q = q_near;
   let h = floor(q) + vec4<f32>(0.5);
-  let a = abs(q);
-  let suspect = (abs(q - h) <= a * 9.5367431640625e-7 + vec4<f32>(1e-30))
-                | !(a < vec4<f32>(4194304.0)) | nan_mask4(q);
+  // one integer compare for |q| >= 2**22 (0x4a800000), inf and NaN (a NaN x makes q NaN)
+  let suspect = (abs(q - h) <= abs(q) * 9.5367431640625e-7 + vec4<f32>(1e-30))
+                | ((bitcast<vec4<u32>>(q) & vec4<u32>(0x7fffffffu)) >= vec4<u32>(0x4a800000u));
   if (force_exact || any(suspect)) {
-    for (var c = 0u; c < 4u; c = c + 1u) {
-      if (force_exact || suspect[c]) { q[c] = div_rn(x[c], s[c]); }
-    }
+    // lane by lane with constant indices (a vector indexed at run time may live in slow memory)
+    if (force_exact || suspect.x) { q.x = exact_quotient(x.x, s.x); }
+    if (force_exact || suspect.y) { q.y = exact_quotient(x.y, s.y); }
+    if (force_exact || suspect.z) { q.z = exact_quotient(x.z, s.z); }
+    if (force_exact || suspect.w) { q.w = exact_quotient(x.w, s.w); }
   }
   let v = round(q);   // WGSL's round(): half to even
   let lo = vec4<f32>(vec4<i32>(qmin) - zp);
   let hi = vec4<f32>(vec4<i32>(qmax) - zp);
-  let r = vec4<i32>(clamp(select(v, vec4<f32>(0.0), nan_mask4(x)), lo, hi)) + zp;
-  return r;
+  return vec4<i32>(clamp(v, lo, hi)) + zp;
+}
+
+// The correctly rounded x / s, and 0 for a NaN x (which quantizes to the zero point).
+fn exact_quotient(x: f32, s: f32) -> f32 {
+  return select(div_rn(x, s), 0.0, is_nan(x));
 }
