@@ -37,15 +37,17 @@ fn channel(e: u32) -> u32 {
   return (e / p.inner) % p.nch;
 }
 
-fn quantize_group(i: u32, v: vec4<f32>, inv: f32, exact: bool) {
+// Group i of x, v, into q[i]. s0, inv, z0: the scale, its reciprocal and the zero point per tensor
+// (read once per invocation: the stores into q might alias them as far as a compiler knows).
+fn quantize_group(i: u32, v: vec4<f32>, s0: f32, inv: f32, z0: i32, exact: bool) {
   if (i >= p.n4) { return; }
   let e = vec4<u32>(4u * i) + vec4<u32>(0u, 1u, 2u, 3u);
   var s: vec4<f32>;
   var z: vec4<i32>;
   var q_near: vec4<f32>;
   if (PER_TENSOR) {
-    s = vec4<f32>(scale[0]);
-    z = vec4<i32>(zp[0]);
+    s = vec4<f32>(s0);
+    z = vec4<i32>(z0);
     q_near = v * inv;
   } else {
     let ch = vec4<u32>(channel(e.x), channel(e.y), channel(e.z), channel(e.w));
@@ -72,10 +74,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let v1 = load_x(min(first + WG, last));
   let v2 = load_x(min(first + 2u * WG, last));
   let v3 = load_x(min(first + 3u * WG, last));
-  let inv = 1.0 / scale[0];   // used per tensor only
+  let s0 = scale[0];   // these three used per tensor only
+  let inv = 1.0 / s0;
+  let z0 = zp[0];
   let exact = p.force_exact != 0u;
-  quantize_group(first, v0, inv, exact);
-  quantize_group(first + WG, v1, inv, exact);
-  quantize_group(first + 2u * WG, v2, inv, exact);
-  quantize_group(first + 3u * WG, v3, inv, exact);
+  quantize_group(first, v0, s0, inv, z0, exact);
+  quantize_group(first + WG, v1, s0, inv, z0, exact);
+  quantize_group(first + 2u * WG, v2, s0, inv, z0, exact);
+  quantize_group(first + 3u * WG, v3, s0, inv, z0, exact);
 }
