@@ -45,9 +45,9 @@ struct RowStats {
 
 // One pass over the row: each invocation keeps an online max and four lane sums over groups
 // lid, lid + WG, ... (four loads in flight per trip), then a workgroup tree merges them. Each
-// trip's groups i, i + WG, i + 2 WG, i + 3 WG (past the row's end: -inf) also go to the
-// kernel's observe4() (top-k; softmax's does nothing), so an invocation sees its values in
-// increasing index order.
+// trip's groups i, i + WG, i + 2 WG, i + 3 WG (past the row's end: -inf) and the largest number
+// among them also go to the kernel's observe4() (top-k; softmax's does nothing), so an
+// invocation sees its values in increasing index order.
 fn row_stats(row: u32, lid: u32) -> RowStats {
   let ninf = from_bits(NEG_INF_BITS);
   var m = ninf;
@@ -61,10 +61,10 @@ fn row_stats(row: u32, lid: u32) -> RowStats {
     if (i + WG < p.n4) { v1 = load4(row, i + WG); }
     if (i + 2u * WG < p.n4) { v2 = load4(row, i + 2u * WG); }
     if (i + 3u * WG < p.n4) { v3 = load4(row, i + 3u * WG); }
-    observe4(i, v0, v1, v2, v3);
     bad = bad || any_poisons4(v0) || any_poisons4(v1) || any_poisons4(v2) || any_poisons4(v3);
     let cm = max(max(max_of_numbers4(v0), max_of_numbers4(v1)),
                  max(max_of_numbers4(v2), max_of_numbers4(v3)));
+    observe4(i, v0, v1, v2, v3, cm);
     let m_new = max(m, cm);
     s4 = s4 * rescale(m, m_new);
     m = m_new;

@@ -5,13 +5,16 @@
 // indices in increasing order, so a new value ranks after an equal key already listed).
 //
 // What keeps that cheap is a bar every invocation can read and that only rises: invocation lid
-// belongs to set lid % k and raises set_best[set] (a workgroup atomic) to the best key it has
-// read. The k sets are disjoint, so k distinct values of the row reach min(set_best), whenever
-// it is read: the row's k-th best key is at least that, and a value below it cannot be among the
-// k best. Every invocation publishes in its first trip, so from the second trip on well under 1%
-// of a random row's values reach the bar; a trip costs 16 key computations, the 8 loads of the
-// bar and a compare, and the list insertions (about 40 instructions, branch-free) are rare.
-// (A row rising along its index defeats the bar: every value enters a list. Slower, same answer.)
+// belongs to set lid % k and raises set_best[set] (a workgroup atomic) to the best number it has
+// read (row_stats's trip maximum). The k sets are disjoint, so k distinct values of the row reach
+// min(set_best), whenever it is read: the row's k-th best key is at least that, and a value below
+// it cannot be among the k best. Every invocation publishes in its first trip, so from the second
+// trip on well under 1% of a random row's values reach the bar. A trip then costs the 8 loads of
+// the bar, one compare of the trip maximum with it and, where that passes, a float compare per
+// value; only the values that pass get a key, and the list insertions (about 40 instructions,
+// branch-free) are rarer still. (A row rising along its index defeats the bar: every value enters
+// a list. Slower, same answer.) Until the bar is a number (rows of few numbers: -inf and NaN can
+// still enter), every value's key is taken instead.
 //
 // At the end, every listed pair at or above the final bar goes to workgroup memory (at most 8 per
 // invocation: CAP never overflows, whatever the ties); usually a few dozen do, and each finds its
@@ -107,30 +110,61 @@ fn offer4(i: u32, keys: vec4<u32>, tau: u32) {
   }
 }
 
-fn observe4(i: u32, v0: vec4<f32>, v1: vec4<f32>, v2: vec4<f32>, v3: vec4<f32>) {
-  var k0 = order_key4(v0);
-  var k1 = order_key4(v1);
-  var k2 = order_key4(v2);
-  var k3 = order_key4(v3);
-  if (i + 3u * WG >= p.n / 4u) {   // the trip reaches the row's end: lanes past it get no key
-    k0 = select(vec4<u32>(0u), k0, lanes_in_row(i));
-    k1 = select(vec4<u32>(0u), k1, lanes_in_row(i + WG));
-    k2 = select(vec4<u32>(0u), k2, lanes_in_row(i + 2u * WG));
-    k3 = select(vec4<u32>(0u), k3, lanes_in_row(i + 3u * WG));
+const NEG_INF_KEY: u32 = 0x00800001u;   // order_key4(-inf)
+
+// The number whose key is `key`, for NEG_INF_KEY < key <= order_key4(+inf): order_key4 undone
+// (every key there is one number's, ±0 sharing one). For numbers, key >= gate is then
+// v >= value_of_key(gate), a float compare: a GPU flushing subnormals to 0 keeps it true.
+fn value_of_key(key: u32) -> f32 {
+  let signed_mag = key - 0x80000001u;
+  return bitcast<f32>(select(signed_mag, 0x80000000u | (0u - signed_mag), signed_mag >= 0x80000000u));
+}
+
+// Offers the lanes of group i that are numbers at least g (a float at most the gate's value, so
+// every lane reaching the gate passes); offer() then decides by the exact key.
+fn offer_numbers4(i: u32, v: vec4<f32>, g: f32, tau: u32) {
+  let reach = v >= vec4<f32>(g);
+  if (any(reach)) {
+    if (reach.x) { offer(order_key4(v).x, 4u * i, tau); }
+    if (reach.y) { offer(order_key4(v).y, 4u * i + 1u, tau); }
+    if (reach.z) { offer(order_key4(v).z, 4u * i + 2u, tau); }
+    if (reach.w) { offer(order_key4(v).w, 4u * i + 3u, tau); }
   }
-  let best4 = max(max(k0, k1), max(k2, k3));
-  let best = max(max(best4.x, best4.y), max(best4.z, best4.w));
-  if (best > published) {
-    atomicMax(&set_best[my_set], best);
-    published = best;
+}
+
+// The keys of group i, 0 for lanes past the row's end.
+fn row_keys4(i: u32, v: vec4<f32>) -> vec4<u32> {
+  return select(vec4<u32>(0u), order_key4(v), lanes_in_row(i));
+}
+
+// cm: the largest number of the trip (-inf if none).
+fn observe4(i: u32, v0: vec4<f32>, v1: vec4<f32>, v2: vec4<f32>, v3: vec4<f32>, cm: f32) {
+  // Publish cm -- unless it is -inf (which may lie past the row's end) or zero or subnormal (a
+  // GPU may flush max()'s subnormal result to 0, which could claim more than a value holds).
+  if ((bitcast<u32>(cm) & POS_INF_BITS) != 0u && !is_neg_inf(cm)) {
+    let key = order_key4(vec4<f32>(cm)).x;
+    if (key > published) {
+      atomicMax(&set_best[my_set], key);
+      published = key;
+    }
   }
   let tau = bar();
   gate = max(tau, kth + 1u);
-  if (best >= gate) {   // for few invocations after the first trip
-    offer4(i, k0, tau);
-    offer4(i + WG, k1, tau);
-    offer4(i + 2u * WG, k2, tau);
-    offer4(i + 3u * WG, k3, tau);
+  if (gate > NEG_INF_KEY) {
+    // the usual case: only numbers reach the gate; a float compare picks the few whose key to take
+    let g = value_of_key(gate);
+    if (cm >= g) {
+      offer_numbers4(i, v0, g, tau);
+      offer_numbers4(i + WG, v1, g, tau);
+      offer_numbers4(i + 2u * WG, v2, g, tau);
+      offer_numbers4(i + 3u * WG, v3, g, tau);
+    }
+  } else {
+    // -inf and NaN may still enter (a row of few numbers so far): every key
+    offer4(i, row_keys4(i, v0), tau);
+    offer4(i + WG, row_keys4(i + WG, v1), tau);
+    offer4(i + 2u * WG, row_keys4(i + 2u * WG, v2), tau);
+    offer4(i + 3u * WG, row_keys4(i + 3u * WG, v3), tau);
   }
 }
 

@@ -28,7 +28,7 @@ fn group_top_key(i: u32, v: vec4<f32>) -> u32 {
   return max(max(k.x, k.y), max(k.z, k.w));
 }
 
-fn observe4(i: u32, v0: vec4<f32>, v1: vec4<f32>, v2: vec4<f32>, v3: vec4<f32>) {
+fn observe4(i: u32, v0: vec4<f32>, v1: vec4<f32>, v2: vec4<f32>, v3: vec4<f32>, cm: f32) {
   local_top_key = max(local_top_key, max(max(group_top_key(i, v0), group_top_key(i + WG, v1)),
                                          max(group_top_key(i + 2u * WG, v2), group_top_key(i + 3u * WG, v3))));
 }
