@@ -8,13 +8,14 @@
 // belongs to set lid % k and raises set_best[set] (a workgroup atomic) to the best number it has
 // read (row_stats's trip maximum). The k sets are disjoint, so k distinct values of the row reach
 // min(set_best), whenever it is read: the row's k-th best key is at least that, and a value below
-// it cannot be among the k best. Every invocation publishes in its first trip, so from the second
-// trip on well under 1% of a random row's values reach the bar. A trip then costs the 8 loads of
-// the bar, one compare of the trip maximum with it and, where that passes, a float compare per
-// value; only the values that pass get a key, and the list insertions (about 40 instructions,
-// branch-free) are rarer still. (A row rising along its index defeats the bar: every value enters
-// a list. Slower, same answer.) Until the bar is a number (rows of few numbers: -inf and NaN can
-// still enter), every value's key is taken instead.
+// it cannot be among the k best. A publisher also raises bar_key to the min(set_best) it then
+// sees, so the others read one word per trip. Every invocation publishes in its first trip, so
+// from the second trip on well under 1% of a random row's values reach the bar. A trip then
+// costs the load of the bar, one compare of the trip maximum with it and, where that passes, a
+// float compare per value; only the values that pass get a key, and the list insertions (about
+// 40 instructions, branch-free) are rarer still. (A row rising along its index defeats the bar:
+// every value enters a list. Slower, same answer.) Until the bar is a number (rows of few
+// numbers: -inf and NaN can still enter), every value's key is taken instead.
 //
 // At the end, every listed pair at or above the final bar goes to workgroup memory (at most 8 per
 // invocation: CAP never overflows, whatever the ties); usually a few dozen do, and each finds its
@@ -29,6 +30,9 @@ const K_MAX: u32 = 8u;
 const CAP: u32 = K_MAX * WG;
 
 var<workgroup> set_best: array<atomic<u32>, K_MAX>;
+// min(set_best) as some publisher last saw it: a bar too (each set's entry a real value of that
+// set), so a trip reads one word, not K_MAX (those reads may cost an atomic operation each)
+var<workgroup> bar_key: atomic<u32>;
 var<workgroup> count: atomic<u32>;
 var<workgroup> total_count: u32;
 var<workgroup> cand_key: array<u32, CAP>;
@@ -43,6 +47,7 @@ var<private> idx_b: vec4<u32>;
 var<private> kth: u32;         // slot k - 1's key: what a new value must beat to be in the first k
 var<private> my_set: u32;
 var<private> published: u32;   // the best key this invocation has put into set_best
+var<private> tau: u32;         // bar_key as this invocation last read it
 
 // (ka, ia) ranks before (kb, ib)
 fn before(ka: u32, ia: u32, kb: u32, ib: u32) -> bool {
@@ -55,7 +60,7 @@ fn value_at(row: u32, idx: u32) -> f32 {
 
 // A key the row's k-th best reaches: the least of the k sets' best (the sets from k on hold
 // 0xffffffff, so all K_MAX are read, in an unrolled loop).
-fn bar() -> u32 {
+fn sets_min() -> u32 {
   var t = 0xffffffffu;
   for (var s = 0u; s < K_MAX; s = s + 1u) {
     t = min(t, atomicLoad(&set_best[s]));
@@ -94,19 +99,19 @@ fn insert(key: u32, idx: u32) {
 
 var<private> gate: u32;   // the least key a value needs to enter the list: max(bar, kth + 1)
 
-fn offer(key: u32, idx: u32, tau: u32) {
+fn offer(key: u32, idx: u32) {
   if (key >= gate) {
     insert(key, idx);
     gate = max(tau, kth + 1u);
   }
 }
 
-fn offer4(i: u32, keys: vec4<u32>, tau: u32) {
+fn offer4(i: u32, keys: vec4<u32>) {
   if (any(keys >= vec4<u32>(gate))) {
-    offer(keys.x, 4u * i, tau);
-    offer(keys.y, 4u * i + 1u, tau);
-    offer(keys.z, 4u * i + 2u, tau);
-    offer(keys.w, 4u * i + 3u, tau);
+    offer(keys.x, 4u * i);
+    offer(keys.y, 4u * i + 1u);
+    offer(keys.z, 4u * i + 2u);
+    offer(keys.w, 4u * i + 3u);
   }
 }
 
@@ -122,13 +127,13 @@ fn value_of_key(key: u32) -> f32 {
 
 // Offers the lanes of group i that are numbers at least g (a float at most the gate's value, so
 // every lane reaching the gate passes); offer() then decides by the exact key.
-fn offer_numbers4(i: u32, v: vec4<f32>, g: f32, tau: u32) {
+fn offer_numbers4(i: u32, v: vec4<f32>, g: f32) {
   let reach = v >= vec4<f32>(g);
   if (any(reach)) {
-    if (reach.x) { offer(order_key4(v).x, 4u * i, tau); }
-    if (reach.y) { offer(order_key4(v).y, 4u * i + 1u, tau); }
-    if (reach.z) { offer(order_key4(v).z, 4u * i + 2u, tau); }
-    if (reach.w) { offer(order_key4(v).w, 4u * i + 3u, tau); }
+    if (reach.x) { offer(order_key4(v).x, 4u * i); }
+    if (reach.y) { offer(order_key4(v).y, 4u * i + 1u); }
+    if (reach.z) { offer(order_key4(v).z, 4u * i + 2u); }
+    if (reach.w) { offer(order_key4(v).w, 4u * i + 3u); }
   }
 }
 
@@ -141,30 +146,32 @@ fn row_keys4(i: u32, v: vec4<f32>) -> vec4<u32> {
 fn observe4(i: u32, v0: vec4<f32>, v1: vec4<f32>, v2: vec4<f32>, v3: vec4<f32>, cm: f32) {
   // Publish cm -- unless it is -inf (which may lie past the row's end) or zero or subnormal (a
   // GPU may flush max()'s subnormal result to 0, which could claim more than a value holds).
+  // A key below the bar cannot raise the least set's best (every set's is at or above it).
   if ((bitcast<u32>(cm) & POS_INF_BITS) != 0u && !is_neg_inf(cm)) {
     let key = order_key4(vec4<f32>(cm)).x;
-    if (key > published) {
+    if (key > published && key >= tau) {
       atomicMax(&set_best[my_set], key);
       published = key;
+      atomicMax(&bar_key, sets_min());
     }
   }
-  let tau = bar();
+  tau = atomicLoad(&bar_key);
   gate = max(tau, kth + 1u);
   if (gate > NEG_INF_KEY) {
     // the usual case: only numbers reach the gate; a float compare picks the few whose key to take
     let g = value_of_key(gate);
     if (cm >= g) {
-      offer_numbers4(i, v0, g, tau);
-      offer_numbers4(i + WG, v1, g, tau);
-      offer_numbers4(i + 2u * WG, v2, g, tau);
-      offer_numbers4(i + 3u * WG, v3, g, tau);
+      offer_numbers4(i, v0, g);
+      offer_numbers4(i + WG, v1, g);
+      offer_numbers4(i + 2u * WG, v2, g);
+      offer_numbers4(i + 3u * WG, v3, g);
     }
   } else {
     // -inf and NaN may still enter (a row of few numbers so far): every key
-    offer4(i, row_keys4(i, v0), tau);
-    offer4(i + WG, row_keys4(i + WG, v1), tau);
-    offer4(i + 2u * WG, row_keys4(i + 2u * WG, v2), tau);
-    offer4(i + 3u * WG, row_keys4(i + 3u * WG, v3), tau);
+    offer4(i, row_keys4(i, v0));
+    offer4(i + WG, row_keys4(i + WG, v1));
+    offer4(i + 2u * WG, row_keys4(i + 2u * WG, v2));
+    offer4(i + 3u * WG, row_keys4(i + 3u * WG, v3));
   }
 }
 
@@ -183,11 +190,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let row = row_of(wid, nwg);
   if (row >= p.rows) { return; }
   if (lid < K_MAX) { atomicStore(&set_best[lid], select(0u, 0xffffffffu, lid >= p.k)); }
-  if (lid == 0u) { atomicStore(&count, 0u); }
+  if (lid == 0u) {
+    atomicStore(&bar_key, 0u);
+    atomicStore(&count, 0u);
+  }
   my_set = lid % p.k;
   workgroupBarrier();
   let st = row_stats(row, lid);   // its workgroup tree's barriers also end every invocation's read
-  let tau = bar();
+  tau = sets_min();               // final: the least set's best
   for (var j = 0u; j < p.k; j = j + 1u) {
     let key = pick(key_a, key_b, j);
     let idx = pick(idx_a, idx_b, j);
