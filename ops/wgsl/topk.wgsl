@@ -9,8 +9,9 @@
 // read (row_stats's trip maximum). The k sets are disjoint, so k distinct values of the row reach
 // min(set_best), whenever it is read: the row's k-th best key is at least that, and a value below
 // it cannot be among the k best. A publisher also raises bar_key to the min(set_best) it then
-// sees, so the others read one word per trip. Every invocation publishes in its first trip, so
-// from the second trip on well under 1% of a random row's values reach the bar. A trip then
+// sees, so the others read one word per trip. Invocations publish from their first trip on (a
+// key below the bar cannot raise the least set's best, and is not published), so from the second
+// trip on well under 1% of a random row's values reach the bar. A trip then
 // costs the load of the bar, one compare of the trip maximum with it and, where that passes, a
 // float compare per value; only the values that pass get a key, and the list insertions (about
 // 40 instructions, branch-free) are rarer still. (A row rising along its index defeats the bar:
