@@ -326,6 +326,40 @@ def test_topk_long_rows_ties_beyond_the_gather_capacity():
     assert ops.log_softmax_topk(G(x), 8, out=out) == out
 
 
+@settings(max_examples=12, deadline=None, derandomize=True)
+@given(seed=st.integers(0, 2**32 - 1), n=st.sampled_from([8197, 12288, 4100]),
+       distinct=st.sampled_from([1, 3, 1000]), nan_share=st.sampled_from([0.0, 0.3, 0.9995, 1.0]),
+       k=st.integers(1, 9))
+def test_topk_rows_read_in_several_trips(seed, n, distinct, nan_share, k):
+    """Rows longer than one trip of the workgroup (4096 values), where k <= 8 keeps per-invocation
+    lists behind a bar that rises while the row is read: ties (few distinct values, -0 next to
+    +0, -inf), rows of NaN with fewer than k numbers, lengths not a multiple of 4."""
+    rng = np.random.default_rng(seed)
+    palette = np.concatenate([rng.standard_normal(distinct) * 4, [-np.inf, -0.0, 0.0]])
+    x = rng.choice(palette.astype(np.float32), size=(3, n))
+    x[rng.random((3, n)) < nan_share] = np.nan
+    x[2, ::3] = -np.inf
+    cpu_v, cpu_i = ops.log_softmax_topk(x, k)
+    v, i = ops.log_softmax_topk(G(x), k)
+    np.testing.assert_array_equal(i.numpy(), cpu_i)
+    full = ops.logsoftmax(G(x)).numpy()
+    np.testing.assert_array_equal(v.numpy(), np.take_along_axis(full, cpu_i, axis=-1))
+
+
+def test_topk_rows_sorted_either_way():
+    """A row rising along its index beats the bar with every value (each enters a list); a
+    falling one publishes its best first."""
+    rng = np.random.default_rng(12)
+    up = np.sort(rng.standard_normal(20000)).astype(np.float32)
+    x = np.stack([up, up[::-1], np.repeat(up[::100], 100)])
+    for k in (1, 3, 8):
+        cpu_v, cpu_i = ops.log_softmax_topk(x, k)
+        v, i = ops.log_softmax_topk(G(x), k)
+        np.testing.assert_array_equal(i.numpy(), cpu_i)
+        full = ops.logsoftmax(G(x)).numpy()
+        np.testing.assert_array_equal(v.numpy(), np.take_along_axis(full, cpu_i, axis=-1))
+
+
 # -- quantize ----------------------------------------------------------------------------------------
 
 X_VALUES = st.one_of(st.floats(-300, 300, width=32), st.integers(-600, 600).map(lambda v: v / 4),
@@ -394,6 +428,27 @@ def test_dynamic_quantize_linear_bit_identical_to_the_cpu(exact_path, x):
     np.testing.assert_array_equal(y.numpy(), y_ref)
     assert s.numpy().tobytes() == s_ref.tobytes()
     assert z.numpy() == z_ref
+
+
+@pytest.mark.parametrize("shape", [(3 * 65536 + 5,), (131072,), (7, 10003)])
+def test_dynamic_quantize_linear_over_several_workgroups(shape):
+    """Inputs the min/max pass splits into several parts (65536 values each), with the extremes
+    in different parts, at part edges and in the ragged end; then an inf in the last part."""
+    rng = np.random.default_rng(sum(shape))
+    x = (rng.standard_normal(shape) * 3).astype(np.float32)
+    flat = x.reshape(-1)
+    n = flat.size
+    for lo_at, hi_at in [(n - 1, 65536), (65535, n // 2), (0, n - 2)]:
+        v = flat.copy()
+        v[lo_at], v[hi_at] = -41.3, 57.9
+        v = v.reshape(shape)
+        y_ref, s_ref, z_ref = ops.dynamic_quantize_linear(v)
+        y, s, z = ops.dynamic_quantize_linear(G(v))
+        np.testing.assert_array_equal(y.numpy(), y_ref)
+        assert s.numpy().tobytes() == s_ref.tobytes() and z.numpy() == z_ref
+    flat[n - 3] = np.inf
+    _, s, z = ops.dynamic_quantize_linear(G(x))
+    assert np.isnan(s.numpy()) and z.numpy() == 0
 
 
 def test_quantize_special_values_differ_from_the_cpu_as_documented():

@@ -9,7 +9,7 @@ struct Params {
   n: u32,
   n4: u32,
   parts: u32,     // partial results: one per workgroup of the first dispatch
-  pad0: u32,
+  chunk: u32,     // vec4 groups per workgroup of the first dispatch, a multiple of 4 WG
 }
 
 @group(0) @binding(0) var<storage, read> x: array<${XT}>;
@@ -38,28 +38,47 @@ fn reduce(lid: u32, v: vec4<f32>) -> vec4<f32> {
   return red[0];
 }
 
+// Workgroup w reads groups [w chunk, (w + 1) chunk) front to back (so the end of x is read last,
+// and dynamic quantization's own pass, back to front, finds it in L2), four loads in flight per
+// invocation and trip, each load contiguous across the workgroup. Lanes are combined as they
+// come, without tests: an inf or NaN lane may leave lo and hi anything, but it also marks the
+// part bad, and then they are not used; lanes past the end of x are 0 (flat_load), which min(0, lo) and
+// max(0, hi) below ignore; groups past it are the last group again.
 @compute @workgroup_size(WG)
 fn partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  var acc = vec4<f32>(3.4e38, -3.4e38, 0.0, 0.0);
-  for (var i = wid.x * WG + lid; i < p.n4; i = i + p.parts * WG) {
-    let v = load_x(i);
-    let valid = vec4<u32>(4u * i) + vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(p.n);
-    let bad = valid & ((bitcast<vec4<u32>>(v) & vec4<u32>(POS_INF_BITS)) == vec4<u32>(POS_INF_BITS));
-    let ok = valid & !bad;
-    let lo = select(vec4<f32>(3.4e38), v, ok);
-    let hi = select(vec4<f32>(-3.4e38), v, ok);
-    acc = vec4<f32>(min(acc.x, min(min(lo.x, lo.y), min(lo.z, lo.w))),
-                    max(acc.y, max(max(hi.x, hi.y), max(hi.z, hi.w))),
-                    acc.z + dot(select(vec4<f32>(0.0), vec4<f32>(1.0), bad), vec4<f32>(1.0)), 0.0);
+  var lo = vec4<f32>(3.4e38);
+  var hi = vec4<f32>(-3.4e38);
+  var exponents = vec4<u32>(0u);   // the largest exponent field seen: all ones for inf and NaN
+  let begin = wid.x * p.chunk;
+  let end = min(begin + p.chunk, p.n4);
+  let last = p.n4 - 1u;
+  for (var i = begin + lid; i < end; i = i + 4u * WG) {
+    let v0 = load_x(i);
+    let v1 = load_x(min(i + WG, last));
+    let v2 = load_x(min(i + 2u * WG, last));
+    let v3 = load_x(min(i + 3u * WG, last));
+    lo = min(min(lo, v0), min(v1, min(v2, v3)));
+    hi = max(max(hi, v0), max(v1, max(v2, v3)));
+    let e = vec4<u32>(POS_INF_BITS);
+    exponents = max(max(exponents, bitcast<vec4<u32>>(v0) & e), max(bitcast<vec4<u32>>(v1) & e,
+                    max(bitcast<vec4<u32>>(v2) & e, bitcast<vec4<u32>>(v3) & e)));
   }
-  let r = reduce(lid, acc);
+  let any_bad = f32(any(exponents == vec4<u32>(POS_INF_BITS)));
+  let r = reduce(lid, vec4<f32>(min(min(lo.x, lo.y), min(lo.z, lo.w)), max(max(hi.x, hi.y), max(hi.z, hi.w)),
+                               any_bad, 0.0));
   if (lid == 0u) { part[wid.x] = r; }
 }
 
 @compute @workgroup_size(WG)
 fn finish(@builtin(local_invocation_index) lid: u32) {
   var acc = vec4<f32>(3.4e38, -3.4e38, 0.0, 0.0);
-  for (var i = lid; i < p.parts; i = i + WG) { acc = combine(acc, part[i]); }
+  for (var i = lid; i < p.parts; i = i + 4u * WG) {   // four loads in flight
+    let a = part[i];
+    let b = part[min(i + WG, p.parts - 1u)];
+    let c = part[min(i + 2u * WG, p.parts - 1u)];
+    let d = part[min(i + 3u * WG, p.parts - 1u)];
+    acc = combine(combine(acc, a), combine(combine(b, c), d));
+  }
   let r = reduce(lid, acc);
   if (lid == 0u) {
     let maxx = max(0.0, r.y);

@@ -6,7 +6,9 @@ WG apart, four loads in flight per trip, so a workgroup's loads are contiguous -
 tree merges the invocations, and a second pass re-reads the row and writes it. Memory sees the
 row read twice (the second read often from L2) and written once, whatever the row length.
 Another axis: one invocation per column of the (outer, n, inner) view (softmax_strided.wgsl).
-top-k: see topk.wgsl; k <= 256 (the threshold comes from 256 per-invocation maxima).
+top-k: k <= 8 (beam search) in one read of the row, each invocation keeping its best 8 in
+registers behind a bar the workgroup raises as it reads (topk.wgsl); 8 < k <= 256 in two reads,
+gathering the values at a threshold from 256 per-invocation maxima (topk_gather.wgsl).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import numpy as np
 from . import programs as pg
 
 TOPK_MAX = pg.WG
+TOPK_ONE_READ = 8   # topk.wgsl's K_MAX
 
 
 def _rows_source(vec: bool) -> dict:
@@ -62,7 +65,8 @@ def log_softmax_topk(x, k: int, out_values, out_indices, threads):
     n = x.shape[-1]
     rows = x.size // n
     vec = n % 4 == 0
-    prog = pg.program("topk.wgsl", "rwwu", "rows.wgsl", **_rows_source(vec))
+    kernel = "topk.wgsl" if k <= TOPK_ONE_READ else "topk_gather.wgsl"
+    prog = pg.program(kernel, "rwwu", "rows.wgsl", **_rows_source(vec))
     pg.run([(prog, (x.buffer, out_values.buffer, out_indices.buffer,
                      pg.params(rows, n, -(-n // 4), k)), pg.grid(rows))])
     return out_values, out_indices

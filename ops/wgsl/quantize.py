@@ -2,15 +2,21 @@
 (and onnx's reference) computes them.
 
 quantize (quantize.wgsl): x / scale must be a correctly rounded float32 division and WGSL's `/`
-is only bounded by 2.5 ulp, so quantize_common.wgsl checks each quotient: one within 2**-20
+is only bounded by 2.5 ulp, so quantize_common.wgsl checks each quotient (WGSL's `/`, or per
+tensor x * (1 / scale), both within 3.5 * 2**-23 of the correctly rounded one): one within 2**-20
 (relative) of a half-integer -- where a few ulp could move rint() to the neighbouring integer --
 is recomputed exactly by long division of the mantissas. rint is WGSL's round(), which rounds
-half to even. Four values per invocation, packed into one u32 of the int8/uint8 output.
+half to even. Four values per u32 of the int8/uint8 output, four such groups per invocation,
+loaded before any is computed.
 dequantize (dequantize.wgsl): (f32(q) - f32(zero_point)) * scale: exact difference, correctly
 rounded product, as WGSL requires.
-dynamic (dynamic_qparams.wgsl): min and max of x in two dispatches, then scale and zero point
-with ONNX's float32 steps on the GPU; the quantization reads them from GPU memory, so nothing
-crosses to the host. scale and zero_point come back as 0-d GpuArrays (float32, uint8).
+dynamic (dynamic_qparams.wgsl): min and max of x in two dispatches (per-workgroup parts over
+contiguous chunks, front to back, then one workgroup over the parts), scale and zero point
+with ONNX's float32 steps on the GPU; the quantization (quantize.wgsl, back to front, so it
+starts on what is still in L2) reads them from GPU memory, so nothing crosses to the host.
+Memory sees x read twice and y written once: two reads are the floor for an exact
+DynamicQuantizeLinear of an array larger than the caches. scale and zero_point come back as 0-d
+GpuArrays (float32, uint8).
 
 Differences from the CPU, because the GPU cannot raise without reading back: a NaN in x
 quantizes to the zero point (the CPU raises ValueError); dynamic_quantize_linear of an x holding
@@ -78,21 +84,25 @@ def dequantize_linear(q, scale: np.ndarray, zero_point: np.ndarray, axis, out, t
     return out
 
 
-PARTS = 4096   # at most this many workgroups in the min/max pass, each >= 8 vec4 groups per invocation
+PARTS = 4096              # at most this many workgroups in the min/max pass
+CHUNK = 4 * pg.WG * 16    # vec4 groups per workgroup there, at least: 16 trips of 4 loads each
 
 
 def dynamic_quantize_linear(x, out):
     """(y uint8 GpuArray, scale float32 0-d GpuArray, zero_point uint8 0-d GpuArray)."""
     n = x.size
     vec = n % 4 == 0
-    parts = max(1, min(PARTS, -(-n // (pg.WG * 32))))
+    groups4 = -(-n // 4)
+    step = 4 * pg.WG
+    chunk = max(CHUNK, -(-groups4 // (PARTS * step)) * step)
+    parts = max(1, -(-groups4 // chunk))
     partial = GpuArray((parts, 4), np.float32)
     scale = GpuArray((), np.float32)
     # The kernel writes the zero point as a u32 word: its low byte is the uint8 (little endian,
     # as every WebGPU platform is), the rest is the array's padding. quantize.wgsl reads it back
     # as an i32 word.
     zero_point = GpuArray((), np.uint8)
-    uni = pg.params(n, -(-n // 4), parts)
+    uni = pg.params(n, groups4, parts, chunk)
     bufs = (x.buffer if n else pg.dummy(), partial.buffer, scale.buffer, zero_point.buffer, uni)
     pg.run([(pg.program("dynamic_qparams.wgsl", "rwwwu", "quantize_common.wgsl", entry="partial",
                          XT=pg.xtype(vec), LOADX=pg.flat_load(vec, "x")),

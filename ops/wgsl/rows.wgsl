@@ -28,22 +28,14 @@ fn rescale(a: f32, m: f32) -> f32 {
 }
 
 // The order of top-k as one u32 per value: larger keys rank first; -0 ranks as +0 (they are
-// equal); NaN is 0, below every number (-inf is 0x007fffff).
+// equal); NaN is 1, below every number (-inf is 0x00800001); 0 is left for "no value".
+// A number's key is its sign-magnitude bits as a two's complement integer, offset to unsigned.
 fn order_key4(v: vec4<f32>) -> vec4<u32> {
-  var b = bitcast<vec4<u32>>(v);
-  b = select(b, vec4<u32>(0u), b == vec4<u32>(0x80000000u));
-  let key = select(b | vec4<u32>(0x80000000u), ~b, (b & vec4<u32>(0x80000000u)) != vec4<u32>(0u));
-  return select(key, vec4<u32>(0u), nan_mask4(v));
+  let b = bitcast<vec4<u32>>(v);
+  let mag = b & vec4<u32>(0x7fffffffu);
+  let signed_mag = select(mag, vec4<u32>(0u) - mag, b != mag);
+  return select(signed_mag + vec4<u32>(0x80000001u), vec4<u32>(1u), mag > vec4<u32>(POS_INF_BITS));
 }
-
-// Largest order key among the row's values group i holds (0 past the row's end).
-fn group_top_key(i: u32, v: vec4<f32>) -> u32 {
-  let valid = vec4<u32>(4u * i) + vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(p.n);
-  let k = select(vec4<u32>(0u), order_key4(v), valid);
-  return max(max(k.x, k.y), max(k.z, k.w));
-}
-
-var<private> local_top_key: u32;   // with TRACK_KEYS: this invocation's largest order key
 
 struct RowStats {
   m: f32,       // max of the row's numbers (-inf if none)
@@ -52,13 +44,15 @@ struct RowStats {
 }
 
 // One pass over the row: each invocation keeps an online max and four lane sums over groups
-// lid, lid + WG, ... (four loads in flight per trip), then a workgroup tree merges them.
+// lid, lid + WG, ... (four loads in flight per trip), then a workgroup tree merges them. Each
+// trip's groups i, i + WG, i + 2 WG, i + 3 WG (past the row's end: -inf) and the largest number
+// among them also go to the kernel's observe4() (top-k; softmax's does nothing), so an
+// invocation sees its values in increasing index order.
 fn row_stats(row: u32, lid: u32) -> RowStats {
   let ninf = from_bits(NEG_INF_BITS);
   var m = ninf;
   var s4 = vec4<f32>(0.0);
   var bad = false;
-  local_top_key = 0u;
   for (var i = lid; i < p.n4; i = i + 4u * WG) {
     let v0 = load4(row, i);
     var v1 = vec4<f32>(ninf);
@@ -67,13 +61,10 @@ fn row_stats(row: u32, lid: u32) -> RowStats {
     if (i + WG < p.n4) { v1 = load4(row, i + WG); }
     if (i + 2u * WG < p.n4) { v2 = load4(row, i + 2u * WG); }
     if (i + 3u * WG < p.n4) { v3 = load4(row, i + 3u * WG); }
-    if (TRACK_KEYS) {
-      local_top_key = max(local_top_key, max(max(group_top_key(i, v0), group_top_key(i + WG, v1)),
-                                             max(group_top_key(i + 2u * WG, v2), group_top_key(i + 3u * WG, v3))));
-    }
     bad = bad || any_poisons4(v0) || any_poisons4(v1) || any_poisons4(v2) || any_poisons4(v3);
     let cm = max(max(max_of_numbers4(v0), max_of_numbers4(v1)),
                  max(max_of_numbers4(v2), max_of_numbers4(v3)));
+    observe4(i, v0, v1, v2, v3, cm);
     let m_new = max(m, cm);
     s4 = s4 * rescale(m, m_new);
     m = m_new;

@@ -8,7 +8,7 @@
 @group(0) @binding(2) var<uniform> p: Params;
 
 const MODE: u32 = ${MODE}u;
-const TRACK_KEYS: bool = false;
+fn observe4(i: u32, v0: vec4<f32>, v1: vec4<f32>, v2: vec4<f32>, v3: vec4<f32>, cm: f32) {}
 
 fn store4(row: u32, i: u32, v: vec4<f32>) {
 ${STORE}
