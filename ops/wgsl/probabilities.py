@@ -24,8 +24,13 @@ from . import programs as pg
 
 TOPK_MAX = pg.WG
 TOPK_ONE_READ = 8   # K_MAX of topk.wgsl and topk_append.wgsl
-# the two one-read forms of top-k (k <= 8), by name; the benchmark times them side by side
-TOPK_ONE_READ_KERNELS = {"lists": "topk.wgsl", "append": "topk_append.wgsl"}
+# the one-read forms of top-k (k <= 8), by name: (kernel, template values); the benchmark times
+# them side by side
+TOPK_ONE_READ_KERNELS = {
+    "lists": ("topk.wgsl", {"PRIME": "false"}),
+    "lists-primed": ("topk.wgsl", {"PRIME": "true"}),
+    "append": ("topk_append.wgsl", {}),
+}
 _one_read = "lists"
 
 
@@ -85,8 +90,9 @@ def log_softmax_topk(x, k: int, out_values, out_indices, threads):
     n = x.shape[-1]
     rows = x.size // n
     vec = n % 4 == 0
-    kernel = TOPK_ONE_READ_KERNELS[_one_read] if k <= TOPK_ONE_READ else "topk_gather.wgsl"
-    prog = pg.program(kernel, "rwwu", "rows.wgsl", **_rows_source(vec))
+    kernel, values = TOPK_ONE_READ_KERNELS[_one_read] if k <= TOPK_ONE_READ \
+        else ("topk_gather.wgsl", {})
+    prog = pg.program(kernel, "rwwu", "rows.wgsl", **values, **_rows_source(vec))
     pg.run([(prog, (x.buffer, out_values.buffer, out_indices.buffer,
                      pg.params(rows, n, -(-n // 4), k)), pg.grid(rows))])
     return out_values, out_indices
