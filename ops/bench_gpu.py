@@ -9,18 +9,10 @@ are reported. GB/s counts the bytes an op must move at the least -- each input r
 output written once (logsoftmax: 4 bytes read + 4 written per value; top-k: 4 read;
 quantize: 4 read + 1 written) -- over its time; "of copy" is that over the copy kernel's GB/s
 (8 bytes per value). The issue's target: >= 0.50 for every op.
-
-top-k with k <= 8 is timed in both one-read forms (ops.wgsl.probabilities.one_read_topk): the
-default "lists", "(lists-primed)" and "(append)". To time a few ops quickly (the copy is always timed):
-    python -m ops.bench_gpu --only log_softmax_topk [--rows R --cols C --rounds N --json FILE]
-(--only takes comma-separated parts of op names).
 """
 
 from __future__ import annotations
 
-import argparse
-import contextlib
-import functools
 import json
 import statistics
 
@@ -31,10 +23,9 @@ TOPK = 8
 
 
 def _cases(x, rows: int, cols: int, rng):
-    """[(name, bytes moved, callable returning the arrays to keep[, context to record it in])]"""
+    """[(name, bytes moved, callable recording its dispatches, kept arrays)]"""
     import ops
     from dispatch.gpu_array import GpuArray
-    from ops.wgsl.probabilities import one_read_topk
 
     n = rows * cols
     f32 = np.float32
@@ -56,9 +47,6 @@ def _cases(x, rows: int, cols: int, rng):
         ("logsoftmax", 2 * B, lambda: ops.logsoftmax(x, out=out)),
         ("softmax", 2 * B, lambda: ops.softmax(x, out=out)),
         (f"log_softmax_topk k={TOPK}", B, lambda: ops.log_softmax_topk(x, TOPK, out=top)),
-        *[(f"log_softmax_topk k={TOPK} ({form})", B,
-           lambda: ops.log_softmax_topk(x, TOPK, out=top), functools.partial(one_read_topk, form))
-          for form in ("lists-primed", "append")],
         ("layer_norm", 2 * B + 8 * cols, lambda: ops.layer_norm(x, w, bias, out=out)),
         ("relu", 2 * B, lambda: ops.relu(x, out=out)),
         ("exp", 2 * B, lambda: ops.exp(x, out=out)),
@@ -78,8 +66,7 @@ def _cases(x, rows: int, cols: int, rng):
     ]
 
 
-def run(rows: int, cols: int, rounds: int, rng, only: list[str] | None = None) -> dict:
-    """only: parts of op names; just the ops whose name holds one (and the copy) are timed."""
+def run(rows: int, cols: int, rounds: int, rng) -> dict:
     from dispatch import gpu
     from dispatch.gpu_array import GpuArray
     from ops.wgsl import programs
@@ -87,11 +74,8 @@ def run(rows: int, cols: int, rounds: int, rng, only: list[str] | None = None) -
     x = GpuArray.from_numpy(rng.standard_normal((rows, cols), dtype=np.float32) * 4)
     copy_dst = GpuArray((rows, cols), np.float32)
     recorded = {"copy": (8 * rows * cols, [programs.copy_dispatch(x, copy_dst)], None)}
-    for name, nbytes, call, *context in _cases(x, rows, cols, rng):
-        if only and not any(part in name for part in only):
-            continue
-        with (context[0]() if context else contextlib.nullcontext()), \
-                programs.recording() as dispatches:
+    for name, nbytes, call in _cases(x, rows, cols, rng):
+        with programs.recording() as dispatches:
             keep = call()   # the outputs (and temporaries they hold) stay alive while timed
         recorded[name] = (nbytes, dispatches, keep)
     times: dict[str, list[float]] = {name: [] for name in recorded}
@@ -111,11 +95,11 @@ def run(rows: int, cols: int, rounds: int, rng, only: list[str] | None = None) -
 
 
 def format_table(result: dict) -> str:
-    head = f"{'op':<34} {'us':>10} {'MB moved':>9} {'GB/s':>8} {'of copy':>8}"
+    head = f"{'op':<26} {'us':>10} {'MB moved':>9} {'GB/s':>8} {'of copy':>8}"
     lines = [head, "-" * len(head)]
     for r in result["rows"]:
         flag = "" if r["op"] == "copy" or r["of_copy"] >= 0.5 else "  < 0.50"
-        lines.append(f"{r['op']:<34} {r['us']:>10.1f} {r['bytes'] / 1e6:>9.1f} {r['GB_s']:>8.1f} "
+        lines.append(f"{r['op']:<26} {r['us']:>10.1f} {r['bytes'] / 1e6:>9.1f} {r['GB_s']:>8.1f} "
                      f"{r['of_copy']:>8.2f}{flag}")
     return "\n".join(lines)
 
@@ -131,12 +115,10 @@ def main(args) -> int:
     if rows < 1 or cols < 1:
         raise ValueError("--rows, --cols: expected whole numbers >= 1")
     rounds = max(1, min(args.repeats, 5))
-    only = [part.strip() for part in args.only.split(",") if part.strip()] \
-        if getattr(args, "only", None) else None
     d = gpu.describe(gpu.adapter())
     print(f"i8gemm bench --ops --backend gpu on {d['name']} ({d['backend']}, {d['driver']}): "
           f"({rows}, {cols}) float32, {rounds} interleaved rounds, medians", flush=True)
-    result = run(rows, cols, rounds, np.random.default_rng(0), only)
+    result = run(rows, cols, rounds, np.random.default_rng(0))
     print(f"timing: {result['timing']}; GB/s = least bytes moved / time; "
           "of copy = that / the copy kernel's GB/s (target >= 0.50)")
     print(format_table(result))
@@ -145,15 +127,3 @@ def main(args) -> int:
             json.dump({"adapter": d, **result}, f, indent=2)
         print(f"wrote {args.json}")
     return 0
-
-
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(prog="python -m ops.bench_gpu", description=__doc__.split("\n")[0])
-    parser.add_argument("--only", metavar="NAME[,NAME]",
-                        help="time only the ops whose name holds one of these parts (and the copy)")
-    parser.add_argument("--rows", type=int, default=None, help=f"rows of the array (default {ROWS})")
-    parser.add_argument("--cols", type=int, default=None, help=f"columns (default {COLS})")
-    parser.add_argument("--rounds", dest="repeats", type=int, default=5,
-                        help="interleaved rounds, 1 to 5 (default 5)")
-    parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
-    raise SystemExit(main(parser.parse_args()))

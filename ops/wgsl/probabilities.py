@@ -7,15 +7,12 @@ tree merges the invocations, and a second pass re-reads the row and writes it. M
 row read twice (the second read often from L2) and written once, whatever the row length.
 Another axis: one invocation per column of the (outer, n, inner) view (softmax_strided.wgsl).
 top-k: k <= 8 (beam search) in one read of the row, each invocation keeping its best 8 in
-registers behind a bar the workgroup raises as it reads (topk.wgsl), or, the alternative form
-one_read_topk("append") picks, appending the values that reach the bar to a workgroup buffer
-(topk_append.wgsl); 8 < k <= 256 in two reads,
+registers behind a bar the workgroup raises as it reads (topk.wgsl); 8 < k <= 256 in two reads,
 gathering the values at a threshold from 256 per-invocation maxima (topk_gather.wgsl).
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 
 import numpy as np
@@ -23,29 +20,7 @@ import numpy as np
 from . import programs as pg
 
 TOPK_MAX = pg.WG
-TOPK_ONE_READ = 8   # K_MAX of topk.wgsl and topk_append.wgsl
-# the one-read forms of top-k (k <= 8), by name: (kernel, template values); the benchmark times
-# them side by side
-TOPK_ONE_READ_KERNELS = {
-    "lists": ("topk.wgsl", {"PRIME": "false"}),
-    "lists-primed": ("topk.wgsl", {"PRIME": "true"}),
-    "append": ("topk_append.wgsl", {}),
-}
-_one_read = "lists"
-
-
-@contextlib.contextmanager
-def one_read_topk(name: str):
-    """with one_read_topk("append"): log_softmax_topk calls with k <= 8 inside use that form
-    (for the benchmark and the tests; both give the same results)."""
-    global _one_read
-    if name not in TOPK_ONE_READ_KERNELS:
-        raise ValueError(f"name: expected one of {sorted(TOPK_ONE_READ_KERNELS)}, got {name!r}")
-    before, _one_read = _one_read, name
-    try:
-        yield
-    finally:
-        _one_read = before
+TOPK_ONE_READ = 8   # topk.wgsl's K_MAX
 
 
 def _rows_source(vec: bool) -> dict:
@@ -90,9 +65,8 @@ def log_softmax_topk(x, k: int, out_values, out_indices, threads):
     n = x.shape[-1]
     rows = x.size // n
     vec = n % 4 == 0
-    kernel, values = TOPK_ONE_READ_KERNELS[_one_read] if k <= TOPK_ONE_READ \
-        else ("topk_gather.wgsl", {})
-    prog = pg.program(kernel, "rwwu", "rows.wgsl", **values, **_rows_source(vec))
+    kernel = "topk.wgsl" if k <= TOPK_ONE_READ else "topk_gather.wgsl"
+    prog = pg.program(kernel, "rwwu", "rows.wgsl", **_rows_source(vec))
     pg.run([(prog, (x.buffer, out_values.buffer, out_indices.buffer,
                      pg.params(rows, n, -(-n // 4), k)), pg.grid(rows))])
     return out_values, out_indices

@@ -29,8 +29,6 @@
 
 const K_MAX: u32 = 8u;
 const CAP: u32 = K_MAX * WG;
-// whether the bar is primed by the first trip's maxima before the scan (the form "lists-primed")
-const PRIME: bool = ${PRIME};
 
 var<workgroup> set_best: array<atomic<u32>, K_MAX>;
 // min(set_best) as some publisher last saw it: a bar too (each set's entry a real value of that
@@ -145,11 +143,11 @@ fn row_keys4(i: u32, v: vec4<f32>) -> vec4<u32> {
   return select(vec4<u32>(0u), order_key4(v), lanes_in_row(i));
 }
 
-// Publish cm, the largest number among values this invocation read -- unless it is -inf (which
-// may lie past the row's end) or zero or subnormal (a GPU may flush max()'s subnormal result to
-// 0, which could claim more than a value holds). A key below the bar cannot raise the least
-// set's best (every set's is at or above it).
-fn publish(cm: f32) {
+// cm: the largest number of the trip (-inf if none).
+fn observe4(i: u32, v0: vec4<f32>, v1: vec4<f32>, v2: vec4<f32>, v3: vec4<f32>, cm: f32) {
+  // Publish cm -- unless it is -inf (which may lie past the row's end) or zero or subnormal (a
+  // GPU may flush max()'s subnormal result to 0, which could claim more than a value holds).
+  // A key below the bar cannot raise the least set's best (every set's is at or above it).
   if ((bitcast<u32>(cm) & POS_INF_BITS) != 0u && !is_neg_inf(cm)) {
     let key = order_key4(vec4<f32>(cm)).x;
     if (key > published && key >= tau) {
@@ -158,11 +156,6 @@ fn publish(cm: f32) {
       atomicMax(&bar_key, sets_min());
     }
   }
-}
-
-// cm: the largest number of the trip (-inf if none).
-fn observe4(i: u32, v0: vec4<f32>, v1: vec4<f32>, v2: vec4<f32>, v3: vec4<f32>, cm: f32) {
-  publish(cm);
   tau = atomicLoad(&bar_key);
   gate = max(tau, kth + 1u);
   if (gate > NEG_INF_KEY) {
@@ -204,18 +197,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   }
   my_set = lid % p.k;
   workgroupBarrier();
-  if (PRIME) {
-    // every invocation publishes its first trip's maximum before any value is offered, so the
-    // first trip already meets a bar near the top of 1/8 of the row (row_stats reads these
-    // groups again next, from the cache)
-    var first_max = from_bits(NEG_INF_BITS);
-    for (var t = 0u; t < 4u; t = t + 1u) {
-      let i = lid + t * WG;
-      if (i < p.n4) { first_max = max(first_max, max_of_numbers4(load4(row, i))); }
-    }
-    publish(first_max);
-    workgroupBarrier();
-  }
   let st = row_stats(row, lid);   // its workgroup tree's barriers also end every invocation's read
   tau = sets_min();               // final: the least set's best
   for (var j = 0u; j < p.k; j = j + 1u) {
