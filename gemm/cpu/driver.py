@@ -35,8 +35,9 @@ from numba import njit, prange  # noqa: E402
 from numba.extending import overload  # noqa: E402
 
 import dispatch  # noqa: E402
+from dispatch.atomics import fetch_add  # noqa: E402
 
-from .simd import Tile, fetch_add, tile_dot, tile_mr, tile_nr, tile_panel_bytes  # noqa: E402
+from .simd import Tile, tile_dot, tile_mr, tile_nr, tile_panel_bytes  # noqa: E402
 
 # Blocks per thread in the heuristic split (see heuristic_config).
 BLOCKS_PER_THREAD = 4
