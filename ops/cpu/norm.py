@@ -24,7 +24,7 @@ from numba import njit, prange
 
 from .mathfuncs import REDUCE_FLAGS
 from .pairwise import pairwise_sum
-from .threads import threads_for
+from .threads import split, take_block, threads_for
 
 
 @njit(error_model="numpy", fastmath=REDUCE_FLAGS, cache=True)
@@ -75,9 +75,16 @@ def layer_norm_rows(x, w, b, epsilon, out):
 
 
 @njit(error_model="numpy", cache=True, parallel=True)
-def layer_norm_rows_parallel(x, w, b, epsilon, out):
-    for r in prange(x.shape[0]):
-        layer_norm_row(x[r], w, b, epsilon, out[r])
+def layer_norm_rows_parallel(x, w, b, epsilon, out, workers, block):
+    """Blocks of `block` rows, taken by `workers` threads as they come free (threads.py)."""
+    rows = x.shape[0]
+    counter = np.zeros(1, np.int64)
+    for _ in prange(workers):
+        lo, hi = take_block(counter, block, rows)
+        while lo < hi:
+            for r in range(lo, hi):
+                layer_norm_row(x[r], w, b, epsilon, out[r])
+            lo, hi = take_block(counter, block, rows)
 
 
 # -- float32 steps (onnx's reference, bit for bit) ---------------------------------------------
@@ -104,13 +111,8 @@ def layer_norm_row_f32(x, w, b, epsilon, out, d, sq, scratch, stack):
 
 
 @njit(error_model="numpy", cache=True)
-def _rows_f32(x, res, w, b, epsilon, out, lo, hi):
-    n = x.shape[1]
-    d = np.empty(n, np.float32)
-    sq = np.empty(n, np.float32)
-    s = np.empty(n, np.float32)
-    scratch = np.empty(64, np.float32)
-    stack = np.empty((64, 3), np.int64)
+def _rows_f32(x, res, w, b, epsilon, out, lo, hi, d, sq, s, scratch, stack):
+    """Rows lo:hi; d, sq, s: scratch of a row's length; scratch, stack: pairwise_sum's."""
     for r in range(lo, hi):
         if res.shape[0] > 0:
             _add(x[r], res[r], s)
@@ -125,17 +127,28 @@ def _add(a, b, out):
         out[i] = a[i] + b[i]
 
 
+@njit(error_model="numpy", cache=True)
+def _f32_scratch(n):
+    return (np.empty(n, np.float32), np.empty(n, np.float32), np.empty(n, np.float32),
+            np.empty(64, np.float32), np.empty((64, 3), np.int64))
+
+
 @njit(error_model="numpy", cache=True, nogil=True)
 def layer_norm_rows_f32(x, res, w, b, epsilon, out):
-    _rows_f32(x, res, w, b, epsilon, out, 0, x.shape[0])
+    d, sq, s, scratch, stack = _f32_scratch(x.shape[1])
+    _rows_f32(x, res, w, b, epsilon, out, 0, x.shape[0], d, sq, s, scratch, stack)
 
 
 @njit(error_model="numpy", cache=True, parallel=True)
-def layer_norm_rows_f32_parallel(x, res, w, b, epsilon, out, blocks):
+def layer_norm_rows_f32_parallel(x, res, w, b, epsilon, out, workers, block):
     rows = x.shape[0]
-    step = (rows + blocks - 1) // blocks
-    for k in prange(blocks):
-        _rows_f32(x, res, w, b, epsilon, out, min(k * step, rows), min((k + 1) * step, rows))
+    counter = np.zeros(1, np.int64)
+    for _ in prange(workers):
+        d, sq, s, scratch, stack = _f32_scratch(x.shape[1])
+        lo, hi = take_block(counter, block, rows)
+        while lo < hi:
+            _rows_f32(x, res, w, b, epsilon, out, lo, hi, d, sq, s, scratch, stack)
+            lo, hi = take_block(counter, block, rows)
 
 
 @njit(error_model="numpy", cache=True)
@@ -163,20 +176,20 @@ def layer_norm(x: np.ndarray, weight: np.ndarray, bias, epsilon: float, axis: in
     b = _NO_BIAS if bias is None else np.ascontiguousarray(bias).reshape(-1)
     res2 = _NO_RESIDUAL if residual is None else \
         np.ascontiguousarray(residual).reshape(-1, width)
-    blocks = threads_for(x.size, x2.shape[0], threads)
+    workers, block = split(x2.shape[0], width, threads_for(x.size, x2.shape[0], threads))
     if float32_steps:
         eps32 = np.float32(epsilon)
-        if blocks == 1:
+        if workers == 1:
             layer_norm_rows_f32(x2, res2, w, b, eps32, out2)
         else:
-            layer_norm_rows_f32_parallel(x2, res2, w, b, eps32, out2, blocks)
+            layer_norm_rows_f32_parallel(x2, res2, w, b, eps32, out2, workers, block)
         return out
     if residual is not None:
         # The float64 path reads its row three times: form x + residual once (out is scratch).
         _add_rows(x2, res2, out2)
         x2 = out2
-    if blocks == 1:
+    if workers == 1:
         layer_norm_rows(x2, w, b, float(epsilon), out2)
     else:
-        layer_norm_rows_parallel(x2, w, b, float(epsilon), out2)
+        layer_norm_rows_parallel(x2, w, b, float(epsilon), out2, workers, block)
     return out
