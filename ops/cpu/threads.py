@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import os
 
-# Short OpenMP spin after a parallel region, as in gemm/cpu/driver.py (why: see there). Effective
+# No OpenMP spin after a parallel region, as in gemm/cpu/driver.py (why: see there). Effective
 # only if OpenMP is not yet loaded; a user's own setting wins.
-os.environ.setdefault("GOMP_SPINCOUNT", "20000")
+os.environ.setdefault("GOMP_SPINCOUNT", "0")
 
 import numba  # noqa: E402  (after the OpenMP setting)
 import numpy as np  # noqa: E402
