@@ -107,12 +107,8 @@ def _add(a, b, out):
 
 
 @njit(error_model="numpy", cache=True)
-def layer_norm_row(x, res, w, b, epsilon, out, in_place):
-    """One row: out = layer_norm(x (+ res, when res is not empty)). in_place: out is x."""
-    if res.shape[0] > 0:
-        _add(x, res, out)   # x + residual, formed in `out` (float32, as ONNX's Add)
-        x = out
-        in_place = True
+def layer_norm_row(x, w, b, epsilon, out, in_place):
+    """One row: out = layer_norm(x); in_place: out is x."""
     mean, var = row_mean_var(x)
     rstd = 1.0 / math.sqrt(var + epsilon)
     if in_place:
@@ -128,11 +124,15 @@ def layer_norm_row(x, res, w, b, epsilon, out, in_place):
 
 @njit(error_model="numpy", cache=True, nogil=True)
 def layer_norm_rows(x, res, w, b, epsilon, out, in_place):
-    """x, out: (rows, n); res: x's shape or (0, 0) (no residual); b: n values or none."""
-    no_res = np.empty(0, np.float32)
-    for r in range(x.shape[0]):
-        layer_norm_row(x[r], res[r] if res.shape[0] > 0 else no_res, w, b, epsilon, out[r],
-                       in_place)
+    """x, out: (rows, n); res: x's shape (added to x first, in float32 as ONNX's Add, into out,
+    where the row is then normalised) or (0, 0); b: n values or none."""
+    if res.shape[0] > 0:
+        for r in range(x.shape[0]):
+            _add(x[r], res[r], out[r])
+            layer_norm_row(out[r], w, b, epsilon, out[r], True)
+    else:
+        for r in range(x.shape[0]):
+            layer_norm_row(x[r], w, b, epsilon, out[r], in_place)
 
 
 @njit(error_model="numpy", cache=True, parallel=True)
