@@ -1,6 +1,7 @@
 """The ops CPU kernels share work between threads in blocks taken from a shared counter: every
-block is computed exactly once, and the result never depends on the thread count or the block
-size (each row, slab or run of values is still computed by the same serial code)."""
+block is computed exactly once, and the result never depends on the thread count, the block
+size or whether `out` is the input itself (each row, slab or run of values is still computed by
+the same serial code)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,12 @@ import ops
 from ops.cpu import threads as cpu_threads
 
 THREADS = min(2, numba.config.NUMBA_NUM_THREADS)
+
+
+def _in_place(f, x, threads):
+    y = x.copy()
+    assert f(y, out=y, threads=threads) is y
+    return y
 
 
 @settings(max_examples=200, deadline=None)
@@ -78,8 +85,15 @@ def test_tiny_blocks_and_many_threads_give_the_serial_result(monkeypatch, block_
         "dequantize per tensor": lambda t: ops.dequantize_linear(q, np.float32(0.5), np.int8(3),
                                                                  threads=t),
         "dynamic_quantize_linear": lambda t: ops.dynamic_quantize_linear(finite, threads=t),
+        # In place (out is x) the kernels run their in-place loops: the same numbers.
+        "logsoftmax in place": lambda t: _in_place(ops.logsoftmax, x, t),
+        "softmax in place": lambda t: _in_place(ops.softmax, x, t),
+        "layer_norm in place": lambda t: _in_place(lambda y, **kw: ops.layer_norm(y, w, b, **kw),
+                                                   x, t),
     }
     serial = {name: f(1) for name, f in calls.items()}
+    for name in ("logsoftmax", "softmax", "layer_norm"):
+        np.testing.assert_array_equal(serial[name + " in place"], serial[name], err_msg=name)
     monkeypatch.setattr(cpu_threads, "PARALLEL_MIN_ELEMENTS", 1)
     monkeypatch.setattr(cpu_threads, "BLOCK_VALUES", block_values)
     for name, f in calls.items():
