@@ -52,6 +52,24 @@ def test_special_rows_and_threads():
     np.testing.assert_array_equal(y, one)
 
 
+@pytest.mark.parametrize("width", [4096, 4097, 3 * 4096 + 11])
+def test_long_rows_far_from_zero_and_outliers(width):
+    """Rows longer than one statistics piece (4096 values, each summed about its first value),
+    with a large offset and an outlier opening every piece (the worst case for the shift)."""
+    rng = np.random.default_rng(width)
+    x = (rng.standard_normal((3, width)) + 1e4).astype(np.float32)
+    x[1, ::4096] = -3e4
+    x[2] = rng.standard_normal(width).astype(np.float32) * 1e-3
+    x[2, ::4096] = 50.0
+    w = rng.standard_normal(width).astype(np.float32)
+    b = rng.standard_normal(width).astype(np.float32)
+    for bias in (b, None):
+        ref = layer_norm64(x, w, bias, 1e-5, -1)
+        bias_term = 0 if bias is None else np.abs(bias)
+        bound = 2 * EPS * np.abs(ref) + 2 * EPS * bias_term + 2.0 ** -126
+        assert_within(ops.layer_norm(x, w, bias, 1e-5), ref, bound, "layer_norm long rows")
+
+
 def test_errors():
     x = np.zeros((3, 4), np.float32)
     w = np.ones(4, np.float32)

@@ -23,11 +23,15 @@ from __future__ import annotations
 import dataclasses
 import os
 
-# numba's OpenMP pool spins ~300k iterations after each parallel region by default. On cores
-# shared with other pools (OpenBLAS, onnxruntime, a second process) spinning threads starve one
-# another: a 40 us call was seen taking 8 ms on 2 cores. A short spin keeps back-to-back calls
-# fast without that. Effective only if OpenMP is not yet loaded; a user's own setting wins.
-os.environ.setdefault("GOMP_SPINCOUNT", "20000")
+# numba's OpenMP pool spins ~300k iterations after each parallel region by default, and a thread
+# waiting at a region's end spins as long before it sleeps. While another process keeps one core
+# busy, a waiting thread spins away the time the thread it waits for would need that core for:
+# on 2 cores with one busy, every 2-thread call took about 0.1 us x GOMP_SPINCOUNT longer (300k:
+# a 40 us call took 8 ms; 20000: 8x512x2048 took 2.0 ms instead of 76 us, logsoftmax (64, 32000)
+# 2.8 ms instead of 0.8 ms). With no spin a thread sleeps at once and the other thread gets the
+# core; waking it for the next region costs ~10-30 us. Effective only if OpenMP is not yet loaded;
+# a user's own setting wins.
+os.environ.setdefault("GOMP_SPINCOUNT", "0")
 
 import numba  # noqa: E402  (after the OpenMP setting)
 import numpy as np  # noqa: E402
@@ -35,8 +39,9 @@ from numba import njit, prange  # noqa: E402
 from numba.extending import overload  # noqa: E402
 
 import dispatch  # noqa: E402
+from dispatch.atomics import fetch_add  # noqa: E402
 
-from .simd import Tile, fetch_add, tile_dot, tile_mr, tile_nr, tile_panel_bytes  # noqa: E402
+from .simd import Tile, tile_dot, tile_mr, tile_nr, tile_panel_bytes  # noqa: E402
 
 # Blocks per thread in the heuristic split (see heuristic_config).
 BLOCKS_PER_THREAD = 4

@@ -333,24 +333,3 @@ def _ov_tile_dot(tile, rows, a, a_off, a_stride, b, b_off, k4, acc):
                         acc[r * nr + c] += av * np.int32(b[bk + 4 * c + q])
 
     return generic_impl
-
-
-# ---------------------------------------------------------------------------------------------
-# Work sharing between threads.
-
-
-@intrinsic
-def fetch_add(typingctx, counter, value):
-    """Atomically counter[0] += value; returns the previous value. counter: a 1-D int64 array
-    shared by the threads of a prange (numba has no atomics of its own)."""
-    if not (isinstance(counter, types.Array) and counter.dtype == types.int64
-            and isinstance(value, types.Integer)):
-        return None
-    sig = types.int64(counter, value)
-
-    def codegen(context, builder, signature, args):
-        data = context.make_array(signature.args[0])(context, builder, args[0]).data
-        step = context.cast(builder, args[1], signature.args[1], types.int64)
-        return builder.atomic_rmw("add", data, step, "monotonic")
-
-    return sig, codegen

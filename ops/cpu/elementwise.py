@@ -28,7 +28,7 @@ from .mathfuncs import (
     sigmoid_f32,
     tanh_f32,
 )
-from .threads import threads_for
+from .threads import split, take_block, threads_for
 
 # Unary op codes (also bias_add's activation).
 NONE, RELU, EXP, TANH, SIGMOID, GELU_TANH, GELU_ERF, ERF, GELU_ERF_STEPS = range(9)
@@ -183,44 +183,49 @@ def bias_add_rows(x, bias, residual, out, act):
             unary(o, o, act)
 
 
-# -- threads: blocks of the flat array (unary, binary) or of rows (bias_add) ---------------------
+# -- threads: blocks of the flat array (unary, binary) or of rows (bias_add), taken by the threads
+# as they come free (threads.py) ----------------------------------------------------------------
 
 
 @njit(error_model="numpy", cache=True, parallel=True)
-def unary_parallel(x, out, op, blocks):
+def unary_parallel(x, out, op, workers, block):
     n = x.shape[0]
-    step = (n + blocks - 1) // blocks
-    for b in prange(blocks):
-        lo = min(b * step, n)
-        hi = min(lo + step, n)
-        unary(x[lo:hi], out[lo:hi], op)
+    counter = np.zeros(1, np.int64)
+    for _ in prange(workers):
+        lo, hi = take_block(counter, block, n)
+        while lo < hi:
+            unary(x[lo:hi], out[lo:hi], op)
+            lo, hi = take_block(counter, block, n)
 
 
 @njit(error_model="numpy", cache=True, parallel=True)
-def binary_parallel(x, y, out, op, period, blocks):
-    """As binary(); blocks hold whole periods (or any split when y has x's length)."""
+def binary_parallel(x, y, out, op, period, workers, block):
+    """As binary(); blocks of `block` whole periods (of values, when y has x's length)."""
     n = x.shape[0]
     unit = period if period != n else 1
     units = n // unit
-    per_block = (units + blocks - 1) // blocks
-    for b in prange(blocks):
-        lo = min(b * per_block, units) * unit
-        hi = min(lo + per_block * unit, n)
-        if period == n:
-            binary(x[lo:hi], y[lo:hi], out[lo:hi], op, hi - lo)
-        else:
-            binary(x[lo:hi], y, out[lo:hi], op, period)
+    counter = np.zeros(1, np.int64)
+    for _ in prange(workers):
+        lo, hi = take_block(counter, block, units)
+        while lo < hi:
+            a, e = lo * unit, hi * unit
+            if period == n:
+                binary(x[a:e], y[a:e], out[a:e], op, e - a)
+            else:
+                binary(x[a:e], y, out[a:e], op, period)
+            lo, hi = take_block(counter, block, units)
 
 
 @njit(error_model="numpy", cache=True, parallel=True)
-def bias_add_rows_parallel(x, bias, residual, out, act, blocks):
+def bias_add_rows_parallel(x, bias, residual, out, act, workers, block):
     rows = x.shape[0]
-    step = (rows + blocks - 1) // blocks
-    for b in prange(blocks):
-        lo = min(b * step, rows)
-        hi = min(lo + step, rows)
-        res = residual[lo:hi] if residual.shape[0] > 0 else residual
-        bias_add_rows(x[lo:hi], bias, res, out[lo:hi], act)
+    counter = np.zeros(1, np.int64)
+    for _ in prange(workers):
+        lo, hi = take_block(counter, block, rows)
+        while lo < hi:
+            res = residual[lo:hi] if residual.shape[0] > 0 else residual
+            bias_add_rows(x[lo:hi], bias, res, out[lo:hi], act)
+            lo, hi = take_block(counter, block, rows)
 
 
 # -- host side: the front end passes validated arrays -------------------------------------------
@@ -235,11 +240,11 @@ def apply_unary(x: np.ndarray, op: int, out: np.ndarray, threads) -> np.ndarray:
     if x.size == 0:
         return out
     xf, of = _flat(x), out.reshape(-1)
-    n = threads_for(x.size, x.size, threads)
-    if n == 1:
+    workers, block = split(x.size, 1, threads_for(x.size, x.size, threads))
+    if workers == 1:
         unary(xf, of, op)
     else:
-        unary_parallel(xf, of, op, n)
+        unary_parallel(xf, of, op, workers, block)
     return out
 
 
@@ -249,11 +254,13 @@ def apply_binary(x: np.ndarray, y: np.ndarray, op: int, out: np.ndarray, threads
         return out
     xf, yf, of = _flat(x), _flat(y), out.reshape(-1)
     period = max(yf.shape[0], 1)
-    n = threads_for(x.size, x.size // period if period != x.size else x.size, threads)
-    if n == 1:
+    unit = period if period != x.size else 1
+    units = x.size // unit
+    workers, block = split(units, unit, threads_for(x.size, units, threads))
+    if workers == 1:
         binary(xf, yf, of, op, period)
     else:
-        binary_parallel(xf, yf, of, op, period, n)
+        binary_parallel(xf, yf, of, op, period, workers, block)
     return out
 
 
@@ -275,9 +282,9 @@ def bias_add(x: np.ndarray, bias: np.ndarray, residual, act: int, axis: int, out
     width = row_bias.shape[0]
     x2, out2 = x.reshape(-1, width), out.reshape(-1, width)
     res2 = _NO_RESIDUAL if residual is None else np.ascontiguousarray(residual).reshape(-1, width)
-    n = threads_for(x.size, x2.shape[0], threads)
-    if n == 1:
+    workers, block = split(x2.shape[0], width, threads_for(x.size, x2.shape[0], threads))
+    if workers == 1:
         bias_add_rows(x2, row_bias, res2, out2, act)
     else:
-        bias_add_rows_parallel(x2, row_bias, res2, out2, act, n)
+        bias_add_rows_parallel(x2, row_bias, res2, out2, act, workers, block)
     return out

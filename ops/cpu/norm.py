@@ -1,9 +1,11 @@
 """layer_norm on the CPU (numba): per row, mean and variance in float64, then one write.
 
-A row (the normalised trailing axes, flattened) is read three times while it sits in L1/L2 --
-sum, sum of squared deviations (two passes: no cancellation, unlike E[x^2] - E[x]^2), write -- so
-memory sees it read once and written once. The write computes ((x - mean) * rstd) * w + b in
-float64 and rounds once to float32.
+A row (the normalised trailing axes, flattened) is read twice while it sits in L1/L2 -- the sum
+and the sum of squares about one of its values (see STAT_CHUNK: the shift bounds the
+cancellation of E[x^2] - E[x]^2), then the write -- so memory sees it read once and written once.
+The write computes ((x - mean) * rstd) * w + b in float64 and rounds once to float32, which
+keeps the error within 2 eps (|y64| + |b|); float32 arithmetic could not (x - mean and
+rstd * w would each round once before the final rounding).
 
 float32_steps: the float32 arithmetic of onnx's reference LayerNormalization instead, bit for
 bit -- numpy's sums (pairwise.py: numpy's order of additions for a contiguous float32 row),
@@ -12,7 +14,7 @@ y = (d * rstd) * w + b, each operation rounded to float32 and no FMA. A graph ru
 the result is quantized again next, and one ulp can move a value to the next integer step.
 
 A residual, if given, is added first (x + residual, in float32: ONNX Add followed by
-LayerNormalization), so the sum is never written to memory.
+LayerNormalization), row by row into `out`, which the row is then normalised in.
 """
 
 from __future__ import annotations
@@ -24,24 +26,54 @@ from numba import njit, prange
 
 from .mathfuncs import REDUCE_FLAGS
 from .pairwise import pairwise_sum
-from .threads import threads_for
+from .threads import split, take_block, threads_for
+
+# Statistics are taken over pieces of at most STAT_CHUNK values, each summed about its own first
+# value k: sum(x - k) and sum((x - k)**2) in one pass, then var = (sum sq - sum**2 / c) / c. The
+# subtraction cancels at most a factor 1 + c ((k - mean)**2 <= c var, as k is one of the c values),
+# which float64 sums of float32 data absorb for c up to 4096 (relative error below 2**-30); longer
+# rows merge their pieces with Chan et al.'s pairwise update.
+STAT_CHUNK = 4096
 
 
 @njit(error_model="numpy", fastmath=REDUCE_FLAGS, cache=True)
-def _row_sum(x):
+def _shifted_sums(x, k):
+    """(sum(x - k), sum((x - k)**2)) in float64."""
     s = 0.0
+    q = 0.0
     for i in range(x.shape[0]):
-        s += np.float64(x[i])
-    return s
+        d = np.float64(x[i]) - k
+        s += d
+        q += d * d
+    return s, q
 
 
-@njit(error_model="numpy", fastmath=REDUCE_FLAGS, cache=True)
-def _row_sq_dev(x, mean):
-    s = 0.0
-    for i in range(x.shape[0]):
-        d = np.float64(x[i]) - mean
-        s += d * d
-    return s
+@njit(error_model="numpy", cache=True)
+def row_mean_var(x):
+    """(mean, variance) of a non-empty row, in float64."""
+    n = x.shape[0]
+    mean = 0.0
+    m2 = 0.0   # sum of squared deviations from `mean` of the values merged so far
+    for lo in range(0, n, STAT_CHUNK):
+        part = x[lo:min(lo + STAT_CHUNK, n)]
+        c = part.shape[0]
+        k = np.float64(part[0])
+        s, q = _shifted_sums(part, k)
+        part_mean = k + s / c
+        part_m2 = max(q - s * (s / c), 0.0)
+        if lo == 0:
+            mean, m2 = part_mean, part_m2
+        else:
+            delta = part_mean - mean
+            mean += delta * (c / (lo + c))
+            m2 += part_m2 + delta * delta * (lo * (c / (lo + c)))
+    return mean, m2 / n
+
+
+# The writes compute ((x - mean) * rstd) * w + b in float64 and round once. w and b arrive as
+# float64 copies when a call has several rows (two conversions fewer per value); x is read from
+# `out` itself in the in-place forms: LLVM's overlap check sends a loop whose input and output
+# are the same array to its scalar version.
 
 
 @njit(error_model="numpy", fastmath={"contract"}, cache=True)
@@ -56,28 +88,64 @@ def _row_write_no_bias(x, mean, rstd, w, out):
         out[i] = np.float32((np.float64(x[i]) - mean) * rstd * np.float64(w[i]))
 
 
+@njit(error_model="numpy", fastmath={"contract"}, cache=True)
+def _row_write_in_place(y, mean, rstd, w, b):
+    for i in range(y.shape[0]):
+        y[i] = np.float32((np.float64(y[i]) - mean) * rstd * np.float64(w[i]) + np.float64(b[i]))
+
+
+@njit(error_model="numpy", fastmath={"contract"}, cache=True)
+def _row_write_in_place_no_bias(y, mean, rstd, w):
+    for i in range(y.shape[0]):
+        y[i] = np.float32((np.float64(y[i]) - mean) * rstd * np.float64(w[i]))
+
+
 @njit(error_model="numpy", cache=True)
-def layer_norm_row(x, w, b, epsilon, out):
-    n = x.shape[0]
-    mean = _row_sum(x) / n
-    var = _row_sq_dev(x, mean) / n
+def _add(a, b, out):
+    for i in range(a.shape[0]):
+        out[i] = a[i] + b[i]
+
+
+@njit(error_model="numpy", cache=True)
+def layer_norm_row(x, w, b, epsilon, out, in_place):
+    """One row: out = layer_norm(x); in_place: out is x."""
+    mean, var = row_mean_var(x)
     rstd = 1.0 / math.sqrt(var + epsilon)
-    if b.shape[0] > 0:
+    if in_place:
+        if b.shape[0] > 0:
+            _row_write_in_place(out, mean, rstd, w, b)
+        else:
+            _row_write_in_place_no_bias(out, mean, rstd, w)
+    elif b.shape[0] > 0:
         _row_write(x, mean, rstd, w, b, out)
     else:
         _row_write_no_bias(x, mean, rstd, w, out)
 
 
 @njit(error_model="numpy", cache=True, nogil=True)
-def layer_norm_rows(x, w, b, epsilon, out):
-    for r in range(x.shape[0]):
-        layer_norm_row(x[r], w, b, epsilon, out[r])
+def layer_norm_rows(x, res, w, b, epsilon, out, in_place):
+    """x, out: (rows, n); res: x's shape (added to x first, in float32 as ONNX's Add, into out,
+    where the row is then normalised) or (0, 0); b: n values or none."""
+    if res.shape[0] > 0:
+        for r in range(x.shape[0]):
+            _add(x[r], res[r], out[r])
+            layer_norm_row(out[r], w, b, epsilon, out[r], True)
+    else:
+        for r in range(x.shape[0]):
+            layer_norm_row(x[r], w, b, epsilon, out[r], in_place)
 
 
 @njit(error_model="numpy", cache=True, parallel=True)
-def layer_norm_rows_parallel(x, w, b, epsilon, out):
-    for r in prange(x.shape[0]):
-        layer_norm_row(x[r], w, b, epsilon, out[r])
+def layer_norm_rows_parallel(x, res, w, b, epsilon, out, in_place, workers, block):
+    """Blocks of `block` rows, taken by `workers` threads as they come free (threads.py)."""
+    rows = x.shape[0]
+    counter = np.zeros(1, np.int64)
+    for _ in prange(workers):
+        lo, hi = take_block(counter, block, rows)
+        while lo < hi:
+            layer_norm_rows(x[lo:hi], res[lo:hi] if res.shape[0] > 0 else res, w, b, epsilon,
+                            out[lo:hi], in_place)
+            lo, hi = take_block(counter, block, rows)
 
 
 # -- float32 steps (onnx's reference, bit for bit) ---------------------------------------------
@@ -104,13 +172,8 @@ def layer_norm_row_f32(x, w, b, epsilon, out, d, sq, scratch, stack):
 
 
 @njit(error_model="numpy", cache=True)
-def _rows_f32(x, res, w, b, epsilon, out, lo, hi):
-    n = x.shape[1]
-    d = np.empty(n, np.float32)
-    sq = np.empty(n, np.float32)
-    s = np.empty(n, np.float32)
-    scratch = np.empty(64, np.float32)
-    stack = np.empty((64, 3), np.int64)
+def _rows_f32(x, res, w, b, epsilon, out, lo, hi, d, sq, s, scratch, stack):
+    """Rows lo:hi; d, sq, s: scratch of a row's length; scratch, stack: pairwise_sum's."""
     for r in range(lo, hi):
         if res.shape[0] > 0:
             _add(x[r], res[r], s)
@@ -120,29 +183,27 @@ def _rows_f32(x, res, w, b, epsilon, out, lo, hi):
 
 
 @njit(error_model="numpy", cache=True)
-def _add(a, b, out):
-    for i in range(a.shape[0]):
-        out[i] = a[i] + b[i]
+def _f32_scratch(n):
+    return (np.empty(n, np.float32), np.empty(n, np.float32), np.empty(n, np.float32),
+            np.empty(64, np.float32), np.empty((64, 3), np.int64))
 
 
 @njit(error_model="numpy", cache=True, nogil=True)
 def layer_norm_rows_f32(x, res, w, b, epsilon, out):
-    _rows_f32(x, res, w, b, epsilon, out, 0, x.shape[0])
+    d, sq, s, scratch, stack = _f32_scratch(x.shape[1])
+    _rows_f32(x, res, w, b, epsilon, out, 0, x.shape[0], d, sq, s, scratch, stack)
 
 
 @njit(error_model="numpy", cache=True, parallel=True)
-def layer_norm_rows_f32_parallel(x, res, w, b, epsilon, out, blocks):
+def layer_norm_rows_f32_parallel(x, res, w, b, epsilon, out, workers, block):
     rows = x.shape[0]
-    step = (rows + blocks - 1) // blocks
-    for k in prange(blocks):
-        _rows_f32(x, res, w, b, epsilon, out, min(k * step, rows), min((k + 1) * step, rows))
-
-
-@njit(error_model="numpy", cache=True)
-def _add_rows(x, res, out):
-    for r in range(x.shape[0]):
-        for i in range(x.shape[1]):
-            out[r, i] = x[r, i] + res[r, i]
+    counter = np.zeros(1, np.int64)
+    for _ in prange(workers):
+        d, sq, s, scratch, stack = _f32_scratch(x.shape[1])
+        lo, hi = take_block(counter, block, rows)
+        while lo < hi:
+            _rows_f32(x, res, w, b, epsilon, out, lo, hi, d, sq, s, scratch, stack)
+            lo, hi = take_block(counter, block, rows)
 
 
 _NO_BIAS = np.empty(0, np.float32)
@@ -163,20 +224,19 @@ def layer_norm(x: np.ndarray, weight: np.ndarray, bias, epsilon: float, axis: in
     b = _NO_BIAS if bias is None else np.ascontiguousarray(bias).reshape(-1)
     res2 = _NO_RESIDUAL if residual is None else \
         np.ascontiguousarray(residual).reshape(-1, width)
-    blocks = threads_for(x.size, x2.shape[0], threads)
+    workers, block = split(x2.shape[0], width, threads_for(x.size, x2.shape[0], threads))
     if float32_steps:
         eps32 = np.float32(epsilon)
-        if blocks == 1:
+        if workers == 1:
             layer_norm_rows_f32(x2, res2, w, b, eps32, out2)
         else:
-            layer_norm_rows_f32_parallel(x2, res2, w, b, eps32, out2, blocks)
+            layer_norm_rows_f32_parallel(x2, res2, w, b, eps32, out2, workers, block)
         return out
-    if residual is not None:
-        # The float64 path reads its row three times: form x + residual once (out is scratch).
-        _add_rows(x2, res2, out2)
-        x2 = out2
-    if blocks == 1:
-        layer_norm_rows(x2, w, b, float(epsilon), out2)
+    if x2.shape[0] >= 4:   # float64 copies of w and b (see the writes above)
+        w, b = w.astype(np.float64), b.astype(np.float64)
+    in_place = x2.__array_interface__["data"][0] == out2.__array_interface__["data"][0]
+    if workers == 1:
+        layer_norm_rows(x2, res2, w, b, float(epsilon), out2, in_place)
     else:
-        layer_norm_rows_parallel(x2, w, b, float(epsilon), out2)
+        layer_norm_rows_parallel(x2, res2, w, b, float(epsilon), out2, in_place, workers, block)
     return out

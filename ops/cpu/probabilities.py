@@ -32,7 +32,7 @@ from numba import njit, prange
 
 from .mathfuncs import EXACT_FLAGS, REDUCE_FLAGS, exp_f32, exp_sum_term_f32, fmax_f32
 from .pairwise import pairwise_sum
-from .threads import threads_for
+from .threads import split, take_block, threads_for
 
 CHUNK = 2048
 _NEG_INF = np.float32(-np.inf)
@@ -71,6 +71,21 @@ def chunk_store_exp(x, m, out):
     return s
 
 
+# The in-place forms of the writing loops: LLVM's overlap check sends a loop whose input and
+# output are the same array to its scalar version (softmax in place ran 6x slower).
+
+
+@njit(error_model="numpy", fastmath=REDUCE_FLAGS, cache=True)
+def chunk_store_exp_in_place(y, m):
+    """y = e**(y - m); returns their float32-lane sum."""
+    s = np.float32(0.0)
+    for i in range(y.shape[0]):
+        e = exp_f32(y[i] - m)
+        y[i] = e
+        s += e
+    return s
+
+
 @njit(error_model="numpy", cache=True)
 def _rescale(s, m_old, m_new):
     # e**(-inf) = 0 also when m_old = -inf; a NaN s stays NaN.
@@ -97,10 +112,25 @@ def row_max_log_sum(x):
 
 
 @njit(error_model="numpy", fastmath=EXACT_FLAGS, cache=True)
-def logsoftmax_row(x, out):
-    m, log_s = row_max_log_sum(x)
+def _log_write(x, m, log_s, out):
     for i in range(x.shape[0]):
         out[i] = (x[i] - m) - log_s
+
+
+@njit(error_model="numpy", fastmath=EXACT_FLAGS, cache=True)
+def _log_write_in_place(y, m, log_s):
+    for i in range(y.shape[0]):
+        y[i] = (y[i] - m) - log_s
+
+
+@njit(error_model="numpy", cache=True)
+def logsoftmax_row(x, out, in_place):
+    """in_place: out is x."""
+    m, log_s = row_max_log_sum(x)
+    if in_place:
+        _log_write_in_place(out, m, log_s)
+    else:
+        _log_write(x, m, log_s, out)
 
 
 @njit(error_model="numpy", cache=True)
@@ -110,8 +140,9 @@ def _scale_chunk(out, f):
 
 
 @njit(error_model="numpy", cache=True)
-def softmax_row(x, out, chunk_m):
-    """chunk_m: scratch of at least ceil(n / CHUNK) float32 (the running max each chunk used)."""
+def softmax_row(x, out, chunk_m, in_place):
+    """chunk_m: scratch of at least ceil(n / CHUNK) float32 (the running max each chunk used);
+    in_place: out is x."""
     n = x.shape[0]
     m = _NEG_INF
     s = 0.0
@@ -122,7 +153,11 @@ def softmax_row(x, out, chunk_m):
         m = m_new
         # As in row_max_log_sum; the chunk's scale below is then e**(-inf - m) = 0.
         chunk_m[c] = m
-        s += chunk_store_exp(x[lo:hi], m if m != _NEG_INF else np.float32(0.0), out[lo:hi])
+        ref = m if m != _NEG_INF else np.float32(0.0)
+        if in_place:
+            s += chunk_store_exp_in_place(out[lo:hi], ref)
+        else:
+            s += chunk_store_exp(x[lo:hi], ref, out[lo:hi])
     if m == _NEG_INF:
         s = np.nan
     inv_s = 1.0 / s
@@ -132,29 +167,42 @@ def softmax_row(x, out, chunk_m):
 
 
 @njit(error_model="numpy", cache=True)
-def logsoftmax_rows(x, out):
+def logsoftmax_rows(x, out, in_place):
     for r in range(x.shape[0]):
-        logsoftmax_row(x[r], out[r])
+        logsoftmax_row(x[r], out[r], in_place)
 
 
 @njit(error_model="numpy", cache=True, parallel=True)
-def logsoftmax_rows_parallel(x, out):
-    for r in prange(x.shape[0]):
-        logsoftmax_row(x[r], out[r])
+def logsoftmax_rows_parallel(x, out, in_place, workers, block):
+    """Blocks of `block` rows, taken by `workers` threads as they come free (threads.py)."""
+    rows = x.shape[0]
+    counter = np.zeros(1, np.int64)
+    for _ in prange(workers):
+        lo, hi = take_block(counter, block, rows)
+        while lo < hi:
+            for r in range(lo, hi):
+                logsoftmax_row(x[r], out[r], in_place)
+            lo, hi = take_block(counter, block, rows)
 
 
 @njit(error_model="numpy", cache=True)
-def softmax_rows(x, out):
+def softmax_rows(x, out, in_place):
     chunk_m = np.empty(x.shape[1] // CHUNK + 1, np.float32)
     for r in range(x.shape[0]):
-        softmax_row(x[r], out[r], chunk_m)
+        softmax_row(x[r], out[r], chunk_m, in_place)
 
 
 @njit(error_model="numpy", cache=True, parallel=True)
-def softmax_rows_parallel(x, out):
-    for r in prange(x.shape[0]):
+def softmax_rows_parallel(x, out, in_place, workers, block):
+    rows = x.shape[0]
+    counter = np.zeros(1, np.int64)
+    for _ in prange(workers):
         chunk_m = np.empty(x.shape[1] // CHUNK + 1, np.float32)
-        softmax_row(x[r], out[r], chunk_m)
+        lo, hi = take_block(counter, block, rows)
+        while lo < hi:
+            for r in range(lo, hi):
+                softmax_row(x[r], out[r], chunk_m, in_place)
+            lo, hi = take_block(counter, block, rows)
 
 
 @njit(error_model="numpy", fastmath=REDUCE_FLAGS, cache=True)
@@ -200,24 +248,34 @@ def _softmax_slab(x, out, m, s, inv_s):
 
 
 @njit(error_model="numpy", cache=True, parallel=True)
-def logsoftmax_strided(x, out):
-    """x, out: (outer, n, inner); normalise over n."""
-    inner = x.shape[2]
-    for o in prange(x.shape[0]):
+def logsoftmax_strided(x, out, workers, block):
+    """x, out: (outer, n, inner); normalise over n. Blocks of `block` slabs x[o]."""
+    outer, inner = x.shape[0], x.shape[2]
+    counter = np.zeros(1, np.int64)
+    for _ in prange(workers):
         m = np.empty(inner, np.float32)
         s = np.empty(inner, np.float64)
         log_s = np.empty(inner, np.float32)
-        _logsoftmax_slab(x[o], out[o], m, s, log_s)
+        lo, hi = take_block(counter, block, outer)
+        while lo < hi:
+            for o in range(lo, hi):
+                _logsoftmax_slab(x[o], out[o], m, s, log_s)
+            lo, hi = take_block(counter, block, outer)
 
 
 @njit(error_model="numpy", cache=True, parallel=True)
-def softmax_strided(x, out):
-    inner = x.shape[2]
-    for o in prange(x.shape[0]):
+def softmax_strided(x, out, workers, block):
+    outer, inner = x.shape[0], x.shape[2]
+    counter = np.zeros(1, np.int64)
+    for _ in prange(workers):
         m = np.empty(inner, np.float32)
         s = np.empty(inner, np.float64)
         inv_s = np.empty(inner, np.float32)
-        _softmax_slab(x[o], out[o], m, s, inv_s)
+        lo, hi = take_block(counter, block, outer)
+        while lo < hi:
+            for o in range(lo, hi):
+                _softmax_slab(x[o], out[o], m, s, inv_s)
+            lo, hi = take_block(counter, block, outer)
 
 
 # -- float32 steps (onnx's reference, bit for bit) ---------------------------------------------
@@ -247,19 +305,25 @@ def _divide_by_row_sum(e, lo, hi):
 
 
 @njit(error_model="numpy", cache=True, parallel=True)
-def _subtract_row_max_parallel(x, out, blocks):
+def _subtract_row_max_parallel(x, out, workers, block):
     rows = x.shape[0]
-    step = (rows + blocks - 1) // blocks
-    for b in prange(blocks):
-        _subtract_row_max(x, out, min(b * step, rows), min((b + 1) * step, rows))
+    counter = np.zeros(1, np.int64)
+    for _ in prange(workers):
+        lo, hi = take_block(counter, block, rows)
+        while lo < hi:
+            _subtract_row_max(x, out, lo, hi)
+            lo, hi = take_block(counter, block, rows)
 
 
 @njit(error_model="numpy", cache=True, parallel=True)
-def _divide_by_row_sum_parallel(e, blocks):
+def _divide_by_row_sum_parallel(e, workers, block):
     rows = e.shape[0]
-    step = (rows + blocks - 1) // blocks
-    for b in prange(blocks):
-        _divide_by_row_sum(e, min(b * step, rows), min((b + 1) * step, rows))
+    counter = np.zeros(1, np.int64)
+    for _ in prange(workers):
+        lo, hi = take_block(counter, block, rows)
+        while lo < hi:
+            _divide_by_row_sum(e, lo, hi)
+            lo, hi = take_block(counter, block, rows)
 
 
 def softmax_float32_steps(x: np.ndarray, out: np.ndarray, threads) -> np.ndarray:
@@ -269,16 +333,16 @@ def softmax_float32_steps(x: np.ndarray, out: np.ndarray, threads) -> np.ndarray
     n = x.shape[-1]
     x2 = np.ascontiguousarray(x).reshape(-1, n)
     out2 = out.reshape(-1, n)
-    blocks = threads_for(x.size, x2.shape[0], threads)
-    if blocks == 1:
+    workers, block = split(x2.shape[0], n, threads_for(x.size, x2.shape[0], threads))
+    if workers == 1:
         _subtract_row_max(x2, out2, 0, x2.shape[0])
     else:
-        _subtract_row_max_parallel(x2, out2, blocks)
+        _subtract_row_max_parallel(x2, out2, workers, block)
     np.exp(out2, out=out2)
-    if blocks == 1:
+    if workers == 1:
         _divide_by_row_sum(out2, 0, out2.shape[0])
     else:
-        _divide_by_row_sum_parallel(out2, blocks)
+        _divide_by_row_sum_parallel(out2, workers, block)
     return out
 
 
@@ -303,12 +367,14 @@ def _run(x, axis, out, threads, rows_serial, rows_parallel, strided) -> None:
         return
     x = np.ascontiguousarray(x)
     outer, n, inner = _as_3d(x, axis)
+    workers, block = split(outer, n * inner, threads_for(x.size, outer, threads))
     if inner == 1:
         x2, out2 = x.reshape(outer, n), out.reshape(outer, n)
-        if threads_for(x.size, outer, threads) == 1:
-            rows_serial(x2, out2)
+        in_place = x2.__array_interface__["data"][0] == out2.__array_interface__["data"][0]
+        if workers == 1:
+            rows_serial(x2, out2, in_place)
         else:
-            rows_parallel(x2, out2)
+            rows_parallel(x2, out2, in_place, workers, block)
         return
-    threads_for(x.size, outer, threads)   # one thread: prange runs the rows in turn
-    strided(x.reshape(outer, n, inner), out.reshape(outer, n, inner))
+    # One worker: prange runs the slabs in turn on the calling thread.
+    strided(x.reshape(outer, n, inner), out.reshape(outer, n, inner), workers, block)

@@ -20,7 +20,7 @@ import numpy as np
 from numba import njit, prange
 
 from .mathfuncs import REDUCE_FLAGS, fmax_f32, fmin_f32
-from .threads import threads_for
+from .threads import split, take_block, threads_for
 
 
 @njit(error_model="numpy", cache=True)
@@ -52,53 +52,76 @@ def _quantize_row_per_channel(x, scale, zp, qmin, qmax, out):
     return nan
 
 
-@njit(error_model="numpy", cache=True, parallel=True)
-def quantize_3d(x, scale, zp, qmin, qmax, out):
-    """x, out: (outer, n, inner); scale, zp: n values. Returns the NaN count."""
-    outer, n, inner = x.shape
+@njit(error_model="numpy", cache=True)
+def _quantize_slab(x, scale, zp, qmin, qmax, out):
+    """x, out: (n, inner); scale, zp: n values. Returns the NaN count."""
+    n, inner = x.shape
+    if inner == 1:
+        return _quantize_row_per_channel(x[:, 0], scale, zp, qmin, qmax, out[:, 0])
     nan = 0
-    for o in prange(outer):
-        if inner == 1:
-            nan += _quantize_row_per_channel(x[o, :, 0], scale, zp, qmin, qmax, out[o, :, 0])
-        else:
-            for j in range(n):
-                z = np.int32(zp[j])
-                nan += _quantize_run(x[o, j], scale[j], z, np.float32(qmin - z),
-                                     np.float32(qmax - z), out[o, j])
+    for j in range(n):
+        z = np.int32(zp[j])
+        nan += _quantize_run(x[j], scale[j], z, np.float32(qmin - z), np.float32(qmax - z),
+                             out[j])
     return nan
 
 
 @njit(error_model="numpy", cache=True, parallel=True)
-def quantize_flat(x, scale, zp, qmin, qmax, out, blocks):
+def quantize_3d(x, scale, zp, qmin, qmax, out, workers, block):
+    """x, out: (outer, n, inner); scale, zp: n values; blocks of `block` slabs x[o], taken by
+    `workers` threads as they come free (threads.py). Returns the NaN count."""
+    outer = x.shape[0]
+    counter = np.zeros(1, np.int64)
+    nan = 0
+    for _ in prange(workers):
+        mine = 0
+        lo, hi = take_block(counter, block, outer)
+        while lo < hi:
+            for o in range(lo, hi):
+                mine += _quantize_slab(x[o], scale, zp, qmin, qmax, out[o])
+            lo, hi = take_block(counter, block, outer)
+        nan += mine
+    return nan
+
+
+@njit(error_model="numpy", cache=True, parallel=True)
+def quantize_flat(x, scale, zp, qmin, qmax, out, workers, block):
     """Per-tensor: one scale and zero point for the flat arrays x, out."""
     n = x.shape[0]
-    step = (n + blocks - 1) // blocks
     z = np.int32(zp)
-    lo = np.float32(qmin - z)
-    hi = np.float32(qmax - z)
+    lo_q = np.float32(qmin - z)
+    hi_q = np.float32(qmax - z)
+    counter = np.zeros(1, np.int64)
     nan = 0
-    for b in prange(blocks):
-        s = min(b * step, n)
-        e = min(s + step, n)
-        nan += _quantize_run(x[s:e], scale, z, lo, hi, out[s:e])
+    for _ in prange(workers):
+        mine = 0
+        lo, hi = take_block(counter, block, n)
+        while lo < hi:
+            mine += _quantize_run(x[lo:hi], scale, z, lo_q, hi_q, out[lo:hi])
+            lo, hi = take_block(counter, block, n)
+        nan += mine
     return nan
 
 
 @njit(error_model="numpy", cache=True)
-def quantize_flat_serial(x, scale, zp, qmin, qmax, out, blocks):
-    """quantize_flat on the calling thread (`blocks` is ignored): no parallel region to enter."""
+def quantize_flat_serial(x, scale, zp, qmin, qmax, out, workers, block):
+    """quantize_flat on the calling thread (`workers`, `block` are ignored): no parallel region
+    to enter."""
     z = np.int32(zp)
     return _quantize_run(x, scale, z, np.float32(qmin - z), np.float32(qmax - z), out)
 
 
 @njit(error_model="numpy", cache=True, parallel=True)
-def dequantize_3d(q, scale, zp, out):
-    outer, n, inner = q.shape
-    for o in prange(outer):
-        for j in range(n):
-            s = scale[j]
-            z = np.float32(zp[j])
-            _dequantize_run(q[o, j], s, z, out[o, j])
+def dequantize_3d(q, scale, zp, out, workers, block):
+    outer, n = q.shape[0], q.shape[1]
+    counter = np.zeros(1, np.int64)
+    for _ in prange(workers):
+        lo, hi = take_block(counter, block, outer)
+        while lo < hi:
+            for o in range(lo, hi):
+                for j in range(n):
+                    _dequantize_run(q[o, j], scale[j], np.float32(zp[j]), out[o, j])
+            lo, hi = take_block(counter, block, outer)
 
 
 @njit(error_model="numpy", cache=True)
@@ -108,14 +131,15 @@ def _dequantize_run(q, scale, z, out):
 
 
 @njit(error_model="numpy", cache=True, parallel=True)
-def dequantize_flat(q, scale, zp, out, blocks):
+def dequantize_flat(q, scale, zp, out, workers, block):
     n = q.shape[0]
-    step = (n + blocks - 1) // blocks
     z = np.float32(zp)
-    for b in prange(blocks):
-        s = min(b * step, n)
-        e = min(s + step, n)
-        _dequantize_run(q[s:e], scale, z, out[s:e])
+    counter = np.zeros(1, np.int64)
+    for _ in prange(workers):
+        lo, hi = take_block(counter, block, n)
+        while lo < hi:
+            _dequantize_run(q[lo:hi], scale, z, out[lo:hi])
+            lo, hi = take_block(counter, block, n)
 
 
 @njit(error_model="numpy", cache=True)
@@ -125,10 +149,16 @@ def _dequantize_row_per_channel(q, scale, zp, out):
 
 
 @njit(error_model="numpy", cache=True, parallel=True)
-def dequantize_last_axis(q, scale, zp, out):
+def dequantize_last_axis(q, scale, zp, out, workers, block):
     """q, out: (rows, n); scale, zp: n values."""
-    for r in prange(q.shape[0]):
-        _dequantize_row_per_channel(q[r], scale, zp, out[r])
+    rows = q.shape[0]
+    counter = np.zeros(1, np.int64)
+    for _ in prange(workers):
+        lo, hi = take_block(counter, block, rows)
+        while lo < hi:
+            for r in range(lo, hi):
+                _dequantize_row_per_channel(q[r], scale, zp, out[r])
+            lo, hi = take_block(counter, block, rows)
 
 
 @njit(error_model="numpy", fastmath=REDUCE_FLAGS, cache=True)
@@ -182,16 +212,21 @@ def _min_max_bad(x):
 
 
 @njit(error_model="numpy", cache=True, parallel=True)
-def min_max_bad(x, blocks):
+def min_max_bad(x, workers, block):
+    """Each block's result is kept by block number and combined at the end, so the result does
+    not depend on which thread took which block."""
     n = x.shape[0]
-    step = (n + blocks - 1) // blocks
+    blocks = (n + block - 1) // block
     los = np.empty(blocks, np.float32)
     his = np.empty(blocks, np.float32)
     bads = np.empty(blocks, np.int64)
-    for b in prange(blocks):
-        s = min(b * step, n)
-        e = min(s + step, n)
-        los[b], his[b], bads[b] = _min_max_bad(x[s:e])
+    counter = np.zeros(1, np.int64)
+    for _ in prange(workers):
+        lo, hi = take_block(counter, block, n)
+        while lo < hi:
+            b = lo // block
+            los[b], his[b], bads[b] = _min_max_bad(x[lo:hi])
+            lo, hi = take_block(counter, block, n)
     return los.min(), his.max(), bads.sum()
 
 
@@ -216,14 +251,15 @@ def quantize_linear(x: np.ndarray, scale: np.ndarray, zero_point: np.ndarray, ax
     info = np.iinfo(out.dtype)
     x = np.ascontiguousarray(x)
     if axis is None:
-        blocks = threads_for(x.size, x.size, threads)
-        kernel = quantize_flat_serial if blocks == 1 else quantize_flat
+        workers, block = split(x.size, 1, threads_for(x.size, x.size, threads))
+        kernel = quantize_flat_serial if workers == 1 else quantize_flat
         return int(kernel(x.reshape(-1), scale[0], int(zero_point[0]), info.min, info.max,
-                          out.reshape(-1), blocks))
+                          out.reshape(-1), workers, block))
     shape3 = _as_3d(x.shape, axis)
-    threads_for(x.size, shape3[0], threads)
+    workers, block = split(shape3[0], shape3[1] * shape3[2],
+                           threads_for(x.size, shape3[0], threads))
     return int(quantize_3d(x.reshape(shape3), scale, zero_point.astype(np.int32), info.min,
-                           info.max, out.reshape(shape3)))
+                           info.max, out.reshape(shape3), workers, block))
 
 
 def dequantize_linear(q: np.ndarray, scale: np.ndarray, zero_point: np.ndarray, axis, out,
@@ -232,21 +268,24 @@ def dequantize_linear(q: np.ndarray, scale: np.ndarray, zero_point: np.ndarray, 
         return out
     q = np.ascontiguousarray(q)
     if axis is None:
-        blocks = threads_for(q.size, q.size, threads)
-        dequantize_flat(q.reshape(-1), scale[0], int(zero_point[0]), out.reshape(-1), blocks)
+        workers, block = split(q.size, 1, threads_for(q.size, q.size, threads))
+        dequantize_flat(q.reshape(-1), scale[0], int(zero_point[0]), out.reshape(-1), workers,
+                        block)
         return out
     shape3 = _as_3d(q.shape, axis)
-    threads_for(q.size, shape3[0], threads)
+    workers, block = split(shape3[0], shape3[1] * shape3[2],
+                           threads_for(q.size, shape3[0], threads))
     if shape3[2] == 1:
-        dequantize_last_axis(q.reshape(shape3[:2]), scale, zero_point, out.reshape(shape3[:2]))
+        dequantize_last_axis(q.reshape(shape3[:2]), scale, zero_point, out.reshape(shape3[:2]),
+                             workers, block)
     else:
-        dequantize_3d(q.reshape(shape3), scale, zero_point, out.reshape(shape3))
+        dequantize_3d(q.reshape(shape3), scale, zero_point, out.reshape(shape3), workers, block)
     return out
 
 
 def min_max(x: np.ndarray, threads) -> tuple[float, float, int]:
     """(min, max, count of NaN and inf) of x (non-empty)."""
     xf = np.ascontiguousarray(x).reshape(-1)
-    blocks = threads_for(xf.size, xf.size, threads)
-    lo, hi, bad = min_max_bad_serial(xf) if blocks == 1 else min_max_bad(xf, blocks)
+    workers, block = split(xf.size, 1, threads_for(xf.size, xf.size, threads))
+    lo, hi, bad = min_max_bad_serial(xf) if workers == 1 else min_max_bad(xf, workers, block)
     return np.float32(lo), np.float32(hi), int(bad)

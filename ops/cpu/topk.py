@@ -20,7 +20,7 @@ from numba import njit, prange
 
 from .mathfuncs import fmax_f32
 from .probabilities import CHUNK, _rescale, chunk_max, chunk_sum_exp
-from .threads import threads_for
+from .threads import split, take_block, threads_for
 
 _NEG_INF = np.float32(-np.inf)
 BLOCK = 64
@@ -93,10 +93,17 @@ def topk_rows(x, k, out_vals, out_ids):
 
 
 @njit(error_model="numpy", cache=True, parallel=True)
-def topk_rows_parallel(x, k, out_vals, out_ids):
-    for r in prange(x.shape[0]):
+def topk_rows_parallel(x, k, out_vals, out_ids, workers, block):
+    """Blocks of `block` rows, taken by `workers` threads as they come free (threads.py)."""
+    rows = x.shape[0]
+    counter = np.zeros(1, np.int64)
+    for _ in prange(workers):
         keep = np.empty(k, np.float32)
-        topk_row(x[r], k, out_vals[r], out_ids[r], keep)
+        lo, hi = take_block(counter, block, rows)
+        while lo < hi:
+            for r in range(lo, hi):
+                topk_row(x[r], k, out_vals[r], out_ids[r], keep)
+            lo, hi = take_block(counter, block, rows)
 
 
 def log_softmax_topk(x: np.ndarray, k: int, out_vals: np.ndarray, out_ids: np.ndarray,
@@ -110,8 +117,9 @@ def log_softmax_topk(x: np.ndarray, k: int, out_vals: np.ndarray, out_ids: np.nd
     x2 = x.reshape(-1, n)
     rows = x2.shape[0]
     v2, i2 = out_vals.reshape(rows, k), out_ids.reshape(rows, k)
-    if threads_for(x.size, rows, threads) == 1:
+    workers, block = split(rows, n, threads_for(x.size, rows, threads))
+    if workers == 1:
         topk_rows(x2, k, v2, i2)
     else:
-        topk_rows_parallel(x2, k, v2, i2)
+        topk_rows_parallel(x2, k, v2, i2, workers, block)
     return out_vals, out_ids
