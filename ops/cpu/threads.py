@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import os
 
-# No OpenMP spin after a parallel region, as in gemm/cpu/driver.py (why: see there). Effective
-# only if OpenMP is not yet loaded; a user's own setting wins.
-os.environ.setdefault("GOMP_SPINCOUNT", "0")
+# A short OpenMP spin after a parallel region, the same as gemm/cpu/driver.py's (why: see there;
+# whichever module loads first sets it, so the two must agree). Effective only if OpenMP is not
+# yet loaded; a user's own setting wins.
+os.environ.setdefault("GOMP_SPINCOUNT", "1000")
 
 import numba  # noqa: E402  (after the OpenMP setting)
 import numpy as np  # noqa: E402
