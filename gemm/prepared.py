@@ -144,7 +144,10 @@ def _pack(columns: np.ndarray, nr: int, ids: np.ndarray | None = None) -> np.nda
         ids = np.arange(columns.shape[0], dtype=np.intp)
     n, kp = ids.shape[0], columns.shape[1]
     panels = -(-n // nr)
-    out = np.zeros((panels, kp // 4, nr), np.uint32)
+    # Only the last panel's padding columns need zeros; the rest is overwritten (np.zeros would
+    # fill the whole array first, a second pass over a shortlist's panels).
+    out = np.empty((panels, kp // 4, nr), np.uint32)
+    out[-1, :, n - (panels - 1) * nr:] = 0
     threads = resolve_threads(None)
     if n >= PARALLEL_PACK_COLUMNS and threads > 1 and panels > 1:
         numba.set_num_threads(min(threads, panels))

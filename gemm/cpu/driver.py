@@ -285,7 +285,7 @@ def _pack_panel(cols32, ids, nr, panel, first):
 @njit(cache=True, nogil=True)
 def pack_b_panels(cols32, ids, nr, out32):
     """out32[p, k4, c] = cols32[ids[p*nr + c], k4]: B columns (as uint32 groups of 4 k) into
-    panels of nr columns. out32 must be zero-filled (padding columns stay zero)."""
+    panels of nr columns. out32's padding columns (past the ids) must hold zeros already."""
     for p in range(out32.shape[0]):
         _pack_panel(cols32, ids, nr, out32[p], p * nr)
 
