@@ -100,6 +100,32 @@ def setting(name: str) -> str:
     return os.environ.get(name, "").strip()
 
 
+def max_threads() -> int:
+    """numba's thread pool size: all cores unless NUMBA_NUM_THREADS says otherwise."""
+    import numba
+
+    return numba.config.NUMBA_NUM_THREADS
+
+
+def resolve_threads(threads) -> int:
+    """The thread count a CPU kernel call uses (GEMM and ops alike): `threads` if given, else
+    I8GEMM_NUM_THREADS, else all of numba's threads; checked, and capped at numba's pool size."""
+    if threads is None:
+        env = setting("I8GEMM_NUM_THREADS")
+        if not env:
+            return max_threads()
+        try:
+            threads = int(env)
+        except ValueError:
+            raise ValueError(f"I8GEMM_NUM_THREADS={env!r} is not a whole number") from None
+        argument = "I8GEMM_NUM_THREADS"
+    else:
+        argument = "threads"
+    if isinstance(threads, bool) or not hasattr(threads, "__index__") or threads < 1:
+        raise ValueError(f"{argument}: expected a whole number >= 1, got {threads!r}")
+    return min(int(threads), max_threads())
+
+
 def best_level() -> IsaLevel:
     """The level of the path used when none is named in the call: that of I8GEMM_CPU_PATH if set
     (checked), else the highest."""

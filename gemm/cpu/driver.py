@@ -110,25 +110,9 @@ def register_path(path: CpuPath) -> CpuPath:
     return path
 
 
-def max_threads() -> int:
-    return numba.config.NUMBA_NUM_THREADS
-
-
-def resolve_threads(threads) -> int:
-    if threads is None:
-        env = dispatch.cpu.setting("I8GEMM_NUM_THREADS")
-        if not env:
-            return max_threads()
-        try:
-            threads = int(env)
-        except ValueError:
-            raise ValueError(f"I8GEMM_NUM_THREADS={env!r} is not a whole number") from None
-        argument = "I8GEMM_NUM_THREADS"
-    else:
-        argument = "threads"
-    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
-        raise ValueError(f"{argument}: expected a whole number >= 1, got {threads!r}")
-    return min(int(threads), max_threads())
+# One thread policy for every CPU kernel (ops use it too): see dispatch.cpu.resolve_threads.
+max_threads = dispatch.cpu.max_threads
+resolve_threads = dispatch.cpu.resolve_threads
 
 
 # ---------------------------------------------------------------------------------------------

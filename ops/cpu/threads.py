@@ -28,7 +28,6 @@ import os
 os.environ.setdefault("GOMP_SPINCOUNT", "1000")
 
 import numba  # noqa: E402  (after the OpenMP setting)
-import numpy as np  # noqa: E402
 from numba import njit  # noqa: E402
 
 import dispatch  # noqa: E402
@@ -44,22 +43,8 @@ BLOCK_VALUES = 1 << 14
 BLOCKS_PER_THREAD = 4
 
 
-def resolve_threads(threads) -> int:
-    """The thread count asked for (argument, then I8GEMM_NUM_THREADS, then all), checked."""
-    if threads is None:
-        env = dispatch.cpu.setting("I8GEMM_NUM_THREADS")
-        if not env:
-            return numba.config.NUMBA_NUM_THREADS
-        try:
-            threads = int(env)
-        except ValueError:
-            raise ValueError(f"I8GEMM_NUM_THREADS={env!r} is not a whole number") from None
-        argument = "I8GEMM_NUM_THREADS"
-    else:
-        argument = "threads"
-    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
-        raise ValueError(f"{argument}: expected a whole number >= 1, got {threads!r}")
-    return min(int(threads), numba.config.NUMBA_NUM_THREADS)
+# The GEMM's thread policy, shared: `threads=`, then I8GEMM_NUM_THREADS, then all of numba's.
+resolve_threads = dispatch.cpu.resolve_threads
 
 
 def threads_for(elements: int, rows: int, threads) -> int:
