@@ -66,7 +66,7 @@ def log_softmax_topk(x, k: int, out_values, out_indices, threads):
     rows = x.size // n
     vec = n % 4 == 0
     kernel = "topk.wgsl" if k <= TOPK_ONE_READ else "topk_gather.wgsl"
-    prog = pg.program(kernel, "rwwu", "rows.wgsl", **_rows_source(vec))
+    prog = pg.program(kernel, "rwwu", "rows.wgsl", "candidates.wgsl", **_rows_source(vec))
     pg.run([(prog, (x.buffer, out_values.buffer, out_indices.buffer,
                      pg.params(rows, n, -(-n // 4), k)), pg.grid(rows))])
     return out_values, out_indices

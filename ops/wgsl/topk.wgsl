@@ -50,11 +50,6 @@ var<private> my_set: u32;
 var<private> published: u32;   // the best key this invocation has put into set_best
 var<private> tau: u32;         // bar_key as this invocation last read it
 
-// (ka, ia) ranks before (kb, ib)
-fn before(ka: u32, ia: u32, kb: u32, ib: u32) -> bool {
-  return ka > kb || (ka == kb && ia < ib);
-}
-
 fn value_at(row: u32, idx: u32) -> f32 {
   return load4(row, idx / 4u)[idx % 4u];
 }
@@ -226,31 +221,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     return;
   }
   // many ties at the bar: a bitonic sort of the candidates
-  var size = 2u;
-  while (size < total) { size = size << 1u; }
-  for (var t = total + lid; t < size; t = t + WG) {
-    cand_key[t] = 0u;
-    cand_idx[t] = 0xffffffffu;
-  }
-  workgroupBarrier();
-  for (var span = 2u; span <= size; span = span << 1u) {
-    for (var stride = span >> 1u; stride > 0u; stride = stride >> 1u) {
-      for (var t = lid; t < size / 2u; t = t + WG) {
-        let a = 2u * stride * (t / stride) + t % stride;
-        let b = a + stride;
-        let first_better = (a & span) == 0u;   // runs of span alternate direction
-        let ka = cand_key[a];
-        let ia = cand_idx[a];
-        let kb = cand_key[b];
-        let ib = cand_idx[b];
-        if (before(kb, ib, ka, ia) == first_better) {
-          cand_key[a] = kb; cand_idx[a] = ib;
-          cand_key[b] = ka; cand_idx[b] = ia;
-        }
-      }
-      workgroupBarrier();
-    }
-  }
+  sort_candidates(lid, total);
   for (var j = lid; j < p.k; j = j + WG) {
     emit(row, j, cand_idx[j], st);
   }

@@ -33,11 +33,6 @@ fn observe4(i: u32, v0: vec4<f32>, v1: vec4<f32>, v2: vec4<f32>, v3: vec4<f32>, 
                                          max(group_top_key(i + 2u * WG, v2), group_top_key(i + 3u * WG, v3))));
 }
 
-// (ka, ia) ranks before (kb, ib)
-fn before(ka: u32, ia: u32, kb: u32, ib: u32) -> bool {
-  return ka > kb || (ka == kb && ia < ib);
-}
-
 fn value_at(row: u32, idx: u32) -> f32 {
   return load4(row, idx / 4u)[idx % 4u];
 }
@@ -78,31 +73,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   if (lid == 0u) { total_count = atomicLoad(&count); }
   let total = workgroupUniformLoad(&total_count);
   if (total <= CAP) {
-    var size = 2u;
-    while (size < total) { size = size << 1u; }
-    for (var t = total + lid; t < size; t = t + WG) {
-      cand_key[t] = 0u;
-      cand_idx[t] = 0xffffffffu;
-    }
-    workgroupBarrier();
-    for (var span = 2u; span <= size; span = span << 1u) {
-      for (var stride = span >> 1u; stride > 0u; stride = stride >> 1u) {
-        for (var t = lid; t < size / 2u; t = t + WG) {
-          let a = 2u * stride * (t / stride) + t % stride;
-          let b = a + stride;
-          let first_better = (a & span) == 0u;   // runs of span alternate direction
-          let ka = cand_key[a];
-          let ia = cand_idx[a];
-          let kb = cand_key[b];
-          let ib = cand_idx[b];
-          if (before(kb, ib, ka, ia) == first_better) {
-            cand_key[a] = kb; cand_idx[a] = ib;
-            cand_key[b] = ka; cand_idx[b] = ia;
-          }
-        }
-        workgroupBarrier();
-      }
-    }
+    sort_candidates(lid, total);
   } else {
     // many values tie at the threshold: pick the k best one at a time
     var last_key = 0xffffffffu;
