@@ -17,10 +17,16 @@ import dispatch
 
 from .cpu import driver
 from .prepared import PreparedB, prepare_b_quantized
-from .validate import b_zero_points, check_int, check_quant_mult, out_scale_vector
+from .validate import (
+    b_zero_points,
+    check_a_matrix,
+    check_int,
+    check_quant_mult,
+    out_scale_vector,
+    output_kind,
+)
 
 _EMPTY_F32 = np.zeros(0, np.float32)
-_A_DTYPES = (np.dtype(np.int8), np.dtype(np.uint8), np.dtype(np.float32))
 
 
 def quantize(a: np.ndarray, quant_mult) -> np.ndarray:
@@ -83,13 +89,7 @@ def gemm_i8(a: np.ndarray, b, *, a_quant_mult=None, bias=None, relu: bool = Fals
     # -- A ---------------------------------------------------------------------------------
     if not isinstance(a, np.ndarray):
         raise TypeError(f"A: expected a numpy array, got {type(a).__name__}")
-    if a.ndim != 2:
-        raise ValueError(f"A: expected a 2-D array (M x K), got shape {a.shape}")
-    if a.dtype not in _A_DTYPES:
-        raise TypeError(f"A: expected dtype int8, uint8 or float32, got {a.dtype}")
-    m, k = a.shape
-    if m == 0 or k == 0:
-        raise ValueError(f"A: expected M >= 1 and K >= 1, got shape {a.shape}")
+    m, k = check_a_matrix(a)
 
     # -- B ---------------------------------------------------------------------------------
     if not isinstance(b, PreparedB):
@@ -104,28 +104,14 @@ def gemm_i8(a: np.ndarray, b, *, a_quant_mult=None, bias=None, relu: bool = Fals
     n = b.n
 
     # -- output kind -------------------------------------------------------------------------
-    float_out = a_quant_mult is not None or out_scale is not None
-    if a.dtype == np.float32 and a_quant_mult is None:
-        raise ValueError("a_quant_mult: required when A is float32 (it quantizes A)")
+    out_dtype, qa = output_kind(a.dtype, a_quant_mult, out_scale, bias, relu, b.quant_mult)
+    float_out = out_dtype == np.float32
     if out_scale is not None:
-        if a_quant_mult is not None:
-            raise ValueError("out_scale: give either out_scale or a_quant_mult, not both")
         inv_qa, inv_qb = np.float32(1.0), out_scale_vector(out_scale, n)
-        out_dtype = np.float32
     elif float_out:
-        qa = np.float32(check_quant_mult(a_quant_mult, "a_quant_mult"))
-        if b.quant_mult is None:
-            raise ValueError("B: has no quant_mult, which float output needs; prepare it with "
-                             "prepare_b/prepare_b_transposed or pass quant_mult when preparing")
         inv_qa, inv_qb = np.float32(1.0) / qa, b.inv_quant_mult
-        out_dtype = np.float32
     else:
         inv_qa, inv_qb = np.float32(1.0), _EMPTY_F32
-        out_dtype = np.int32
-        if bias is not None:
-            raise ValueError("bias: only allowed with float output (pass a_quant_mult or out_scale)")
-        if relu:
-            raise ValueError("relu: only allowed with float output (pass a_quant_mult or out_scale)")
 
     if bias is None:
         bias = _EMPTY_F32

@@ -74,3 +74,43 @@ def out_scale_vector(out_scale, n: int) -> np.ndarray:
     if not np.isfinite(arr).all():
         raise ValueError("out_scale: every value must be finite")
     return arr
+
+
+A_DTYPES = (np.dtype(np.int8), np.dtype(np.uint8), np.dtype(np.float32))
+
+
+def check_a_matrix(a) -> tuple[int, int]:
+    """(M, K) of A (a numpy array or a GpuArray, the caller checks which): 2-D, int8, uint8 or
+    float32, both dimensions >= 1."""
+    if a.ndim != 2:
+        raise ValueError(f"A: expected a 2-D array (M x K), got shape {a.shape}")
+    if a.dtype not in A_DTYPES:
+        raise TypeError(f"A: expected dtype int8, uint8 or float32, got {a.dtype}")
+    m, k = a.shape
+    if m == 0 or k == 0:
+        raise ValueError(f"A: expected M >= 1 and K >= 1, got shape {a.shape}")
+    return m, k
+
+
+def output_kind(a_dtype, a_quant_mult, out_scale, bias, relu, b_quant_mult):
+    """Which output a gemm_i8 call makes, with the options checked against each other (the CPU
+    and GPU paths alike): (np.float32, qa) with a_quant_mult, (np.float32, None) with out_scale,
+    (np.int32, None) otherwise. qa is a_quant_mult as float32; b_quant_mult is B's (None: B was
+    prepared without one)."""
+    if a_dtype == np.float32 and a_quant_mult is None:
+        raise ValueError("a_quant_mult: required when A is float32 (it quantizes A)")
+    if out_scale is not None:
+        if a_quant_mult is not None:
+            raise ValueError("out_scale: give either out_scale or a_quant_mult, not both")
+        return np.dtype(np.float32), None
+    if a_quant_mult is not None:
+        qa = np.float32(check_quant_mult(a_quant_mult, "a_quant_mult"))
+        if b_quant_mult is None:
+            raise ValueError("B: has no quant_mult, which float output needs; prepare it with "
+                             "prepare_b/prepare_b_transposed or pass quant_mult when preparing")
+        return np.dtype(np.float32), qa
+    if bias is not None:
+        raise ValueError("bias: only allowed with float output (pass a_quant_mult or out_scale)")
+    if relu:
+        raise ValueError("relu: only allowed with float output (pass a_quant_mult or out_scale)")
+    return np.dtype(np.int32), None

@@ -24,11 +24,16 @@ from dispatch import gpu
 from dispatch.gpu_array import GpuArray
 
 from ..prepared import PreparedB, prepare_b_quantized
-from ..validate import b_zero_points, check_int, check_quant_mult, out_scale_vector
+from ..validate import (
+    b_zero_points,
+    check_a_matrix,
+    check_int,
+    out_scale_vector,
+    output_kind,
+)
 from . import kernels, tiles
 from .prepared import GpuPreparedB, dummy
 
-_A_DTYPES = (np.dtype(np.int8), np.dtype(np.uint8), np.dtype(np.float32))
 GEMM_BINDINGS = "rrrrrrrwu"
 PACK_BINDINGS = "rrwwu"
 ZA_UNIFORM, ZA_UINT8, ZA_INT8 = 0, 1, 2
@@ -83,13 +88,7 @@ def build(a, b, *, a_quant_mult=None, bias=None, relu: bool = False, out=None,
     # -- A ---------------------------------------------------------------------------------
     if not isinstance(a, (np.ndarray, GpuArray)):
         raise TypeError(f"A: expected a numpy array or a GpuArray, got {type(a).__name__}")
-    if a.ndim != 2:
-        raise ValueError(f"A: expected a 2-D array (M x K), got shape {a.shape}")
-    if a.dtype not in _A_DTYPES:
-        raise TypeError(f"A: expected dtype int8, uint8 or float32, got {a.dtype}")
-    m, k = a.shape
-    if m == 0 or k == 0:
-        raise ValueError(f"A: expected M >= 1 and K >= 1, got shape {a.shape}")
+    m, k = check_a_matrix(a)
 
     # -- B ---------------------------------------------------------------------------------
     gb = gpu_prepared(b)
@@ -98,16 +97,12 @@ def build(a, b, *, a_quant_mult=None, bias=None, relu: bool = False, out=None,
     n = gb.n
 
     # -- output kind -------------------------------------------------------------------------
-    float_out = a_quant_mult is not None or out_scale is not None
-    if a.dtype == np.float32 and a_quant_mult is None:
-        raise ValueError("a_quant_mult: required when A is float32 (it quantizes A)")
+    out_dtype, qa = output_kind(a.dtype, a_quant_mult, out_scale, bias, relu, gb.quant_mult)
+    float_out = out_dtype == np.float32
     flags = 0
     scale_values, scale_step = None, 1
     if out_scale is not None:
-        if a_quant_mult is not None:
-            raise ValueError("out_scale: give either out_scale or a_quant_mult, not both")
         qa = inv_qa = np.float32(1.0)
-        out_dtype = np.dtype(np.float32)
         if isinstance(out_scale, GpuArray):
             if out_scale.dtype != np.float32 or out_scale.size not in (1, n):
                 raise ValueError(f"out_scale: expected a float32 GpuArray of 1 or {n} values, got "
@@ -116,20 +111,10 @@ def build(a, b, *, a_quant_mult=None, bias=None, relu: bool = False, out=None,
         else:
             scale_values = GpuArray.from_numpy(out_scale_vector(out_scale, n))
         scale_step = int(scale_values.size != 1 or n == 1)
-    elif float_out:
-        qa = np.float32(check_quant_mult(a_quant_mult, "a_quant_mult"))
-        if gb.quant_mult is None:
-            raise ValueError("B: has no quant_mult, which float output needs; prepare it with "
-                             "prepare_b/prepare_b_transposed or pass quant_mult when preparing")
+    elif qa is not None:
         inv_qa = np.float32(1.0) / qa
-        out_dtype = np.dtype(np.float32)
     else:
         qa = inv_qa = np.float32(1.0)
-        out_dtype = np.dtype(np.int32)
-        if bias is not None:
-            raise ValueError("bias: only allowed with float output (pass a_quant_mult or out_scale)")
-        if relu:
-            raise ValueError("relu: only allowed with float output (pass a_quant_mult or out_scale)")
     if relu:
         flags |= RELU
 
