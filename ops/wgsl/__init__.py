@@ -4,7 +4,7 @@ inputs are GpuArrays. ops.backends routes dispatch.gpu_array.GpuArray here, so
     y = ops.logsoftmax(gpu_logits)          # GpuArray in, GpuArray out, no host transfer
 
 The contract is ops.cpu's (see ops/cpu/__init__.py), with these differences: `threads` is
-ignored; top-k indices are int32 (INDEX_DTYPE; GPU arrays have no int64) and k <= 256;
+ignored; top-k indices are int32 (INDEX_DTYPE; GPU arrays have no int64) and k <= 128;
 dynamic_quantize_linear returns its scale and zero point as 0-d GpuArrays, computed on the GPU;
 NaN is not reported by the quantize ops (see quantize.py). Numerics: each module's docstring and
 ops/wgsl/common.wgsl; the bounds are in the README and tests/test_ops_gpu.py.

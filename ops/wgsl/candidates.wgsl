@@ -1,5 +1,5 @@
-// Shared by the top-k kernels (topk.wgsl, topk_gather.wgsl): the rank order of candidates and a
-// bitonic sort of the workgroup's candidate list. The kernel declares
+// For topk.wgsl: the rank order of candidates and a bitonic sort of the workgroup's candidate
+// list. The kernel declares
 //   var<workgroup> cand_key: array<u32, CAP>;  var<workgroup> cand_idx: array<u32, CAP>;
 // with CAP a power of two at least as large as any `total` it sorts.
 

@@ -11,7 +11,7 @@
 // built-in exp/log are only bounded by WGSL's 3 + 2|x| ulp and 2**-21 absolute. Divisions are
 // WGSL's (2.5 ulp); the bounds in the Python modules include that.
 
-const WG: u32 = 256u;            // invocations per workgroup
+const WG: u32 = ${WG}u;          // invocations per workgroup (programs.WG unless a kernel asks)
 const NAN_BITS: u32 = 0x7fc00000u;
 const POS_INF_BITS: u32 = 0x7f800000u;
 const NEG_INF_BITS: u32 = 0xff800000u;
@@ -81,6 +81,23 @@ fn exp_term4(x: vec4<f32>) -> vec4<f32> {
   var r = xc - n * LN2_HI;
   r = r - n * LN2_LO;
   return select(exp_poly4(r) * pow2i(vec4<i32>(n)), x, nan_mask4(x));
+}
+
+// exp_term4 without its NaN care, for a sum whose row is flagged apart when it holds NaN (a NaN
+// lane gives a meaningless term). The same reduction and polynomial, so the same accuracy; 2**n
+// goes into the exponent by an integer add, n read from the bits of n + 1.5 * 2**23 (exact for
+// these n), instead of a float-to-int conversion and a multiply (conversions run at a fraction
+// of the float rate). (Not x * log2(e) + 1.5 * 2**23 for the rounding itself: a driver may
+// reassociate (t + c) - c to t, as Mesa's does.) x below -87 counts as -87, as in exp_term4:
+// n >= -126 keeps the exponent add exact but for the last halving, a term no sum >= 1 can see.
+const INT_BITS_OFFSET: f32 = 12582912.0;   // 1.5 * 2**23: n + it holds n in its low bits
+fn exp_sum_term4(x: vec4<f32>) -> vec4<f32> {
+  let xc = max(x, vec4<f32>(-87.0));
+  let n = round(xc * LOG2E);
+  var r = xc - n * LN2_HI;
+  r = r - n * LN2_LO;
+  let two_n = bitcast<vec4<u32>>(n + vec4<f32>(INT_BITS_OFFSET)) << vec4<u32>(23u);
+  return bitcast<vec4<f32>>(bitcast<vec4<u32>>(exp_poly4(r)) + two_n);
 }
 
 // ln(s) for a positive normal s (a softmax denominator: 1 <= s <= n): s = 2**e f with

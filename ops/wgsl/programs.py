@@ -21,7 +21,7 @@ from dispatch import gpu
 from dispatch.gpu_array import GpuArray
 
 HERE = Path(__file__).parent
-WG = 256          # invocations per workgroup (common.wgsl's WG)
+WG = 256          # invocations per workgroup (common.wgsl's WG, unless a kernel is given another)
 ITEMS = 4         # vec4 groups per invocation in the flat kernels
 MAX_GROUPS = 65535
 
@@ -35,6 +35,7 @@ def _read(name: str) -> str:
 def source(name: str, *parts: str, **values) -> str:
     """common.wgsl + the named extra parts + the kernel `name`, template values filled in."""
     text = "\n".join(_read(p) for p in ("common.wgsl", *parts, name))
+    values.setdefault("WG", WG)
     return string.Template(text).substitute(**{k: str(v) for k, v in values.items()})
 
 

@@ -43,35 +43,70 @@ struct RowStats {
   nan_row: bool // the row holds NaN or +inf, or only -inf: every result is NaN
 }
 
+// A trip: four groups an invocation reads at once, WG apart (so a workgroup's loads are
+// contiguous).
+struct Trip {
+  v0: vec4<f32>,
+  v1: vec4<f32>,
+  v2: vec4<f32>,
+  v3: vec4<f32>,
+}
+
+// Groups i, i + WG, i + 2 WG, i + 3 WG of the row (past its end: -inf).
+fn load_trip(row: u32, i: u32) -> Trip {
+  let ninf4 = vec4<f32>(from_bits(NEG_INF_BITS));
+  var t = Trip(ninf4, ninf4, ninf4, ninf4);
+  if (i < p.n4) { t.v0 = load4(row, i); }
+  if (i + WG < p.n4) { t.v1 = load4(row, i + WG); }
+  if (i + 2u * WG < p.n4) { t.v2 = load4(row, i + 2u * WG); }
+  if (i + 3u * WG < p.n4) { t.v3 = load4(row, i + 3u * WG); }
+  return t;
+}
+
+var<private> st_m: f32;       // online maximum
+var<private> st_s4: vec4<f32>;   // lane sums of e**(x - st_m)
+var<private> st_bad: bool;
+
+// Takes a trip into the invocation's online statistics. The trip's groups and the largest number
+// among them also go to the kernel's observe4() (top-k; softmax's does nothing).
+fn take_trip(i: u32, t: Trip) {
+  // NaN lanes count as -inf for the maximum; NaN, or +inf as the maximum, poisons the row
+  let ninf4 = vec4<f32>(from_bits(NEG_INF_BITS));
+  let n0 = nan_mask4(t.v0);
+  let n1 = nan_mask4(t.v1);
+  let n2 = nan_mask4(t.v2);
+  let n3 = nan_mask4(t.v3);
+  let w = max(max(select(t.v0, ninf4, n0), select(t.v1, ninf4, n1)),
+              max(select(t.v2, ninf4, n2), select(t.v3, ninf4, n3)));
+  let cm = max(max(w.x, w.y), max(w.z, w.w));
+  st_bad = st_bad || any((n0 | n1) | (n2 | n3)) || bitcast<u32>(cm) == POS_INF_BITS;
+  observe4(i, t.v0, t.v1, t.v2, t.v3, cm);
+  let m_new = max(st_m, cm);
+  st_s4 = st_s4 * rescale(st_m, m_new);
+  st_m = m_new;
+  // while m is -inf the groups hold only -inf and NaN: referring them to 0 adds ~0 or NaN
+  let r = vec4<f32>(select(st_m, 0.0, is_neg_inf(st_m)));
+  st_s4 = st_s4 + ((exp_sum_term4(t.v0 - r) + exp_sum_term4(t.v1 - r)) +
+                   (exp_sum_term4(t.v2 - r) + exp_sum_term4(t.v3 - r)));
+}
+
 // One pass over the row: each invocation keeps an online max and four lane sums over groups
-// lid, lid + WG, ... (four loads in flight per trip), then a workgroup tree merges them. Each
-// trip's groups i, i + WG, i + 2 WG, i + 3 WG (past the row's end: -inf) and the largest number
-// among them also go to the kernel's observe4() (top-k; softmax's does nothing), so an
-// invocation sees its values in increasing index order.
+// lid, lid + WG, ..., two trips of four loads in flight at a time (the loads of the second are
+// issued before the first is taken), then a workgroup tree merges the invocations. An
+// invocation's trips go to observe4() in increasing index order.
 fn row_stats(row: u32, lid: u32) -> RowStats {
-  let ninf = from_bits(NEG_INF_BITS);
-  var m = ninf;
-  var s4 = vec4<f32>(0.0);
-  var bad = false;
-  for (var i = lid; i < p.n4; i = i + 4u * WG) {
-    let v0 = load4(row, i);
-    var v1 = vec4<f32>(ninf);
-    var v2 = vec4<f32>(ninf);
-    var v3 = vec4<f32>(ninf);
-    if (i + WG < p.n4) { v1 = load4(row, i + WG); }
-    if (i + 2u * WG < p.n4) { v2 = load4(row, i + 2u * WG); }
-    if (i + 3u * WG < p.n4) { v3 = load4(row, i + 3u * WG); }
-    bad = bad || any_poisons4(v0) || any_poisons4(v1) || any_poisons4(v2) || any_poisons4(v3);
-    let cm = max(max(max_of_numbers4(v0), max_of_numbers4(v1)),
-                 max(max_of_numbers4(v2), max_of_numbers4(v3)));
-    observe4(i, v0, v1, v2, v3, cm);
-    let m_new = max(m, cm);
-    s4 = s4 * rescale(m, m_new);
-    m = m_new;
-    // while m is -inf the groups hold only -inf and NaN: referring them to 0 adds ~0 or NaN
-    let r = vec4<f32>(select(m, 0.0, is_neg_inf(m)));
-    s4 = s4 + ((exp_term4(v0 - r) + exp_term4(v1 - r)) + (exp_term4(v2 - r) + exp_term4(v3 - r)));
+  st_m = from_bits(NEG_INF_BITS);
+  st_s4 = vec4<f32>(0.0);
+  st_bad = false;
+  for (var i = lid; i < p.n4; i = i + 8u * WG) {
+    let t0 = load_trip(row, i);
+    let t1 = load_trip(row, i + 4u * WG);
+    take_trip(i, t0);
+    take_trip(i + 4u * WG, t1);
   }
+  let m = st_m;
+  let s4 = st_s4;
+  let bad = st_bad;
   red_m[lid] = m;
   red_s[lid] = (s4.x + s4.y) + (s4.z + s4.w);
   red_bad[lid] = u32(bad);

@@ -1,183 +1,96 @@
-// log_softmax_topk for k <= 8 (topk_gather.wgsl takes larger k): one workgroup per row and one
-// read of the row. The read is softmax.wgsl's first pass (row_stats, the same code, so the values
-// are bit for bit logsoftmax's); its observe4() hook keeps, in registers, each invocation's best
-// 8 (key, index) pairs among the values it reads (keys: order_key4; an invocation reads its
-// indices in increasing order, so a new value ranks after an equal key already listed).
+// log_softmax_topk, any k <= WG: one workgroup per row, the row read once in full.
 //
-// What keeps that cheap is a bar every invocation can read and that only rises: invocation lid
-// belongs to set lid % k and raises set_best[set] (a workgroup atomic) to the best number it has
-// read (row_stats's trip maximum). The k sets are disjoint, so k distinct values of the row reach
-// min(set_best), whenever it is read: the row's k-th best key is at least that, and a value below
-// it cannot be among the k best. A publisher also raises bar_key to the min(set_best) it then
-// sees, so the others read one word per trip. Invocations publish from their first trip on (a
-// key below the bar cannot raise the least set's best, and is not published), so from the second
-// trip on well under 1% of a random row's values reach the bar. A trip then
-// costs the load of the bar, one compare of the trip maximum with it and, where that passes, a
-// float compare per value; only the values that pass get a key, and the list insertions (about
-// 40 instructions, branch-free) are rarer still. (A row rising along its index defeats the bar:
-// every value enters a list. Slower, same answer.) Until the bar is a number (rows of few
-// numbers: -inf and NaN can still enter), every value's key is taken instead.
+// Pass 1 is softmax.wgsl's (row_stats, the same code, so the values are bit for bit
+// logsoftmax's); its observe4() hook only keeps each invocation's largest order key, mostly from
+// the trip maximum row_stats computes anyway: no lists, no atomics, no branches on the data.
+// The k-th largest of the WG per-invocation keys, tau, is a threshold at least k values reach,
+// and every value at or above it lies in the share of an invocation whose largest key is at or
+// above it: usually just k invocations (more with ties at tau). Only their shares are read
+// again -- k * n / WG values, 6% of the row for k = 8 and WG = 128 -- spread over the whole
+// workgroup, and the values at or above tau (usually few more than k) are gathered into
+// workgroup memory and put in order (key descending, index ascending: rank counting up to WG
+// candidates, a bitonic sort up to CAP); each output's value comes back from its key. Should
+// more than CAP values reach tau (a row of many equal values), k rounds of "the best value
+// ranked after the last one chosen" over the row find them instead: slower, same answer.
 //
-// At the end, every listed pair at or above the final bar goes to workgroup memory (at most 8 per
-// invocation: CAP never overflows, whatever the ties); usually a few dozen do, and each finds its
-// rank among them by counting (one barrier); more than WG (ties at the bar) are ordered by a
-// bitonic sort. Order: key descending, index ascending; the first k are the answer.
+// (Two earlier forms kept, during the read, each invocation's best 8 in registers behind a bar
+// the workgroup raised with atomics, or re-read the whole row after the threshold: on an H200
+// they took 407 and 752 us for (4096, 32000) with k = 8, against 212 us here.)
 
 @group(0) @binding(1) var<storage, read_write> vals: array<f32>;
 @group(0) @binding(2) var<storage, read_write> ids: array<i32>;
 @group(0) @binding(3) var<uniform> p: Params;
 
-const K_MAX: u32 = 8u;
-const CAP: u32 = K_MAX * WG;
+const CAP: u32 = 1024u;
 
-var<workgroup> set_best: array<atomic<u32>, K_MAX>;
-// min(set_best) as some publisher last saw it: a bar too (each set's entry a real value of that
-// set), so a trip reads one word, not K_MAX (those reads may cost an atomic operation each)
-var<workgroup> bar_key: atomic<u32>;
+var<workgroup> keys: array<vec4<u32>, WG / 4u>;   // key of invocation u: keys[u / 4][u % 4]
+var<workgroup> owners: array<u32, WG>;
+var<workgroup> owner_count: atomic<u32>;
+var<workgroup> threshold: atomic<u32>;
 var<workgroup> count: atomic<u32>;
 var<workgroup> total_count: u32;
 var<workgroup> cand_key: array<u32, CAP>;
 var<workgroup> cand_idx: array<u32, CAP>;
 
-// This invocation's best K_MAX (key, index) pairs, best first (slots 0-3 in *_a, 4-7 in *_b);
-// key 0: an empty slot.
-var<private> key_a: vec4<u32>;
-var<private> key_b: vec4<u32>;
-var<private> idx_a: vec4<u32>;
-var<private> idx_b: vec4<u32>;
-var<private> kth: u32;         // slot k - 1's key: what a new value must beat to be in the first k
-var<private> my_set: u32;
-var<private> published: u32;   // the best key this invocation has put into set_best
-var<private> tau: u32;         // bar_key as this invocation last read it
+var<private> top_key: u32;   // this invocation's largest order key (0: none yet)
+
+// The keys of group i, 0 for lanes past the row's end.
+fn row_keys4(i: u32, v: vec4<f32>) -> vec4<u32> {
+  let valid = vec4<u32>(4u * i) + vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(p.n);
+  return select(vec4<u32>(0u), order_key4(v), valid);
+}
+
+fn group_top_key(i: u32, v: vec4<f32>) -> u32 {
+  let k = row_keys4(i, v);
+  return max(max(k.x, k.y), max(k.z, k.w));
+}
+
+// cm: the largest number of the trip (-inf if none). Where cm is a normal number or +inf, its
+// key is the trip's largest (keys follow the numbers; NaN's lies below them all). Otherwise the
+// keys are taken one by one: -inf may be padding past the row's end or stand for a trip of NaN,
+// and a zero or subnormal maximum may have been flushed by the GPU (either way, too small or too
+// large a key).
+fn observe4(i: u32, v0: vec4<f32>, v1: vec4<f32>, v2: vec4<f32>, v3: vec4<f32>, cm: f32) {
+  if ((bitcast<u32>(cm) & POS_INF_BITS) != 0u && !is_neg_inf(cm)) {
+    top_key = max(top_key, order_key4(vec4<f32>(cm)).x);
+  } else {
+    top_key = max(top_key, max(max(group_top_key(i, v0), group_top_key(i + WG, v1)),
+                               max(group_top_key(i + 2u * WG, v2), group_top_key(i + 3u * WG, v3))));
+  }
+}
 
 fn value_at(row: u32, idx: u32) -> f32 {
   return load4(row, idx / 4u)[idx % 4u];
 }
 
-// A key the row's k-th best reaches: the least of the k sets' best (the sets from k on hold
-// 0xffffffff, so all K_MAX are read, in an unrolled loop).
-fn sets_min() -> u32 {
-  var t = 0xffffffffu;
-  for (var s = 0u; s < K_MAX; s = s + 1u) {
-    t = min(t, atomicLoad(&set_best[s]));
-  }
-  return t;
-}
-
-// Lanes of group i that lie in the row.
-fn lanes_in_row(i: u32) -> vec4<bool> {
-  return vec4<u32>(4u * i) + vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(p.n);
-}
-
-// Slot j of a list (selects: a private vector indexed at run time may live in slow memory).
-fn pick(a: vec4<u32>, b: vec4<u32>, j: u32) -> u32 {
-  let v = select(a, b, j >= 4u);
-  let r = j & 3u;
-  return select(select(v.x, v.y, r == 1u), select(v.z, v.w, r == 3u), r >= 2u);
-}
-
-// The pair goes before every slot whose key is smaller (its index is larger than any listed);
-// the slots after it move down one, the last drops out.
-fn insert(key: u32, idx: u32) {
-  let e = vec4<u32>(key);
-  let f = vec4<u32>(idx);
-  let ma = e > key_a;
-  let mb = e > key_b;
-  // slot j takes slot j - 1's pair where the new pair also goes before slot j - 1
-  let pa = vec4<bool>(false, ma.x, ma.y, ma.z);
-  let pb = vec4<bool>(ma.w, mb.x, mb.y, mb.z);
-  key_b = select(key_b, select(e, vec4<u32>(key_a.w, key_b.x, key_b.y, key_b.z), pb), mb);
-  idx_b = select(idx_b, select(f, vec4<u32>(idx_a.w, idx_b.x, idx_b.y, idx_b.z), pb), mb);
-  key_a = select(key_a, select(e, vec4<u32>(0u, key_a.x, key_a.y, key_a.z), pa), ma);
-  idx_a = select(idx_a, select(f, vec4<u32>(0u, idx_a.x, idx_a.y, idx_a.z), pa), ma);
-  kth = pick(key_a, key_b, p.k - 1u);
-}
-
-var<private> gate: u32;   // the least key a value needs to enter the list: max(bar, kth + 1)
-
-fn offer(key: u32, idx: u32) {
-  if (key >= gate) {
-    insert(key, idx);
-    gate = max(tau, kth + 1u);
-  }
-}
-
-fn offer4(i: u32, keys: vec4<u32>) {
-  if (any(keys >= vec4<u32>(gate))) {
-    offer(keys.x, 4u * i);
-    offer(keys.y, 4u * i + 1u);
-    offer(keys.z, 4u * i + 2u);
-    offer(keys.w, 4u * i + 3u);
-  }
-}
-
-const NEG_INF_KEY: u32 = 0x00800001u;   // order_key4(-inf)
-
-// The number whose key is `key`, for NEG_INF_KEY < key <= order_key4(+inf): order_key4 undone
-// (every key there is one number's, ±0 sharing one). For numbers, key >= gate is then
-// v >= value_of_key(gate), a float compare: a GPU flushing subnormals to 0 keeps it true.
-fn value_of_key(key: u32) -> f32 {
-  let signed_mag = key - 0x80000001u;
-  return bitcast<f32>(select(signed_mag, 0x80000000u | (0u - signed_mag), signed_mag >= 0x80000000u));
-}
-
-// Offers the lanes of group i that are numbers at least g (a float at most the gate's value, so
-// every lane reaching the gate passes); offer() then decides by the exact key.
-fn offer_numbers4(i: u32, v: vec4<f32>, g: f32) {
-  let reach = v >= vec4<f32>(g);
-  if (any(reach)) {
-    if (reach.x) { offer(order_key4(v).x, 4u * i); }
-    if (reach.y) { offer(order_key4(v).y, 4u * i + 1u); }
-    if (reach.z) { offer(order_key4(v).z, 4u * i + 2u); }
-    if (reach.w) { offer(order_key4(v).w, 4u * i + 3u); }
-  }
-}
-
-// The keys of group i, 0 for lanes past the row's end.
-fn row_keys4(i: u32, v: vec4<f32>) -> vec4<u32> {
-  return select(vec4<u32>(0u), order_key4(v), lanes_in_row(i));
-}
-
-// cm: the largest number of the trip (-inf if none).
-fn observe4(i: u32, v0: vec4<f32>, v1: vec4<f32>, v2: vec4<f32>, v3: vec4<f32>, cm: f32) {
-  // Publish cm -- unless it is -inf (which may lie past the row's end) or zero or subnormal (a
-  // GPU may flush max()'s subnormal result to 0, which could claim more than a value holds).
-  // A key below the bar cannot raise the least set's best (every set's is at or above it).
-  if ((bitcast<u32>(cm) & POS_INF_BITS) != 0u && !is_neg_inf(cm)) {
-    let key = order_key4(vec4<f32>(cm)).x;
-    if (key > published && key >= tau) {
-      atomicMax(&set_best[my_set], key);
-      published = key;
-      atomicMax(&bar_key, sets_min());
+fn gather(key: u32, idx: u32, tau: u32) {
+  if (key >= tau) {
+    let slot = atomicAdd(&count, 1u);
+    if (slot < CAP) {
+      cand_key[slot] = key;
+      cand_idx[slot] = idx;
     }
   }
-  tau = atomicLoad(&bar_key);
-  gate = max(tau, kth + 1u);
-  if (gate > NEG_INF_KEY) {
-    // the usual case: only numbers reach the gate; a float compare picks the few whose key to take
-    let g = value_of_key(gate);
-    if (cm >= g) {
-      offer_numbers4(i, v0, g);
-      offer_numbers4(i + WG, v1, g);
-      offer_numbers4(i + 2u * WG, v2, g);
-      offer_numbers4(i + 3u * WG, v3, g);
-    }
-  } else {
-    // -inf and NaN may still enter (a row of few numbers so far): every key
-    offer4(i, row_keys4(i, v0));
-    offer4(i + WG, row_keys4(i + WG, v1));
-    offer4(i + 2u * WG, row_keys4(i + 2u * WG, v2));
-    offer4(i + 3u * WG, row_keys4(i + 3u * WG, v3));
-  }
 }
 
-// Output j of the row: the value at idx, as logsoftmax computes it.
-fn emit(row: u32, j: u32, idx: u32, st: RowStats) {
-  let v = value_at(row, idx);
-  var o = select((v - st.m) - log_pos(st.s), from_bits(NEG_INF_BITS), is_neg_inf(v));
-  o = select(o, from_bits(NAN_BITS), st.nan_row);
-  vals[row * p.k + j] = o;
-  ids[row * p.k + j] = i32(idx);
+// Group number of work item w (p.n4, past the row's end, for none).
+fn share_group(w: u32, share: u32, work: u32) -> u32 {
+  if (w >= work) { return p.n4; }
+  let i = owners[w / share] + (w % share) * WG;
+  return min(i, p.n4);
+}
+
+// Gathers the values of group i (none if i >= p.n4) that reach tau.
+fn gather4(i: u32, v: vec4<f32>, tau: u32) {
+  if (i < p.n4) {
+    let key = row_keys4(i, v);
+    if (any(key >= vec4<u32>(tau))) {
+      gather(key.x, 4u * i, tau);
+      gather(key.y, 4u * i + 1u, tau);
+      gather(key.z, 4u * i + 2u, tau);
+      gather(key.w, 4u * i + 3u, tau);
+    }
+  }
 }
 
 @compute @workgroup_size(WG)
@@ -185,44 +98,129 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         @builtin(local_invocation_index) lid: u32) {
   let row = row_of(wid, nwg);
   if (row >= p.rows) { return; }
-  if (lid < K_MAX) { atomicStore(&set_best[lid], select(0u, 0xffffffffu, lid >= p.k)); }
   if (lid == 0u) {
-    atomicStore(&bar_key, 0u);
     atomicStore(&count, 0u);
+    atomicStore(&owner_count, 0u);
+    atomicStore(&threshold, 0xffffffffu);
   }
-  my_set = lid % p.k;
+  let st = row_stats(row, lid);   // its workgroup tree's barriers also publish the stores above
+  keys[lid / 4u][lid % 4u] = top_key;
   workgroupBarrier();
-  let st = row_stats(row, lid);   // its workgroup tree's barriers also end every invocation's read
-  tau = sets_min();               // final: the least set's best
-  for (var j = 0u; j < p.k; j = j + 1u) {
-    let key = pick(key_a, key_b, j);
-    let idx = pick(idx_a, idx_b, j);
-    if (key != 0u && key >= tau) {
-      let slot = atomicAdd(&count, 1u);
-      cand_key[slot] = key;
-      cand_idx[slot] = idx;
-    }
+  // tau, the k-th largest of the keys, is the least key that fewer than k keys exceed: the
+  // invocations holding such keys (k of them, more with ties at tau) own every value >= tau
+  let mine = top_key;
+  var greater = 0u;
+  for (var u = 0u; u < WG / 4u; u = u + 1u) {
+    let gt = keys[u] > vec4<u32>(mine);
+    greater = greater + ((u32(gt.x) + u32(gt.y)) + (u32(gt.z) + u32(gt.w)));
+    if (greater >= p.k) { break; }
+  }
+  if (greater < p.k) {
+    owners[atomicAdd(&owner_count, 1u)] = lid;
+    atomicMin(&threshold, max(mine, 1u));   // key 0 is no value
+  }
+  workgroupBarrier();
+  let tau = atomicLoad(&threshold);
+  // the owners' shares: owner o holds groups o, o + WG, o + 2 WG, ... (at most `share` of them);
+  // work item w is group w % share of owner w / share, four items in flight per trip
+  let share = (p.n4 + WG - 1u) / WG;
+  let work = atomicLoad(&owner_count) * share;
+  for (var w = lid; w < work; w = w + 4u * WG) {
+    let i0 = share_group(w, share, work);
+    let i1 = share_group(w + WG, share, work);
+    let i2 = share_group(w + 2u * WG, share, work);
+    let i3 = share_group(w + 3u * WG, share, work);
+    let v0 = load4(row, min(i0, p.n4 - 1u));
+    let v1 = load4(row, min(i1, p.n4 - 1u));
+    let v2 = load4(row, min(i2, p.n4 - 1u));
+    let v3 = load4(row, min(i3, p.n4 - 1u));
+    gather4(i0, v0, tau);
+    gather4(i1, v1, tau);
+    gather4(i2, v2, tau);
+    gather4(i3, v3, tau);
   }
   workgroupBarrier();
   if (lid == 0u) { total_count = atomicLoad(&count); }
-  let total = workgroupUniformLoad(&total_count);   // >= k: the k best all reach the bar
+  let total = workgroupUniformLoad(&total_count);   // >= k
+  let c = log_pos(st.s);
   if (total <= WG) {
     // the usual case: each candidate counts those ranked before it (the pairs are distinct, so
-    // the ranks are too), and the first k put themselves in place; no further barrier
+    // the ranks are too), and the first k write themselves; no further barrier
     if (lid < total) {
       let key = cand_key[lid];
       let idx = cand_idx[lid];
-      var rank = 0u;
+      var before_me = 0u;
       for (var u = 0u; u < total; u = u + 1u) {
-        rank = rank + u32(before(cand_key[u], cand_idx[u], key, idx));
+        before_me = before_me + u32(before(cand_key[u], cand_idx[u], key, idx));
       }
-      if (rank < p.k) { emit(row, rank, idx, st); }
+      if (before_me < p.k) { emit(row, before_me, key, idx, st, c); }
     }
     return;
   }
-  // many ties at the bar: a bitonic sort of the candidates
-  sort_candidates(lid, total);
-  for (var j = lid; j < p.k; j = j + WG) {
-    emit(row, j, cand_idx[j], st);
+  if (total <= CAP) {
+    sort_candidates(lid, total);
+  } else {
+    // many values tie at the threshold: pick the k best one at a time
+    var last_key = 0xffffffffu;
+    var last_idx = 0u;   // nothing ranks before (0xffffffff, 0): no value has that key
+    for (var j = 0u; j < p.k; j = j + 1u) {
+      var best_key = 0u;
+      var best_idx = 0xffffffffu;
+      for (var i = lid; i < p.n4; i = i + WG) {
+        let key = row_keys4(i, load4(row, i));
+        for (var l = 0u; l < 4u; l = l + 1u) {
+          let idx = 4u * i + l;
+          if (key[l] != 0u && before(last_key, last_idx, key[l], idx)
+              && before(key[l], idx, best_key, best_idx)) {
+            best_key = key[l];
+            best_idx = idx;
+          }
+        }
+      }
+      cand_key[lid] = best_key;
+      cand_idx[lid] = best_idx;
+      workgroupBarrier();
+      for (var stride = WG / 2u; stride > 0u; stride = stride >> 1u) {
+        if (lid < stride && before(cand_key[lid + stride], cand_idx[lid + stride],
+                                   cand_key[lid], cand_idx[lid])) {
+          cand_key[lid] = cand_key[lid + stride];
+          cand_idx[lid] = cand_idx[lid + stride];
+        }
+        workgroupBarrier();
+      }
+      last_key = cand_key[0];
+      last_idx = cand_idx[0];
+      workgroupBarrier();
+      if (lid == 0u) { owners[j] = last_idx; }   // park the pick: cand_* is scratch here
+      workgroupBarrier();
+    }
+    for (var j = lid; j < p.k; j = j + WG) {
+      cand_idx[j] = owners[j];
+      cand_key[j] = order_key4(vec4<f32>(value_at(row, owners[j]))).x;
+    }
+    workgroupBarrier();
   }
+  for (var j = lid; j < p.k; j = j + WG) {
+    emit(row, j, cand_key[j], cand_idx[j], st, c);
+  }
+}
+
+// Output j of the row: the value of `key`, as logsoftmax computes it (c: ln of the row's sum).
+// The value comes from its key (order_key4 undone), not from memory: one round trip less.
+fn emit(row: u32, j: u32, key: u32, idx: u32, st: RowStats, c: f32) {
+  var o = (value_of_key(key) - st.m) - c;
+  o = select(o, from_bits(NEG_INF_BITS), key == NEG_INF_KEY);
+  o = select(o, from_bits(NAN_BITS), st.nan_row || key == NAN_KEY);
+  vals[row * p.k + j] = o;
+  ids[row * p.k + j] = i32(idx);
+}
+
+const NAN_KEY: u32 = 1u;
+const NEG_INF_KEY: u32 = 0x00800001u;   // order_key4(-inf)
+
+// The number whose key is `key`, for NEG_INF_KEY < key <= order_key4(+inf): order_key4 undone
+// (±0 share a key and come back as +0, which logsoftmax maps to the same result as -0).
+fn value_of_key(key: u32) -> f32 {
+  let signed_mag = key - 0x80000001u;
+  return bitcast<f32>(select(signed_mag, 0x80000000u | (0u - signed_mag), signed_mag >= 0x80000000u));
 }
