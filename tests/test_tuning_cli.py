@@ -263,3 +263,29 @@ def test_autotune_on_first_use_end_to_end(tmp_path):
     assert e["fingerprint"] == dispatch.cpu_fingerprint()
     # A later process without autotuning uses the stored entry, and never imports the tuner.
     assert _run({"I8GEMM_TUNING_STORE": str(path)}) == ["tuned", "False"]
+
+
+@pytest.mark.gpu
+def test_gpu_candidates_are_verified_and_timed_on_resident_data():
+    """On the GPU the tuner times what a caller chaining GPU calls runs: A, B and C stay in GPU
+    memory (no transfer per call), and each config is still checked against the exact product."""
+    from dispatch import gpu
+
+    why = gpu.unavailable_reason()
+    if why:
+        pytest.skip(f"no GPU adapter: {why}")
+    impl = next(i for i in dispatch.implementations("gemm_i8") if i.backend == "gpu")
+    shape = (5, 37, 70)
+    limits = impl.tuning_space.limits()
+    bench = GemmBench(impl, shape, limits, seed=4)
+    configs = list(impl.tuning_space.configs(shape, limits))[:6]
+    moved = dict(gpu.TRANSFERS)
+    for config in configs:
+        bench.bench(config)
+    assert {k: gpu.TRANSFERS.get(k, 0) - moved.get(k, 0) for k in ("upload", "download")} == \
+        {"upload": 0, "download": 0}
+    for config in configs:
+        bench.verify(config)
+    bench.reference[1, 2] += 1
+    with pytest.raises(WrongAnswer, match="1 of"):
+        bench.verify(configs[0])
