@@ -74,24 +74,16 @@ fn exp4(x: vec4<f32>) -> vec4<f32> {
 }
 
 // e**x for x <= 0 as a term of a sum >= 1 (softmax's denominator): x below -87 counts as -87,
-// which no such sum can see. One power of two; NaN stays NaN.
-fn exp_term4(x: vec4<f32>) -> vec4<f32> {
-  let xc = max(select(x, vec4<f32>(0.0), nan_mask4(x)), vec4<f32>(-87.0));
-  let n = round(xc * LOG2E);
-  var r = xc - n * LN2_HI;
-  r = r - n * LN2_LO;
-  return select(exp_poly4(r) * pow2i(vec4<i32>(n)), x, nan_mask4(x));
-}
-
-// exp_term4 without its NaN care, for a sum whose row is flagged apart when it holds NaN (a NaN
-// lane gives a meaningless term). The same reduction and polynomial, so the same accuracy; 2**n
-// goes into the exponent by an integer add, n read from the bits of n + 1.5 * 2**23 (exact for
-// these n), instead of a float-to-int conversion and a multiply (conversions run at a fraction
-// of the float rate). (Not x * log2(e) + 1.5 * 2**23 for the rounding itself: a driver may
-// reassociate (t + c) - c to t, as Mesa's does.) x below -87 counts as -87, as in exp_term4:
-// n >= -126 keeps the exponent add exact but for the last halving, a term no sum >= 1 can see.
+// which no such sum can see. For sums whose row or column is flagged apart when it holds NaN
+// (softmax.wgsl's rows, softmax_strided.wgsl's columns): a NaN lane gives a meaningless term.
+// exp4's reduction and polynomial, so its accuracy; 2**n goes into the exponent by an integer
+// add, n read from the bits of n + 1.5 * 2**23 (exact for these n), instead of a float-to-int
+// conversion and a multiply (conversions run at a fraction of the float rate). (Not
+// x * log2(e) + 1.5 * 2**23 for the rounding itself: a driver may reassociate (t + c) - c to t,
+// as Mesa's does.) The add stays in the normal range: n = -126 only for x < -86.98, where
+// r > 0.33 and the polynomial is above 1.
 const INT_BITS_OFFSET: f32 = 12582912.0;   // 1.5 * 2**23: n + it holds n in its low bits
-fn exp_sum_term4(x: vec4<f32>) -> vec4<f32> {
+fn exp_term4(x: vec4<f32>) -> vec4<f32> {
   let xc = max(x, vec4<f32>(-87.0));
   let n = round(xc * LOG2E);
   var r = xc - n * LN2_HI;

@@ -86,8 +86,8 @@ fn take_trip(i: u32, t: Trip) {
   st_m = m_new;
   // while m is -inf the groups hold only -inf and NaN: referring them to 0 adds ~0 or NaN
   let r = vec4<f32>(select(st_m, 0.0, is_neg_inf(st_m)));
-  st_s4 = st_s4 + ((exp_sum_term4(t.v0 - r) + exp_sum_term4(t.v1 - r)) +
-                   (exp_sum_term4(t.v2 - r) + exp_sum_term4(t.v3 - r)));
+  st_s4 = st_s4 + ((exp_term4(t.v0 - r) + exp_term4(t.v1 - r)) +
+                   (exp_term4(t.v2 - r) + exp_term4(t.v3 - r)));
 }
 
 // One pass over the row: each invocation keeps an online max and four lane sums over groups

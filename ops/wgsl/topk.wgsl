@@ -23,7 +23,7 @@
 
 const CAP: u32 = 1024u;
 
-var<workgroup> keys: array<vec4<u32>, WG / 4u>;   // key of invocation u: keys[u / 4][u % 4]
+var<workgroup> keys: array<vec4<u32>, WG / 4u>;   // key of invocation u (later: of pick u): keys[u / 4][u % 4]
 var<workgroup> owners: array<u32, WG>;
 var<workgroup> owner_count: atomic<u32>;
 var<workgroup> threshold: atomic<u32>;
@@ -57,10 +57,6 @@ fn observe4(i: u32, v0: vec4<f32>, v1: vec4<f32>, v2: vec4<f32>, v3: vec4<f32>, 
     top_key = max(top_key, max(max(group_top_key(i, v0), group_top_key(i + WG, v1)),
                                max(group_top_key(i + 2u * WG, v2), group_top_key(i + 3u * WG, v3))));
   }
-}
-
-fn value_at(row: u32, idx: u32) -> f32 {
-  return load4(row, idx / 4u)[idx % 4u];
 }
 
 fn gather(key: u32, idx: u32, tau: u32) {
@@ -191,12 +187,15 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
       last_key = cand_key[0];
       last_idx = cand_idx[0];
       workgroupBarrier();
-      if (lid == 0u) { owners[j] = last_idx; }   // park the pick: cand_* is scratch here
+      if (lid == 0u) {   // park the pick (k <= WG): cand_* is scratch here
+        owners[j] = last_idx;
+        keys[j / 4u][j % 4u] = last_key;
+      }
       workgroupBarrier();
     }
     for (var j = lid; j < p.k; j = j + WG) {
       cand_idx[j] = owners[j];
-      cand_key[j] = order_key4(vec4<f32>(value_at(row, owners[j]))).x;
+      cand_key[j] = keys[j / 4u][j % 4u];
     }
     workgroupBarrier();
   }
