@@ -42,14 +42,22 @@ class GemmBench:
         self.b = gemm.prepare_b_quantized(b)
         # Exact in float64: |sum| <= 128 * 127 * K stays far below 2**53 for any real K.
         self.reference = (self.a.astype(np.float64) @ b.astype(np.float64)).astype(np.int32)
-        self.out = np.empty((m, n), np.int32)
         self.on_gpu = impl.backend == "gpu"
         if self.on_gpu:
+            from dispatch import gpu
             from dispatch.gpu_array import GpuArray
 
-            self.a_dev = GpuArray.from_numpy(self.a)
-            self.b_dev = self.b.to_gpu()
-            self.out_dev = GpuArray((m, n), np.int32)
+            self._operands = (GpuArray.from_numpy(self.a), self.b.to_gpu())
+            self._wait = gpu.synchronize
+            # -1 everywhere, so a config that writes nothing cannot pass on a previous result
+            self._fresh_out = lambda: GpuArray.from_numpy(np.full((m, n), -1, np.int32))
+            self._result = lambda out: out.numpy()
+        else:
+            self._operands = (self.a, self.b)
+            self._wait = lambda: None
+            self._fresh_out = lambda: np.full((m, n), -1, np.int32)
+            self._result = lambda out: out
+        self.out = self._fresh_out()
         self.kwargs = {"backend": impl.qualified_name}
         if "threads" in limits:
             self.kwargs["threads"] = limits["threads"]
@@ -59,31 +67,15 @@ class GemmBench:
         self._batch: dict[str, int] = {}
 
     def _call(self, params) -> None:
-        if self.on_gpu:
-            gemm.gemm_i8(self.a_dev, self.b_dev, out=self.out_dev, _params=params, **self.kwargs)
-        else:
-            gemm.gemm_i8(self.a, self.b, out=self.out, _params=params, **self.kwargs)
-
-    def _wait(self) -> None:
-        if self.on_gpu:
-            from dispatch import gpu
-
-            gpu.synchronize()
+        gemm.gemm_i8(*self._operands, out=self.out, _params=params, **self.kwargs)
 
     def verify(self, config) -> None:
-        # -1 first, so a config that writes nothing cannot pass on a previous result
-        if self.on_gpu:
-            from dispatch.gpu_array import GpuArray
-
-            self.out_dev = GpuArray.from_numpy(np.full(self.out.shape, -1, np.int32))
-            self._call(self.space.realize(config))
-            self.out = self.out_dev.numpy()
-        else:
-            self.out.fill(-1)
-            self._call(self.space.realize(config))
-        if not np.array_equal(self.out, self.reference):
-            bad = int(np.count_nonzero(self.out != self.reference))
-            raise WrongAnswer(f"{bad} of {self.out.size} results differ from the reference")
+        self.out = self._fresh_out()
+        self._call(self.space.realize(config))
+        got = self._result(self.out)
+        if not np.array_equal(got, self.reference):
+            bad = int(np.count_nonzero(got != self.reference))
+            raise WrongAnswer(f"{bad} of {got.size} results differ from the reference")
 
     def bench(self, config) -> float:
         params = self.space.realize(config)
