@@ -78,6 +78,17 @@ def test_documented_rows():
     np.testing.assert_allclose(s[4], [0.5, 0.0, 0.5])
 
 
+def test_logsoftmax_dense_sweep_of_one_term():
+    """Rows [0, t] for t densely over every exponent a float32 sum term can have (and past it):
+    the sum's cheaper e**t (ops/cpu/mathfuncs.py) keeps logsoftmax within its bound."""
+    t = np.concatenate([np.linspace(-100, 0, 400_001), -np.geomspace(1e-30, 1, 20_001)])
+    x = np.stack([np.zeros_like(t), t], axis=1).astype(np.float32)
+    for threads in (1, 2):
+        ref = logsoftmax64(x, -1)
+        assert_within(ops.logsoftmax(x, threads=threads), ref, logsoftmax_bound(ref, 2),
+                      "logsoftmax")
+
+
 def test_long_rows_cross_chunks():
     """Rows longer than the kernel's chunk, with the maximum late, early, and -inf leading
     chunks (the online max/sum rescales)."""
