@@ -13,7 +13,8 @@ Contract:
     are substituted into the text, so the text is the specialization) and entry point.
   - `alloc(nbytes)` / `release(buffer)`: a pool of storage buffers keyed by size (rounded up to
     256 bytes), so per-call temporaries reuse memory instead of asking the driver each time.
-  - `run(dispatches)` queues (program, buffers, workgroup counts) dispatches; they are submitted
+  - `run(dispatches)` queues (program, buffers, workgroup counts) dispatches (`bound` and
+    `run_bound` split it, for a caller that queues the same dispatches again); they are submitted
     together, in one compute pass, by `flush()` -- which every download, upload, synchronize and
     timing does first, and which runs by itself once MAX_PENDING dispatches wait.
     `time_dispatches` runs a list `repeats` times and returns seconds per repeat from GPU
@@ -315,6 +316,21 @@ def _bind_group(pipe, buffers: tuple):
     return bg
 
 
+@functools.lru_cache(maxsize=1)
+def _pass_commands():
+    """wgpu-native's three compute-pass commands, called directly: wgpu-py wraps every native
+    call in an error capture that costs about a microsecond, three per dispatch (a quarter of a
+    small GEMM call's host time on an H200). Nothing is lost: wgpu-native records a pass's errors
+    and reports them when the encoder is finished, which goes through wgpu-py's checked call.
+    None when this wgpu-py does not expose them (its public methods are used then)."""
+    try:
+        from wgpu.backends.wgpu_native._ffi import ffi, lib
+        return (lib.wgpuComputePassEncoderSetPipeline, lib.wgpuComputePassEncoderSetBindGroup,
+                lib.wgpuComputePassEncoderDispatchWorkgroups, ffi.NULL)
+    except (ImportError, AttributeError):
+        return None
+
+
 def _encode(groups, repeats=1, timestamps=None):
     """groups: [(wgpu pipeline, bind group, (x, y, z)), ...] -> a command encoder."""
     encoder = device().create_command_encoder()
@@ -323,17 +339,28 @@ def _encode(groups, repeats=1, timestamps=None):
         kwargs["timestamp_writes"] = {"query_set": timestamps, "beginning_of_pass_write_index": 0,
                                       "end_of_pass_write_index": 1}
     cpass = encoder.begin_compute_pass(**kwargs)
-    for _ in range(repeats):
-        for pipe, bg, wg in groups:
-            cpass.set_pipeline(pipe)
-            cpass.set_bind_group(0, bg)
-            cpass.dispatch_workgroups(*wg)
+    commands = _pass_commands()
+    if commands is None:
+        for _ in range(repeats):
+            for pipe, bg, wg in groups:
+                cpass.set_pipeline(pipe)
+                cpass.set_bind_group(0, bg)
+                cpass.dispatch_workgroups(*wg)
+    else:
+        set_pipeline, set_bind_group, dispatch_workgroups, null = commands
+        handle = cpass._internal
+        for _ in range(repeats):
+            for pipe, bg, (x, y, z) in groups:
+                set_pipeline(handle, pipe._internal)
+                set_bind_group(handle, 0, bg._internal, 0, null)
+                dispatch_workgroups(handle, x, y, z)
     cpass.end()
     return encoder
 
 
-def _bound(dispatches) -> list:
-    """[(Program, (buffer, ...), workgroups)] -> [(pipeline, bind group, workgroups)]."""
+def bound(dispatches) -> list:
+    """[(Program, (buffer, ...), workgroups)] -> [(pipeline, bind group, workgroups)]: what
+    run_bound queues (a caller that queues the same dispatches again keeps this)."""
     return [(p.pipeline, _bind_group(p, bufs), wg) for p, bufs, wg in dispatches]
 
 
@@ -347,7 +374,12 @@ _PENDING: list = []
 
 def run(dispatches) -> None:
     """Queue the dispatches (in order; each sees the previous one's writes)."""
-    _PENDING.extend(_bound(dispatches))
+    run_bound(bound(dispatches))
+
+
+def run_bound(groups) -> None:
+    """Queue dispatches as bound() gave them (in order; each sees the previous one's writes)."""
+    _PENDING.extend(groups)
     if len(_PENDING) >= MAX_PENDING:
         flush()
 
@@ -392,7 +424,7 @@ def time_dispatches(dispatches, repeats: int = 10, min_seconds: float = 0.02) ->
     import wgpu
 
     dev = device()
-    groups = _bound(dispatches)
+    groups = bound(dispatches)
     warm, per_repeat, t0 = 1, None, time.perf_counter()
     while True:
         flush()

@@ -233,9 +233,19 @@ def _autotune(impl: Implementation, shape, dtype, limits) -> dict | None:
         _AUTOTUNING = False
 
 
+_EPOCH = [0]  # bumped by refresh(): anything that remembers a decision compares it
+
+
+def epoch() -> int:
+    """Changes whenever remembered decisions are forgotten (refresh()), so a caller that keeps
+    something built on a decision knows when to build it again."""
+    return _EPOCH[0]
+
+
 def refresh() -> None:
     """Forget remembered decisions, re-read the I8GEMM_* environment variables and the tuning
     store (after the environment, the registry or the store changes)."""
+    _EPOCH[0] += 1
     _DECISIONS.clear()
     _SOURCES.clear()
     cpu.setting.cache_clear()

@@ -25,6 +25,8 @@ from .validate import (
     out_scale_vector,
     output_kind,
 )
+from .wgsl import driver as gpu_driver
+from .wgsl.prepared import GpuPreparedB
 
 _EMPTY_F32 = np.zeros(0, np.float32)
 
@@ -76,6 +78,12 @@ def gemm_i8(a: np.ndarray, b, *, a_quant_mult=None, bias=None, relu: bool = Fals
     _params:      the autotuner's override of the chosen parameters (tile, threads, m_block,
                   p_block); not for general use.
     """
+    # A call repeated with the same GPU arrays runs its kept plan (gemm/wgsl/driver.py).
+    if type(b) is GpuPreparedB and backend is None and _params is None:
+        key = gpu_driver.repeat_key(a, a_quant_mult, bias, relu, out, a_zero_point, b_zero_point,
+                                    out_scale)
+        if key is not None and gpu_driver.run_again(b, key):
+            return out
     # GPU arrays, a GPU PreparedB or a non-CPU backend go to the WGSL path (gemm/wgsl/).
     if backend is not None or type(a) is not np.ndarray or type(b) is not PreparedB or (
             out is not None and type(out) is not np.ndarray):
@@ -185,8 +193,6 @@ def _route(a, b, out, backend):
     """The backend a call takes: "gpu", "auto" or a CPU backend (None = the default)."""
     from dispatch.gpu_array import GpuArray
 
-    from .wgsl.prepared import GpuPreparedB
-
     on_gpu = isinstance(a, GpuArray) or isinstance(b, GpuPreparedB) or isinstance(out, GpuArray)
     if backend is None:
         return "gpu" if on_gpu else None
@@ -207,8 +213,6 @@ def _gemm_gpu(a, b, backend, kwargs, threads, _params):
     """The WGSL path; for backend="auto", the CPU instead (with one warning) when there is no GPU
     or the device is lost."""
     from dispatch import gpu
-
-    from .wgsl import driver as gpu_driver
 
     if backend == "auto":
         impl = dispatch.resolve("gemm_i8", "auto")

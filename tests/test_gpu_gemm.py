@@ -192,6 +192,54 @@ def test_chained_calls_make_no_host_transfers():
     np.testing.assert_allclose(y.numpy(), y_cpu, rtol=1e-5, atol=1e-4)
 
 
+def test_repeated_calls_reuse_their_plan_and_see_new_contents(monkeypatch):
+    """A decoder's step: the same GPU arrays with new contents. The plan is made once, every
+    result is the new product, and a change of any argument is a new plan."""
+    from gemm.wgsl import driver
+
+    builds = []
+    real_build = driver.build
+    monkeypatch.setattr(driver, "build", lambda *a, **kw: builds.append(1) or real_build(*a, **kw))
+    rng = np.random.default_rng(12)
+    b = rand_i8(rng, (37, 45))
+    gb = gemm.prepare_b_quantized(b).to_gpu()
+    a_gpu, out = gemm.GpuArray((5, 37), np.int8), gemm.GpuArray((5, 45), np.int32)
+    zb = gemm.GpuArray.from_numpy(rng.integers(-3, 4, 45).astype(np.int32))
+    for step in range(4):
+        a = rand_i8(rng, (5, 37))
+        gpu.upload(a_gpu.buffer, a)
+        assert gemm.gemm_i8(a_gpu, gb, out=out) is out
+        np.testing.assert_array_equal(out.numpy(), ref(a, b))
+        assert len(builds) == 1 + step, f"step {step} planned the call again"
+        gemm.gemm_i8(a_gpu, gb, out=out, a_zero_point=step, b_zero_point=zb)
+        expected = (a.astype(np.int32) - step) @ (b.astype(np.int32) - zb.numpy())
+        np.testing.assert_array_equal(out.numpy(), expected)
+    assert len(builds) == 1 + 4, "each new a_zero_point value is its own plan"
+    dispatch.refresh()  # tuning decisions may have changed: plans made on them are not reused
+    gemm.gemm_i8(a_gpu, gb, out=out)
+    assert len(builds) == 6
+
+
+def test_a_kept_plan_holds_no_array_and_never_serves_a_new_one():
+    """A plan kept for a call must not keep the caller's arrays alive, and an array made later
+    (perhaps at the same address, with a pooled buffer) gets its own plan and its own result."""
+    import gc
+    import weakref
+
+    rng = np.random.default_rng(13)
+    b = rand_i8(rng, (16, 24))
+    gb = gemm.prepare_b_quantized(b).to_gpu()
+    for _ in range(3):
+        a = rand_i8(rng, (2, 16))
+        out = gemm.GpuArray((2, 24), np.int32)
+        gemm.gemm_i8(gemm.GpuArray.from_numpy(a), gb, out=out)
+        np.testing.assert_array_equal(out.numpy(), ref(a, b))
+        gone = weakref.ref(out)
+        del out
+        gc.collect()
+        assert gone() is None, "a kept plan held the output array alive"
+
+
 def test_gpu_array_round_trip_and_int_out():
     rng = np.random.default_rng(6)
     for dtype in (np.int8, np.uint8, np.int32, np.float32):

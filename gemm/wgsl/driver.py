@@ -7,6 +7,7 @@
 Semantics are those of gemm.api.gemm_i8 (same checks, same messages, same arithmetic), except
 that a GPU-resident float A is not scanned for NaN/inf on the host: its NaN/inf rows come out as
 NaN rows of C. The result is a GpuArray when A is one (or `out` is one), else numpy.
+A call repeated with the same GPU arrays reuses its plan (see "a call made again" below).
 
 Parameters may also live in GPU memory, so that a chain of GPU calls never reads back:
 a_zero_point as a 1-value GpuArray of A's dtype (DynamicQuantizeLinear's zero point; the packing
@@ -16,6 +17,9 @@ beyond their dtype's).
 """
 
 from __future__ import annotations
+
+import collections
+import weakref
 
 import numpy as np
 
@@ -62,14 +66,81 @@ def gpu_prepared(b) -> GpuPreparedB:
 def gemm_i8(a, b, *, a_quant_mult=None, bias=None, relu: bool = False, out=None,
             a_zero_point: int = 0, b_zero_point=0, out_scale=None, _params: dict | None = None):
     """See gemm.gemm_i8 (backend="gpu")."""
+    key = None
+    if _params is None and type(b) is GpuPreparedB:
+        key = repeat_key(a, a_quant_mult, bias, relu, out, a_zero_point, b_zero_point, out_scale)
+        if key is not None and run_again(b, key):
+            return out
     plan = build(a, b, a_quant_mult=a_quant_mult, bias=bias, relu=relu, out=out,
                  a_zero_point=a_zero_point, b_zero_point=b_zero_point, out_scale=out_scale,
                  _params=_params)
     if plan.dispatches:
-        gpu.run(plan.dispatches)
+        groups = gpu.bound(plan.dispatches)
+        gpu.run_bound(groups)
+        if key is not None:
+            _keep(b, key, groups, plan)
     if plan.on_gpu:
         return plan.c
     return plan.c.numpy(out)
+
+
+# -- a call made again -------------------------------------------------------------------------
+# A decoder makes the same call every step: the same A, B and out in GPU memory, with new
+# contents. Checking and planning it again cost more host time than its kernels take on the GPU
+# (on an H200 at (1, 512, 512): 25 of the call's 34 us of host time; 7 us of kernels), so a
+# GpuPreparedB keeps the plans of its calls whose arguments all live on the GPU or are scalars,
+# keyed by the arrays' identities and the scalars' values. The checks passed for these very
+# objects, whose shapes and dtypes never change, and new contents need no new plan. Weak
+# references confirm each identity (a dead array's id may come back as a new array's) and keep
+# none of the caller's arrays alive; the tuning decisions (registry.epoch) and the device
+# (gpu.generation) are part of the key.
+PLANS_PER_WEIGHT = 8
+_SCALARS = (int, float, np.integer, np.floating)
+
+
+def repeat_key(a, a_quant_mult, bias, relu, out, a_zero_point, b_zero_point, out_scale):
+    """(key, the call's GPU arrays) for a call whose plan may be kept and run again, else None
+    (A or out not on the GPU, or a parameter given as a host array)."""
+    if type(a) is not GpuArray or type(out) is not GpuArray:
+        return None
+    arrays = [a, out]
+    parts = [id(a), id(out), bool(relu), dispatch.registry.epoch(), gpu.generation()]
+    for value in (bias, out_scale, a_zero_point, b_zero_point, a_quant_mult):
+        if type(value) is GpuArray:
+            arrays.append(value)
+            parts.append(("gpu", id(value)))
+        elif value is None or isinstance(value, _SCALARS):
+            parts.append(value)
+        else:
+            return None
+    return tuple(parts), arrays
+
+
+def run_again(b: GpuPreparedB, key) -> bool:
+    """Queue the kept plan of the call `key` describes; False when there is none."""
+    parts, arrays = key
+    entry = b._plans.get(parts) if b._plans is not None else None
+    if entry is None:
+        return False
+    refs, groups = entry[0], entry[1]
+    for ref, array in zip(refs, arrays, strict=True):
+        if ref() is not array:
+            return False
+    b._plans.move_to_end(parts)
+    gpu.run_bound(groups)
+    return True
+
+
+def _keep(b: GpuPreparedB, key, groups, plan: Plan) -> None:
+    parts, arrays = key
+    if b._plans is None:
+        b._plans = collections.OrderedDict()
+    callers = {id(x) for x in arrays}
+    temporaries = tuple(x for x in plan.keep if x is not None and id(x) not in callers)
+    b._plans[parts] = (tuple(weakref.ref(x) for x in arrays), groups, temporaries)
+    b._plans.move_to_end(parts)
+    while len(b._plans) > PLANS_PER_WEIGHT:
+        b._plans.popitem(last=False)
 
 
 class Plan:

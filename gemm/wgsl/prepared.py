@@ -22,7 +22,8 @@ from .tiles import K4_ALIGN
 class GpuPreparedB:
     """A PreparedB in GPU memory. Make one with `PreparedB.to_gpu()`; multiply with gemm_i8."""
 
-    __slots__ = ("k", "n", "k4", "np_", "packed", "col_sums", "inv_quant_mult", "quant_mult")
+    __slots__ = ("k", "n", "k4", "np_", "packed", "col_sums", "inv_quant_mult", "quant_mult",
+                 "_plans")
 
     def __init__(self, k: int, n: int, packed: GpuArray, col_sums: GpuArray,
                  inv_quant_mult: GpuArray | None, quant_mult: np.ndarray | None):
@@ -32,6 +33,7 @@ class GpuPreparedB:
         self.col_sums = col_sums
         self.inv_quant_mult = inv_quant_mult
         self.quant_mult = quant_mult  # host copy (N values): cheap to keep, needed for checks
+        self._plans = None  # calls made with this B, kept to run again (wgsl/driver.py)
 
     @property
     def shape(self) -> tuple[int, int]:
