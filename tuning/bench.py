@@ -10,7 +10,9 @@ warm the config up, so the search runs with warmup=0. Calls go through the publi
 
 A GPU implementation is timed on data already in GPU memory (A a GpuArray, B a GpuPreparedB,
 C written to a GpuArray), each batch ended by waiting for the GPU: what a caller chaining GPU
-calls runs. With numpy operands every call would also upload A and read C back, costs no tile
+calls runs. Repeated calls with the same arrays and configuration run their kept plan, as a
+caller's repeated calls do (gemm/wgsl/driver.py), so the host's planning does not blur the
+kernels' differences. With numpy operands every call would also upload A and read C back, costs no tile
 size changes, which hid the tiles' differences (at 4096^3 the transfers took 8 of the 9 ms).
 """
 

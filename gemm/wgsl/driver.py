@@ -67,8 +67,9 @@ def gemm_i8(a, b, *, a_quant_mult=None, bias=None, relu: bool = False, out=None,
             a_zero_point: int = 0, b_zero_point=0, out_scale=None, _params: dict | None = None):
     """See gemm.gemm_i8 (backend="gpu")."""
     key = None
-    if _params is None and type(b) is GpuPreparedB:
-        key = repeat_key(a, a_quant_mult, bias, relu, out, a_zero_point, b_zero_point, out_scale)
+    if type(b) is GpuPreparedB:
+        key = repeat_key(a, a_quant_mult, bias, relu, out, a_zero_point, b_zero_point, out_scale,
+                         _params)
         if key is not None and run_again(b, key):
             return out
     plan = build(a, b, a_quant_mult=a_quant_mult, bias=bias, relu=relu, out=out,
@@ -98,13 +99,23 @@ PLANS_PER_WEIGHT = 8
 _SCALARS = (int, float, np.integer, np.floating)
 
 
-def repeat_key(a, a_quant_mult, bias, relu, out, a_zero_point, b_zero_point, out_scale):
+def repeat_key(a, a_quant_mult, bias, relu, out, a_zero_point, b_zero_point, out_scale,
+               _params=None):
     """(key, the call's GPU arrays) for a call whose plan may be kept and run again, else None
-    (A or out not on the GPU, or a parameter given as a host array)."""
+    (A or out not on the GPU, or a parameter given as a host array). The autotuner's _params
+    (a configuration, hashable) are part of the key: its candidates are timed as calls made
+    again, which is what a caller's repeated call runs."""
     if type(a) is not GpuArray or type(out) is not GpuArray:
         return None
     arrays = [a, out]
     parts = [id(a), id(out), bool(relu), dispatch.registry.epoch(), gpu.generation()]
+    if _params is not None:
+        items = tuple(sorted(_params.items()))
+        try:
+            hash(items)
+        except TypeError:
+            return None
+        parts.append(items)
     for value in (bias, out_scale, a_zero_point, b_zero_point, a_quant_mult):
         if type(value) is GpuArray:
             arrays.append(value)
