@@ -269,9 +269,9 @@ def download(buffer, nbytes: int, into: np.ndarray | None = None) -> np.ndarray:
         size=size, usage=wgpu.BufferUsage.MAP_READ | wgpu.BufferUsage.COPY_DST)
     copy_size = -(-nbytes // 4) * 4
     flush(lambda encoder: encoder.copy_buffer_to_buffer(buffer, 0, staging, 0, copy_size))
-    mapped = staging.map_async(wgpu.MapMode.READ, 0, copy_size)
-    _wait_in_this_thread()  # the GPU's work done here, and the map request served by this poll
-    mapped.sync_wait()
+    # (Waiting in this thread's device poll before the map made read-backs slower on an H200,
+    # up to 10x for 4 MB: the map request is left to wgpu-py's polling thread.)
+    staging.map_sync(wgpu.MapMode.READ, 0, copy_size)
     try:
         view = np.frombuffer(staging.read_mapped(0, copy_size, copy=False), np.uint8, nbytes)
         if into is None:
@@ -407,23 +407,16 @@ def flush(then=None) -> None:
         raise DeviceLost(_DEVICE["lost"]) from exc
 
 
-def _wait_in_this_thread() -> bool:
-    """Block in wgpu-native's device poll until the GPU has finished the submitted work (which
-    also serves pending map requests, here rather than in wgpu-py's polling thread: two thread
-    hand-offs fewer). False when this wgpu-py lacks the poll."""
-    poll_wait = getattr(device(), "_poll_wait", None)
-    if poll_wait is None:
-        return False
-    poll_wait()
-    return True
-
-
 def synchronize() -> None:
-    """Wait for all queued work: submit it and wait in the device poll. (Fallback, a read-back
-    of a few bytes, which waits for everything before it; queue.on_submitted_work_done_sync
-    fails in wgpu-py 0.32.)"""
+    """Wait for all queued work: submit it, then block in wgpu-native's device poll until the
+    GPU has finished it (about 40 us for an empty queue on lavapipe; the read-back of a few
+    bytes used before, whose map request wgpu-py's polling thread serves, took 400 us, which
+    a batch of small GEMM calls ended by a synchronisation noticed). The read-back remains the
+    fallback where wgpu-py lacks the poll; queue.on_submitted_work_done_sync fails in 0.32."""
     flush()
-    if _wait_in_this_thread():
+    poll_wait = getattr(device(), "_poll_wait", None)
+    if poll_wait is not None:
+        poll_wait()
         return
     buf = _DEVICE.get("sync")
     if buf is None:
