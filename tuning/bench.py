@@ -95,7 +95,7 @@ class GemmBench:
             batch = self._batch[key] = max(1, min(1000, int(self.target_s / max(dt, 1e-7))))
         if self.on_gpu:
             # An untimed batch first: a GPU that idled while the search ran on the CPU has
-            # dropped its clocks (an H200 timed small calls 2.5x slower without this).
+            # dropped its clocks (an H200 timed small calls up to 2x slower without this).
             for _ in range(batch):
                 self._call(params)
         self._wait()
