@@ -93,8 +93,9 @@ def gemm_i8(a, b, *, a_quant_mult=None, bias=None, relu: bool = False, out=None,
 # keyed by the arrays' identities and the scalars' values. The checks passed for these very
 # objects, whose shapes and dtypes never change, and new contents need no new plan. Weak
 # references confirm each identity (a dead array's id may come back as a new array's) and keep
-# none of the caller's arrays alive; the tuning decisions (registry.epoch) and the device
-# (gpu.generation) are part of the key.
+# none of the caller's arrays alive (a kept plan's bind groups do hold their GPU buffers, as
+# dispatch.gpu's bind-group cache does, until the plan is dropped: at most 8 per weight); the
+# tuning decisions (registry.epoch) and the device (gpu.generation) are part of the key.
 PLANS_PER_WEIGHT = 8
 _SCALARS = (int, float, np.integer, np.floating)
 
