@@ -35,6 +35,16 @@ def layer_norm64(x, w, b, epsilon, axis):
         return y if b is None else y + b
 
 
+def exp64(x):
+    with np.errstate(over="ignore"):
+        return np.exp(np.asarray(x, np.float64))
+
+
+def sigmoid64(x):
+    with np.errstate(over="ignore"):
+        return 1.0 / (1.0 + np.exp(-np.asarray(x, np.float64)))
+
+
 def gelu_erf64(x):
     v = np.asarray(x, np.float64)
     return np.vectorize(lambda t: 0.5 * t * math.erfc(-t / math.sqrt(2.0)), otypes=[np.float64])(v)

@@ -5,7 +5,8 @@ element at a time (there is no vector maths library without Intel's SVML). The f
 are straight-line arithmetic instead -- range reduction, a polynomial, a bit-built power of two,
 selects rather than branches -- so a loop calling them compiles to AVX-512/AVX2 code.
 
-Accuracy against float64 (eps = 2**-24; y64 the float64 value; dense sweeps in tests/test_ops_math.py):
+Accuracy against float64 (eps = 2**-24; y64 the float64 value; dense sweeps in
+tests/test_ops_elementwise.py, and through logsoftmax in tests/test_ops_softmax.py):
   exp_f32           |y - y64| <= 2 eps |y64| (about 1 ulp); 0 for -inf and below -103.97 (the
                     subnormal range is correct to its last bit); inf above 88.72; NaN -> NaN
   exp_sum_term_f32  <= 4 eps |y64| for -20 <= x <= 0, growing to 7 eps at x = -87 (float32 ln 2's
