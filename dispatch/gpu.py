@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import collections
 import functools
+import itertools
 import os
 import time
 
@@ -148,7 +149,8 @@ def device():
     dev = a.request_device_sync(required_features=features, required_limits=limits)
     _GENERATION[0] += 1
     _DEVICE.update(device=dev, adapter=a, limits=dict(dev.limits),
-                   timestamps="timestamp-query" in dev.features)
+                   timestamps="timestamp-query" in dev.features,
+                   cpu_adapter=a.info.get("adapter_type") == "CPU")
     return dev
 
 
@@ -269,17 +271,20 @@ def download(buffer, nbytes: int, into: np.ndarray | None = None) -> np.ndarray:
         size=size, usage=wgpu.BufferUsage.MAP_READ | wgpu.BufferUsage.COPY_DST)
     copy_size = -(-nbytes // 4) * 4
     flush(lambda encoder: encoder.copy_buffer_to_buffer(buffer, 0, staging, 0, copy_size))
-    # (Waiting in this thread's device poll before the map made read-backs slower on an H200,
-    # up to 10x for 4 MB: the map request is left to wgpu-py's polling thread.)
-    staging.map_sync(wgpu.MapMode.READ, 0, copy_size)
+    if into is None:
+        into = np.empty(nbytes, np.uint8)
+    native = _native()
     try:
-        view = np.frombuffer(staging.read_mapped(0, copy_size, copy=False), np.uint8, nbytes)
-        if into is None:
-            into = view.copy()
+        if native is not None:
+            native.read_mapped(staging, copy_size, into.reshape(-1).view(np.uint8))
         else:
-            into.reshape(-1).view(np.uint8)[:] = view
+            staging.map_sync(wgpu.MapMode.READ, 0, copy_size)
+            try:
+                view = staging.read_mapped(0, copy_size, copy=False)
+                into.reshape(-1).view(np.uint8)[:] = np.frombuffer(view, np.uint8, nbytes)
+            finally:
+                staging.unmap()
     finally:
-        staging.unmap()
         free.append(staging)
     TRANSFERS["download"] += 1
     return into
@@ -408,21 +413,107 @@ def flush(then=None) -> None:
 
 
 def synchronize() -> None:
-    """Wait for all queued work: submit it, then block in wgpu-native's device poll until the
-    GPU has finished it (about 40 us for an empty queue on lavapipe; the read-back of a few
-    bytes used before, whose map request wgpu-py's polling thread serves, took 400 us, which
-    a batch of small GEMM calls ended by a synchronisation noticed). The read-back remains the
-    fallback where wgpu-py lacks the poll; queue.on_submitted_work_done_sync fails in 0.32."""
+    """Wait until the GPU has finished all queued work (submitting it first)."""
     flush()
-    poll_wait = getattr(device(), "_poll_wait", None)
-    if poll_wait is not None:
-        poll_wait()
+    native = _native()
+    if native is not None:
+        native.wait_for_queue()
         return
-    buf = _DEVICE.get("sync")
+    buf = _DEVICE.get("sync")  # a read-back of a few bytes waits for everything before it
     if buf is None:
         buf = _DEVICE["sync"] = alloc(4)
     download(buf, 4)
     TRANSFERS["download"] -= 1  # a synchronisation, not a data transfer
+
+
+# -- waiting for the GPU ----------------------------------------------------------------------
+#
+# wgpu-py waits for a read-back's map request in a polling thread of its own, and makes an
+# empty submission before each read map: on an H200 a 2 KB read-back took 106 us that way, and
+# 33 us with the map request made here and the device polled by the waiting thread itself
+# (torch: 10 us); at 4 MB, 571 against 387 us. Blocking in wgpu-native's poll instead of
+# spinning on it costs 20-250 us more per wait there (the driver's blocking wait wakes late),
+# so on a hardware GPU the waiting thread spins for up to SPIN_SECONDS before it blocks. On a
+# CPU adapter (lavapipe) the "GPU" is threads on the same cores, which a spinning waiter would
+# slow, so it blocks at once. (wgpu-py 0.32's own queue.on_submitted_work_done_sync fails: its
+# callback lacks the message argument.)
+SPIN_SECONDS = 0.05
+
+
+class _NativeWaits:
+    """wgpu-native's map request, work-done notice and device poll, called directly; one
+    callback records each request's status under the number it was given as user data."""
+
+    def __init__(self, ffi, lib):
+        self.ffi, self.lib = ffi, lib
+        self.status: dict[int, tuple] = {}
+        self.numbers = itertools.count(1)
+
+        def record(status, message, number, _unused):
+            text = b""
+            if message.data != ffi.NULL:  # a length of SIZE_MAX means NUL-terminated
+                text = (ffi.string(message.data) if message.length == ffi.cast("size_t", -1)
+                        else ffi.unpack(message.data, message.length))
+            self.status[int(ffi.cast("intptr_t", number))] = (status, text.decode("utf-8", "replace"))
+
+        # cffi keeps a callback alive only while its object is referenced: kept on self.
+        self.on_mapped = ffi.callback(
+            "void(WGPUMapAsyncStatus, WGPUStringView, void *, void *)", record)
+        self.on_work_done = ffi.callback(
+            "void(WGPUQueueWorkDoneStatus, WGPUStringView, void *, void *)", record)
+
+    def _info(self, kind: str, callback):
+        number = next(self.numbers)
+        info = self.ffi.new(f"{kind} *")
+        info.mode = self.lib.WGPUCallbackMode_AllowProcessEvents
+        info.callback = callback
+        info.userdata1 = self.ffi.cast("void *", number)
+        return number, info[0]
+
+    def _wait(self, number: int, what: str) -> None:
+        status = self.status
+        poll, handle, null = self.lib.wgpuDevicePoll, device()._internal, self.ffi.NULL
+        spin = 0.0 if _DEVICE.get("cpu_adapter") else SPIN_SECONDS
+        deadline = time.perf_counter() + spin
+        while number not in status:
+            poll(handle, not spin or time.perf_counter() > deadline, null)
+        code, text = status.pop(number)
+        if code != 1:  # Success is 1 in both WGPUMapAsyncStatus and WGPUQueueWorkDoneStatus
+            mark_lost(f"{what} failed (status {code}): {text}")
+            raise DeviceLost(_DEVICE["lost"])
+
+    def wait_for_queue(self) -> None:
+        number, info = self._info("WGPUQueueWorkDoneCallbackInfo", self.on_work_done)
+        self.lib.wgpuQueueOnSubmittedWorkDone(device().queue._internal, info)
+        self._wait(number, "waiting for the GPU's work")
+
+    def read_mapped(self, staging, nbytes: int, into: np.ndarray) -> None:
+        """Map the first nbytes of a MAP_READ buffer (its copy already submitted), copy them to
+        `into` (a uint8 array of up to nbytes), unmap."""
+        lib = self.lib
+        number, info = self._info("WGPUBufferMapCallbackInfo", self.on_mapped)
+        lib.wgpuBufferMapAsync(staging._internal, lib.WGPUMapMode_Read, 0, nbytes, info)
+        self._wait(number, "mapping a read-back buffer")
+        try:
+            source = lib.wgpuBufferGetConstMappedRange(staging._internal, 0, nbytes)
+            if source == self.ffi.NULL:
+                raise RuntimeError("wgpu-native returned no mapped range for a read-back buffer")
+            self.ffi.memmove(self.ffi.from_buffer(into), source, into.nbytes)
+        finally:
+            lib.wgpuBufferUnmap(staging._internal)
+
+
+@functools.lru_cache(maxsize=1)
+def _native() -> _NativeWaits | None:
+    """None when this wgpu-py does not expose wgpu-native's functions (its public API is used)."""
+    try:
+        from wgpu.backends.wgpu_native._ffi import ffi, lib
+        for name in ("wgpuDevicePoll", "wgpuBufferMapAsync", "wgpuBufferGetConstMappedRange",
+                     "wgpuBufferUnmap", "wgpuQueueOnSubmittedWorkDone"):
+            getattr(lib, name)
+        return _NativeWaits(ffi, lib)
+    except (ImportError, AttributeError, TypeError):  # TypeError: cffi lacks a declared type
+        return None
 
 
 def time_dispatches(dispatches, repeats: int = 10, min_seconds: float = 0.02) -> tuple[float, str]:

@@ -5,7 +5,8 @@ For each shape (M, K, N), interleaved repeats, medians:
   i8 resident    gemm_i8(GpuArray float32 A, GpuPreparedB, bias, out=GpuArray): quantize A on
                  the GPU, multiply, unquantize + bias; wall time of a batch of calls, synchronised
   torch resident torch.addmm(bias, A, W) on CUDA in float32, TF32 off, synchronised likewise
-  i8 transfers   numpy float32 A in, numpy float32 C out (upload A, download C)
+  i8 transfers   numpy float32 A in, numpy float32 C out (upload A, download C); the weight and
+                 the bias stay on the GPU, as a model's constants do
   torch transfers the same for torch (A to the GPU, C back to numpy)
 Ratios > 1 mean i8gemm is faster. torch is optional (its columns read n/a without CUDA torch).
 """
@@ -88,7 +89,7 @@ def bench_shape(shape, repeats: int, rng, torch) -> dict:
     fns = {
         "i8_resident": (lambda: gemm.gemm_i8(ga, gb, a_quant_mult=qa, bias=gbias, out=gout),
                         gpu.synchronize),
-        "i8_transfers": (lambda: gemm.gemm_i8(a, gb, a_quant_mult=qa, bias=bias, out=out),
+        "i8_transfers": (lambda: gemm.gemm_i8(a, gb, a_quant_mult=qa, bias=gbias, out=out),
                          lambda: None),
     }
     if torch is not None:
