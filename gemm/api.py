@@ -78,12 +78,15 @@ def gemm_i8(a: np.ndarray, b, *, a_quant_mult=None, bias=None, relu: bool = Fals
     _params:      the autotuner's override of the chosen parameters (tile, threads, m_block,
                   p_block); not for general use.
     """
-    # A call repeated with the same GPU arrays runs its kept plan (gemm/wgsl/driver.py).
+    # A call repeated with the same GPU arrays (or numpy arrays of the same shapes) runs its kept
+    # plan (gemm/wgsl/driver.py).
     if type(b) is GpuPreparedB and backend is None and _params is None:
         key = gpu_driver.repeat_key(a, a_quant_mult, bias, relu, out, a_zero_point, b_zero_point,
                                     out_scale)
-        if key is not None and gpu_driver.run_again(b, key):
-            return out
+        if key is not None:
+            result = gpu_driver.run_again(b, key, a, out)
+            if result is not None:
+                return result
     # GPU arrays, a GPU PreparedB or a non-CPU backend go to the WGSL path (gemm/wgsl/).
     if backend is not None or type(a) is not np.ndarray or type(b) is not PreparedB or (
             out is not None and type(out) is not np.ndarray):

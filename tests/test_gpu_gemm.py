@@ -220,6 +220,45 @@ def test_repeated_calls_reuse_their_plan_and_see_new_contents(monkeypatch):
     assert len(builds) == 6
 
 
+def test_repeated_calls_with_numpy_arrays_reuse_their_plan(monkeypatch):
+    """A pipeline passing numpy A (and numpy out, or none) to a GPU weight every step: planned
+    once per shape, each call uploads its own A and returns its own product, a NaN in a later A
+    is still an error, and results returned without `out` are never the same array."""
+    from gemm.wgsl import driver
+
+    builds = []
+    real_build = driver.build
+    monkeypatch.setattr(driver, "build", lambda *a, **kw: builds.append(1) or real_build(*a, **kw))
+    rng = np.random.default_rng(14)
+    w = rng.standard_normal((33, 21)).astype(np.float32)
+    gb = gemm.prepare_b(w, 30.0).to_gpu()
+    bias_host = rng.standard_normal(21).astype(np.float32)
+    bias = gemm.GpuArray.from_numpy(bias_host)
+    out = np.empty((3, 21), np.float32)
+    before = dict(gpu.TRANSFERS)
+    results = []
+    for _ in range(4):
+        a = rng.standard_normal((3, 33)).astype(np.float32)
+        expected = gemm.gemm_i8(a, gemm.prepare_b(w, 30.0), a_quant_mult=20.0, bias=bias_host)
+        assert gemm.gemm_i8(a, gb, a_quant_mult=20.0, bias=bias, out=out) is out
+        np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+        results.append(gemm.gemm_i8(a, gb, a_quant_mult=20.0, bias=bias))
+        np.testing.assert_array_equal(results[-1], out)
+    assert len(builds) == 2, "a repeated call with numpy arrays of the same shapes planned again"
+    assert len({id(r) for r in results}) == 4 and not np.shares_memory(results[0], results[1])
+    assert gpu.TRANSFERS["upload"] - before.get("upload", 0) == 8
+    assert gpu.TRANSFERS["download"] - before.get("download", 0) == 8
+    a[1, 2] = np.nan
+    with pytest.raises(ValueError, match="A: contains NaN"):
+        gemm.gemm_i8(a, gb, a_quant_mult=20.0, bias=bias, out=out)
+    a_i8 = rand_i8(rng, (2, 33))  # another shape and dtype: a plan of its own
+    b_i8 = rand_i8(rng, (33, 21))
+    gb_i8 = gemm.prepare_b_quantized(b_i8).to_gpu()
+    for _ in range(2):
+        np.testing.assert_array_equal(gemm.gemm_i8(a_i8, gb_i8), ref(a_i8, b_i8))
+    assert len(builds) == 3
+
+
 def test_a_kept_plan_holds_no_array_and_never_serves_a_new_one():
     """A plan kept for a call must not keep the caller's arrays alive, and an array made later
     (perhaps at the same address, with a pooled buffer) gets its own plan and its own result."""

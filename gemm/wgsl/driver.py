@@ -70,8 +70,10 @@ def gemm_i8(a, b, *, a_quant_mult=None, bias=None, relu: bool = False, out=None,
     if type(b) is GpuPreparedB:
         key = repeat_key(a, a_quant_mult, bias, relu, out, a_zero_point, b_zero_point, out_scale,
                          _params)
-        if key is not None and run_again(b, key):
-            return out
+        if key is not None:
+            result = run_again(b, key, a, out)
+            if result is not None:
+                return result
     plan = build(a, b, a_quant_mult=a_quant_mult, bias=bias, relu=relu, out=out,
                  a_zero_point=a_zero_point, b_zero_point=b_zero_point, out_scale=out_scale,
                  _params=_params)
@@ -86,16 +88,19 @@ def gemm_i8(a, b, *, a_quant_mult=None, bias=None, relu: bool = False, out=None,
 
 
 # -- a call made again -------------------------------------------------------------------------
-# A decoder makes the same call every step: the same A, B and out in GPU memory, with new
-# contents. Checking and planning it again cost more host time than its kernels take on the GPU
-# (on an H200 at (1, 512, 512): 25 of the call's 34 us of host time; 7 us of kernels), so a
-# GpuPreparedB keeps the plans of its calls whose arguments all live on the GPU or are scalars,
-# keyed by the arrays' identities and the scalars' values. The checks passed for these very
-# objects, whose shapes and dtypes never change, and new contents need no new plan. Weak
-# references confirm each identity (a dead array's id may come back as a new array's) and keep
-# none of the caller's arrays alive (a kept plan's bind groups do hold their GPU buffers, as
-# dispatch.gpu's bind-group cache does, until the plan is dropped: at most 8 per weight); the
-# tuning decisions (registry.epoch) and the device (gpu.generation) are part of the key.
+# A decoder makes the same call every step: the same A, B and out, with new contents. Checking
+# and planning it again cost more host time than its kernels take on the GPU (on an H200 at
+# (1, 512, 512): 25 of the call's 34 us of host time; 7 us of kernels), so a GpuPreparedB keeps
+# the plans of its calls whose parameters are GPU arrays or scalars, keyed by the GPU arrays'
+# identities and the scalars' values. The checks passed for these very objects, whose shapes and
+# dtypes never change, and new contents need no new plan. Weak references confirm each identity
+# (a dead array's id may come back as a new array's) and keep none of the caller's arrays alive
+# (a kept plan's bind groups do hold their GPU buffers, as dispatch.gpu's bind-group cache does,
+# until the plan is dropped: at most 8 per weight); the tuning decisions (registry.epoch) and
+# the device (gpu.generation) are part of the key.
+# A numpy A or out is keyed by its shape and dtype instead: the kept plan owns the GPU arrays it
+# is uploaded to and read back from, so each call makes only the transfers (and, for a float32
+# A, the finiteness check a new plan would make).
 PLANS_PER_WEIGHT = 8
 _SCALARS = (int, float, np.integer, np.floating)
 
@@ -103,13 +108,27 @@ _SCALARS = (int, float, np.integer, np.floating)
 def repeat_key(a, a_quant_mult, bias, relu, out, a_zero_point, b_zero_point, out_scale,
                _params=None):
     """(key, the call's GPU arrays) for a call whose plan may be kept and run again, else None
-    (A or out not on the GPU, or a parameter given as a host array). The autotuner's _params
-    (a configuration, hashable) are part of the key: its candidates are timed as calls made
-    again, which is what a caller's repeated call runs."""
-    if type(a) is not GpuArray or type(out) is not GpuArray:
+    (a parameter given as a host array, a GPU A with no `out`: that call returns a new array).
+    The autotuner's _params (a configuration, hashable) are part of the key: its candidates
+    are timed as calls made again, which is what a caller's repeated call runs."""
+    arrays = []
+    parts = [bool(relu), dispatch.registry.epoch(), gpu.generation()]
+    if type(a) is GpuArray:
+        arrays.append(a)
+        parts.append(id(a))
+    elif type(a) is np.ndarray:
+        parts.append(("host", a.shape, a.dtype.str))
+    else:
         return None
-    arrays = [a, out]
-    parts = [id(a), id(out), bool(relu), dispatch.registry.epoch(), gpu.generation()]
+    if type(out) is GpuArray:
+        arrays.append(out)
+        parts.append(id(out))
+    elif type(out) is np.ndarray and out.flags.c_contiguous and out.flags.writeable:
+        parts.append(("host", out.shape, out.dtype.str))
+    elif out is None and type(a) is np.ndarray:
+        parts.append(None)
+    else:
+        return None
     if _params is not None:
         items = tuple(sorted(_params.items()))
         try:
@@ -128,19 +147,24 @@ def repeat_key(a, a_quant_mult, bias, relu, out, a_zero_point, b_zero_point, out
     return tuple(parts), arrays
 
 
-def run_again(b: GpuPreparedB, key) -> bool:
-    """Queue the kept plan of the call `key` describes; False when there is none."""
+def run_again(b: GpuPreparedB, key, a, out):
+    """Run the kept plan of the call `key` describes and return the call's result (`out`, or a
+    new numpy array for a numpy A without `out`); None when there is no kept plan."""
     parts, arrays = key
     entry = b._plans.get(parts) if b._plans is not None else None
     if entry is None:
-        return False
-    refs, groups = entry[0], entry[1]
+        return None
+    refs, groups, _, a_upload, c = entry
     for ref, array in zip(refs, arrays, strict=True):
         if ref() is not array:
-            return False
+            return None
+    if a_upload is not None:
+        if a.dtype == np.float32 and not np.isfinite(a).all():
+            raise ValueError("A: contains NaN or infinity")
+        gpu.upload(a_upload.buffer, a)
     b._plans.move_to_end(parts)
     gpu.run_bound(groups)
-    return True
+    return out if c is None else c.numpy(out)
 
 
 def _keep(b: GpuPreparedB, key, groups, plan: Plan) -> None:
@@ -149,7 +173,8 @@ def _keep(b: GpuPreparedB, key, groups, plan: Plan) -> None:
         b._plans = collections.OrderedDict()
     callers = {id(x) for x in arrays}
     temporaries = tuple(x for x in plan.keep if x is not None and id(x) not in callers)
-    b._plans[parts] = (tuple(weakref.ref(x) for x in arrays), groups, temporaries)
+    b._plans[parts] = (tuple(weakref.ref(x) for x in arrays), groups, temporaries,
+                       plan.a_upload, None if plan.on_gpu else plan.c)
     b._plans.move_to_end(parts)
     while len(b._plans) > PLANS_PER_WEIGHT:
         b._plans.popitem(last=False)
@@ -158,10 +183,11 @@ def _keep(b: GpuPreparedB, key, groups, plan: Plan) -> None:
 class Plan:
     """What one call submits: the dispatches, and the arrays they use (kept alive with it)."""
 
-    __slots__ = ("dispatches", "c", "on_gpu", "keep")
+    __slots__ = ("dispatches", "c", "on_gpu", "keep", "a_upload")
 
-    def __init__(self, dispatches, c, on_gpu, keep=()):
+    def __init__(self, dispatches, c, on_gpu, keep=(), a_upload=None):
         self.dispatches, self.c, self.on_gpu, self.keep = dispatches, c, on_gpu, keep
+        self.a_upload = a_upload  # the GpuArray a numpy A was uploaded to
 
 
 def build(a, b, *, a_quant_mult=None, bias=None, relu: bool = False, out=None,
@@ -299,4 +325,5 @@ def build(a, b, *, a_quant_mult=None, bias=None, relu: bool = False, out=None,
                  zb_gpu.buffer, scale.buffer, bias_gpu.buffer, c.buffer,
                  gpu.uniform(gemm_params.tobytes())), groups)
     return Plan([prepare, multiply], c, on_gpu,
-                (src, packed_a, rowinfo, zb_gpu, bias_gpu, scale, za_gpu))
+                (src, packed_a, rowinfo, zb_gpu, bias_gpu, scale, za_gpu),
+                None if src is a else src)
