@@ -15,8 +15,11 @@ Contract:
     256 bytes), so per-call temporaries reuse memory instead of asking the driver each time.
   - `run(dispatches)` queues (program, buffers, workgroup counts) dispatches (`bound` and
     `run_bound` split it, for a caller that queues the same dispatches again); they are submitted
-    together, in one compute pass, by `flush()` -- which every download, upload, synchronize and
-    timing does first, and which runs by itself once MAX_PENDING dispatches wait.
+    together, in one compute pass, by `flush()` -- which every download, synchronize and timing
+    does first, and which runs by itself once MAX_PENDING dispatches wait. `upload(buffer, data)`
+    lands between the work queued before it and after it: a large one as a copy from a staging
+    buffer queued among the dispatches, a small one through wgpu's queue.write_buffer after a
+    flush. Waits (read-backs, synchronize) poll the device in the waiting thread.
     `time_dispatches` runs a list `repeats` times and returns seconds per repeat from GPU
     timestamps where the adapter has them, else from synchronised wall time.
   - `TRANSFERS` counts host<->GPU array copies (uploads and downloads), so callers and tests can
@@ -170,6 +173,7 @@ def _forget() -> None:
     _PIPELINES.clear()
     _POOL.clear()
     _STAGING.clear()
+    _WRITE_STAGING.clear()
     _BIND_GROUPS.clear()
     _UNIFORMS.clear()
 
@@ -248,11 +252,19 @@ def release(buffer, made_in: int | None = None) -> None:
 
 
 def upload(buffer, data: np.ndarray) -> None:
-    flush()  # queue writes land before unsubmitted work: let earlier readers of buffer go first
+    """Write data at the start of buffer, ordered after the work queued so far (which may still
+    read buffer's old contents) and before the work queued later."""
     data = np.ascontiguousarray(data)
     if data.nbytes % 4:
         data = np.concatenate([data.reshape(-1).view(np.uint8), np.zeros(4 - data.nbytes % 4, np.uint8)])
-    device().queue.write_buffer(buffer, 0, data)
+    native = _native()
+    if native is not None and data.nbytes >= STAGED_UPLOAD_BYTES:
+        staging = native.writable_staging(data.nbytes)
+        native.write_mapped(staging, data.reshape(-1).view(np.uint8))
+        _PENDING.append(_Copy(staging, buffer, data.nbytes))
+    else:
+        flush()  # queue writes run before unsubmitted work: let earlier readers of buffer go first
+        device().queue.write_buffer(buffer, 0, data)
     TRANSFERS["upload"] += 1
 
 
@@ -338,30 +350,48 @@ def _pass_commands():
         return None
 
 
+class _Copy:
+    """A buffer-to-buffer copy queued among the dispatches (an upload from a staging buffer)."""
+
+    __slots__ = ("source", "target", "nbytes")
+
+    def __init__(self, source, target, nbytes: int):
+        self.source, self.target, self.nbytes = source, target, nbytes
+
+
 def _encode(groups, repeats=1, timestamps=None):
-    """groups: [(wgpu pipeline, bind group, (x, y, z)), ...] -> a command encoder."""
+    """groups: [(wgpu pipeline, bind group, (x, y, z)) or _Copy, ...] -> a command encoder, with
+    the dispatches between two copies in one compute pass (timestamps: dispatches only)."""
     encoder = device().create_command_encoder()
     kwargs = {}
     if timestamps is not None:
         kwargs["timestamp_writes"] = {"query_set": timestamps, "beginning_of_pass_write_index": 0,
                                       "end_of_pass_write_index": 1}
-    cpass = encoder.begin_compute_pass(**kwargs)
     commands = _pass_commands()
-    if commands is None:
-        for _ in range(repeats):
-            for pipe, bg, wg in groups:
+    cpass = None
+    for _ in range(repeats):
+        for group in groups:
+            if type(group) is _Copy:
+                if cpass is not None:
+                    cpass.end()
+                    cpass = None
+                encoder.copy_buffer_to_buffer(group.source, 0, group.target, 0, group.nbytes)
+                continue
+            if cpass is None:
+                cpass = encoder.begin_compute_pass(**kwargs)
+                handle = cpass._internal
+            pipe, bg, (x, y, z) = group
+            if commands is None:
                 cpass.set_pipeline(pipe)
                 cpass.set_bind_group(0, bg)
-                cpass.dispatch_workgroups(*wg)
-    else:
-        set_pipeline, set_bind_group, dispatch_workgroups, null = commands
-        handle = cpass._internal
-        for _ in range(repeats):
-            for pipe, bg, (x, y, z) in groups:
+                cpass.dispatch_workgroups(x, y, z)
+            else:
+                set_pipeline, set_bind_group, dispatch_workgroups, null = commands
                 set_pipeline(handle, pipe._internal)
                 set_bind_group(handle, 0, bg._internal, 0, null)
                 dispatch_workgroups(handle, x, y, z)
-    cpass.end()
+    if cpass is not None:
+        cpass.end()
     return encoder
 
 
@@ -405,6 +435,9 @@ def flush(then=None) -> None:
         if then is not None:
             then(encoder)
         device().queue.submit([encoder.finish()])
+        for group in groups:
+            if type(group) is _Copy:
+                _native().remap_for_writing(group.source)
     except wgpu.GPUValidationError:
         raise  # a wrong call, not a broken device
     except Exception as exc:
@@ -491,9 +524,7 @@ class _NativeWaits:
         """Map the first nbytes of a MAP_READ buffer (its copy already submitted), copy them to
         `into` (a uint8 array of up to nbytes), unmap."""
         lib = self.lib
-        number, info = self._info("WGPUBufferMapCallbackInfo", self.on_mapped)
-        lib.wgpuBufferMapAsync(staging._internal, lib.WGPUMapMode_Read, 0, nbytes, info)
-        self._wait(number, "mapping a read-back buffer")
+        self._wait(self._map(staging, lib.WGPUMapMode_Read, nbytes), "mapping a read-back buffer")
         try:
             source = lib.wgpuBufferGetConstMappedRange(staging._internal, 0, nbytes)
             if source == self.ffi.NULL:
@@ -502,12 +533,59 @@ class _NativeWaits:
         finally:
             lib.wgpuBufferUnmap(staging._internal)
 
+    # Uploads of STAGED_UPLOAD_BYTES or more go through mappable buffers of ours: a buffer is
+    # mapped for writing, filled, unmapped, copied to its target in the next submission, and
+    # asked to map again right after it (which completes once that copy has run).
+    def writable_staging(self, nbytes: int):
+        """A MAP_WRITE buffer of at least nbytes, mapped: a pooled one whose map has completed,
+        else a new one."""
+        import wgpu
+
+        size = max(256, 1 << (nbytes - 1).bit_length())  # powers of two: few sizes to pool
+        remapping = _WRITE_STAGING.setdefault(size, collections.deque())
+        if remapping and remapping[0][1] not in self.status:  # (re-mapped in submission order)
+            self.lib.wgpuDevicePoll(device()._internal, False, self.ffi.NULL)
+        if remapping and (remapping[0][1] in self.status or len(remapping) >= WRITE_STAGING_PER_SIZE):
+            staging, number = remapping.popleft()
+            self._wait(number, "mapping an upload buffer")
+            return staging
+        staging = device().create_buffer(
+            size=size, usage=wgpu.BufferUsage.MAP_WRITE | wgpu.BufferUsage.COPY_SRC)
+        self._wait(self._map(staging, self.lib.WGPUMapMode_Write, size), "mapping an upload buffer")
+        return staging
+
+    def write_mapped(self, staging, data: np.ndarray) -> None:
+        target = self.lib.wgpuBufferGetMappedRange(staging._internal, 0, staging.size)
+        if target == self.ffi.NULL:
+            raise RuntimeError("wgpu-native returned no mapped range for an upload buffer")
+        try:
+            _copy(np.frombuffer(self.ffi.buffer(target, data.nbytes), np.uint8), data)
+        finally:
+            self.lib.wgpuBufferUnmap(staging._internal)
+
+    def remap_for_writing(self, staging) -> None:
+        number = self._map(staging, self.lib.WGPUMapMode_Write, staging.size)
+        _WRITE_STAGING.setdefault(staging.size, collections.deque()).append((staging, number))
+
+    def _map(self, buffer, mode, nbytes: int) -> int:
+        number, info = self._info("WGPUBufferMapCallbackInfo", self.on_mapped)
+        self.lib.wgpuBufferMapAsync(buffer._internal, mode, 0, nbytes, info)
+        return number
+
 
 # A read-back of megabytes is bound by one core's copy out of the mapped memory (on an H200's
 # host, 4 MB took 280 us, against torch's whole 260 us read-back): larger copies are cut into
 # parts that threads copy at once (numpy releases the GIL while it copies).
 COPY_PART_BYTES = 1 << 20
 COPY_THREADS = min(4, os.cpu_count() or 1)
+
+
+# Uploads this large go through pooled staging buffers of ours (_NativeWaits.writable_staging):
+# wgpu's queue.write_buffer makes a new staging buffer every time, and filling its fresh pages
+# cost 170 us per MB on an H200's host (torch's whole upload: 80 us per MB).
+STAGED_UPLOAD_BYTES = 1 << 16
+WRITE_STAGING_PER_SIZE = 4  # more uploads of one size in flight wait for the oldest's buffer
+_WRITE_STAGING: dict[int, collections.deque] = {}  # size -> (buffer, map request number)
 
 
 @functools.lru_cache(maxsize=1)

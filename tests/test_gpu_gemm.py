@@ -259,6 +259,25 @@ def test_repeated_calls_with_numpy_arrays_reuse_their_plan(monkeypatch):
     assert len(builds) == 3
 
 
+@pytest.mark.parametrize("staged_from", [4, 1 << 40], ids=["staging-buffers", "write-buffer"])
+def test_uploads_land_between_the_calls_queued_around_them(monkeypatch, staged_from):
+    """New contents uploaded into an array that queued, not yet submitted, calls still read:
+    each call sees what was uploaded before it, whichever way the upload goes (more uploads
+    in flight than the staging pool keeps per size, too)."""
+    monkeypatch.setattr(gpu, "STAGED_UPLOAD_BYTES", staged_from)
+    rng = np.random.default_rng(15)
+    b = rand_i8(rng, (40, 24))
+    gb = gemm.prepare_b_quantized(b).to_gpu()
+    a_gpu = gemm.GpuArray((6, 40), np.int8)
+    steps = [(rand_i8(rng, (6, 40)), gemm.GpuArray((6, 24), np.int32))
+             for _ in range(gpu.WRITE_STAGING_PER_SIZE + 2)]
+    for a, out in steps:
+        gpu.upload(a_gpu.buffer, a)
+        gemm.gemm_i8(a_gpu, gb, out=out)
+    for a, out in steps:
+        np.testing.assert_array_equal(out.numpy(), ref(a, b))
+
+
 def test_a_kept_plan_holds_no_array_and_never_serves_a_new_one():
     """A plan kept for a call must not keep the caller's arrays alive, and an array made later
     (perhaps at the same address, with a pooled buffer) gets its own plan and its own result."""
