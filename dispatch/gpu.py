@@ -36,6 +36,8 @@ import time
 
 import numpy as np
 
+from . import hostcopy
+
 # Backends in order of preference: native APIs with real dot-product instructions before GL.
 _BACKEND_RANK = {"Vulkan": 0, "D3D12": 0, "Metal": 1, "OpenGL": 2, "GL": 2}
 _TYPE_RANK = {"DiscreteGPU": 0, "IntegratedGPU": 1, "VirtualGPU": 2, "CPU": 3, "Unknown": 4}
@@ -251,21 +253,27 @@ def release(buffer, made_in: int | None = None) -> None:
         _POOL.setdefault(buffer.size, []).append(buffer)
 
 
-def upload(buffer, data: np.ndarray) -> None:
+def upload(buffer, data: np.ndarray, *, only_if_finite: bool = False) -> bool:
     """Write data at the start of buffer, ordered after the work queued so far (which may still
-    read buffer's old contents) and before the work queued later."""
+    read buffer's old contents) and before the work queued later. only_if_finite (float32 data):
+    upload nothing and return False where a value is NaN or infinite (checked while copying)."""
     data = np.ascontiguousarray(data)
     if data.nbytes % 4:
         data = np.concatenate([data.reshape(-1).view(np.uint8), np.zeros(4 - data.nbytes % 4, np.uint8)])
     native = _native()
     if native is not None and data.nbytes >= STAGED_UPLOAD_BYTES:
         staging = native.writable_staging(data.nbytes)
-        native.write_mapped(staging, data.reshape(-1).view(np.uint8))
+        if not native.write_mapped(staging, data.reshape(-1).view(np.uint8), only_if_finite):
+            native.remap_for_writing(staging)
+            return False
         _PENDING.append(_Copy(staging, buffer, data.nbytes))
     else:
+        if only_if_finite and not np.isfinite(data).all():
+            return False
         flush()  # queue writes run before unsubmitted work: let earlier readers of buffer go first
         device().queue.write_buffer(buffer, 0, data)
     TRANSFERS["upload"] += 1
+    return True
 
 
 _STAGING: dict[int, list] = {}
@@ -529,7 +537,7 @@ class _NativeWaits:
             source = lib.wgpuBufferGetConstMappedRange(staging._internal, 0, nbytes)
             if source == self.ffi.NULL:
                 raise RuntimeError("wgpu-native returned no mapped range for a read-back buffer")
-            _copy(into, np.frombuffer(self.ffi.buffer(source, into.nbytes), np.uint8))
+            hostcopy.copy_bytes(into, np.frombuffer(self.ffi.buffer(source, into.nbytes), np.uint8))
         finally:
             lib.wgpuBufferUnmap(staging._internal)
 
@@ -554,12 +562,18 @@ class _NativeWaits:
         self._wait(self._map(staging, self.lib.WGPUMapMode_Write, size), "mapping an upload buffer")
         return staging
 
-    def write_mapped(self, staging, data: np.ndarray) -> None:
+    def write_mapped(self, staging, data: np.ndarray, only_if_finite: bool) -> bool:
+        """Copy data (uint8) to a mapped staging buffer and unmap it; with only_if_finite (data
+        holds float32 values), False where one is NaN or infinite."""
         target = self.lib.wgpuBufferGetMappedRange(staging._internal, 0, staging.size)
         if target == self.ffi.NULL:
             raise RuntimeError("wgpu-native returned no mapped range for an upload buffer")
         try:
-            _copy(np.frombuffer(self.ffi.buffer(target, data.nbytes), np.uint8), data)
+            into = np.frombuffer(self.ffi.buffer(target, data.nbytes), np.uint8)
+            if only_if_finite:
+                return hostcopy.copy_if_finite(into.view(np.uint32), data.view(np.uint32))
+            hostcopy.copy_bytes(into, data)
+            return True
         finally:
             self.lib.wgpuBufferUnmap(staging._internal)
 
@@ -573,39 +587,12 @@ class _NativeWaits:
         return number
 
 
-# A read-back of megabytes is bound by one core's copy out of the mapped memory (on an H200's
-# host, 4 MB took 280 us, against torch's whole 260 us read-back): larger copies are cut into
-# parts that threads copy at once (numpy releases the GIL while it copies).
-COPY_PART_BYTES = 1 << 20
-COPY_THREADS = min(4, os.cpu_count() or 1)
-
-
 # Uploads this large go through pooled staging buffers of ours (_NativeWaits.writable_staging):
 # wgpu's queue.write_buffer makes a new staging buffer every time, and filling its fresh pages
 # cost 170 us per MB on an H200's host (torch's whole upload: 80 us per MB).
 STAGED_UPLOAD_BYTES = 1 << 16
 WRITE_STAGING_PER_SIZE = 4  # more uploads of one size in flight wait for the oldest's buffer
 _WRITE_STAGING: dict[int, collections.deque] = {}  # size -> (buffer, map request number)
-
-
-@functools.lru_cache(maxsize=1)
-def _copy_pool():
-    import concurrent.futures
-    return concurrent.futures.ThreadPoolExecutor(COPY_THREADS - 1, "i8gemm-copy")
-
-
-def _copy(into: np.ndarray, source: np.ndarray) -> None:
-    """into[:] = source (uint8 arrays of one size), in parts on COPY_THREADS threads when large."""
-    parts = min(COPY_THREADS, into.nbytes // COPY_PART_BYTES)
-    if parts < 2:
-        np.copyto(into, source)
-        return
-    bounds = [into.nbytes * i // parts // 64 * 64 for i in range(parts)] + [into.nbytes]
-    done = [_copy_pool().submit(np.copyto, into[lo:hi], source[lo:hi])
-            for lo, hi in zip(bounds[1:-1], bounds[2:], strict=True)]
-    np.copyto(into[:bounds[1]], source[:bounds[1]])
-    for f in done:
-        f.result()
 
 
 @functools.lru_cache(maxsize=1)

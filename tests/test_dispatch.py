@@ -255,3 +255,27 @@ def test_tile_widths():
     for impl in cpu_impls():
         for t in impl.entry.tiles:
             assert t.nr == t.nv * lanes[impl.path]
+
+
+# -- host copies for GPU transfers -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("special", [np.nan, np.inf, -np.inf])
+def test_the_upload_copy_finds_a_special_value_in_any_part(special):
+    """A numpy A's finiteness is checked while it is copied for its upload, in parts on several
+    threads: a NaN or infinity anywhere is found, and finite data arrives whole."""
+    from dispatch import hostcopy
+
+    n = 3 * hostcopy.PART_BYTES // 4 + 5  # several parts where there are threads for them
+    source = np.random.default_rng(0).standard_normal(n).astype(np.float32)
+    into = np.zeros(n, np.uint32)
+    assert hostcopy.copy_if_finite(into, source.view(np.uint32))
+    np.testing.assert_array_equal(into, source.view(np.uint32))
+    for i in (0, n // 3, n // 2 + 1, n - 1):
+        bad = source.copy()
+        bad[i] = special
+        assert not hostcopy.copy_if_finite(into, bad.view(np.uint32)), f"missed at {i}"
+    raw = np.random.default_rng(1).integers(0, 256, 2 * hostcopy.PART_BYTES + 3, dtype=np.uint8)
+    copied = np.zeros_like(raw)
+    hostcopy.copy_bytes(copied, raw)
+    np.testing.assert_array_equal(copied, raw)

@@ -220,12 +220,14 @@ def test_repeated_calls_reuse_their_plan_and_see_new_contents(monkeypatch):
     assert len(builds) == 6
 
 
-def test_repeated_calls_with_numpy_arrays_reuse_their_plan(monkeypatch):
+@pytest.mark.parametrize("staged_from", [4, 1 << 40], ids=["staging-buffers", "write-buffer"])
+def test_repeated_calls_with_numpy_arrays_reuse_their_plan(monkeypatch, staged_from):
     """A pipeline passing numpy A (and numpy out, or none) to a GPU weight every step: planned
     once per shape, each call uploads its own A and returns its own product, a NaN in a later A
     is still an error, and results returned without `out` are never the same array."""
     from gemm.wgsl import driver
 
+    monkeypatch.setattr(gpu, "STAGED_UPLOAD_BYTES", staged_from)
     builds = []
     real_build = driver.build
     monkeypatch.setattr(driver, "build", lambda *a, **kw: builds.append(1) or real_build(*a, **kw))
