@@ -290,7 +290,7 @@ def download(buffer, nbytes: int, into: np.ndarray | None = None) -> np.ndarray:
     staging = free.pop() if free else device().create_buffer(
         size=size, usage=wgpu.BufferUsage.MAP_READ | wgpu.BufferUsage.COPY_DST)
     copy_size = -(-nbytes // 4) * 4
-    flush(lambda encoder: encoder.copy_buffer_to_buffer(buffer, 0, staging, 0, copy_size))
+    flush(_Copy(buffer, staging, copy_size))
     if into is None:
         into = np.empty(nbytes, np.uint8)
     native = _native()
@@ -429,28 +429,31 @@ def run_bound(groups) -> None:
         flush()
 
 
-def flush(then=None) -> None:
-    """Submit every queued dispatch, in one compute pass; then(encoder), if given, records more
-    commands (a copy) into the same submission."""
-    if not _PENDING and then is None:
+def flush(copy_after: _Copy | None = None) -> None:
+    """Submit every queued dispatch and copy, in one submission; copy_after, if given, is
+    recorded last in the same submission (a read-back's copy to a mappable buffer)."""
+    if not _PENDING and copy_after is None:
         return
     import wgpu
 
     groups = list(_PENDING)
     _PENDING.clear()
+    if copy_after is not None:
+        groups.append(copy_after)
+    native = _native()
     try:
-        encoder = _encode(groups) if groups else device().create_command_encoder()
-        if then is not None:
-            then(encoder)
-        device().queue.submit([encoder.finish()])
-        for group in groups:
-            if type(group) is _Copy:
-                _native().remap_for_writing(group.source)
+        if native is not None:
+            native.submit(groups)
+        else:
+            device().queue.submit([_encode(groups).finish()])
     except wgpu.GPUValidationError:
         raise  # a wrong call, not a broken device
     except Exception as exc:
         mark_lost(str(exc))
         raise DeviceLost(_DEVICE["lost"]) from exc
+    for group in groups:
+        if type(group) is _Copy and group.source.usage & wgpu.BufferUsage.MAP_WRITE:
+            native.remap_for_writing(group.source)
 
 
 def synchronize() -> None:
@@ -481,12 +484,15 @@ def synchronize() -> None:
 SPIN_SECONDS = 0.05
 
 
-class _NativeWaits:
-    """wgpu-native's map request, work-done notice and device poll, called directly; one
-    callback records each request's status under the number it was given as user data."""
+class _Native:
+    """wgpu-native called directly: submissions, map requests, work-done notices and device
+    polls. One callback records each request's status under the number it was given as user
+    data."""
 
-    def __init__(self, ffi, lib):
+    def __init__(self, ffi, lib, error_handler, error_types):
         self.ffi, self.lib = ffi, lib
+        self.error_handler, self.error_types = error_handler, error_types
+        self.command_list = ffi.new("WGPUCommandBuffer[1]")
         self.status: dict[int, tuple] = {}
         self.numbers = itertools.count(1)
 
@@ -522,6 +528,60 @@ class _NativeWaits:
         if code != 1:  # Success is 1 in both WGPUMapAsyncStatus and WGPUQueueWorkDoneStatus
             mark_lost(f"{what} failed (status {code}): {text}")
             raise DeviceLost(_DEVICE["lost"])
+
+    def submit(self, groups) -> None:
+        """Record groups (as _encode takes them) and submit them, through wgpu-native directly:
+        wgpu-py's objects and per-call error captures cost about 25 of the 50 us that one
+        submission took on an H200's host. Errors are still raised: wgpu-native reports them
+        to wgpu-py's error handler, which holds them for one capture around the whole
+        recording instead of one per call."""
+        ffi, lib = self.ffi, self.lib
+        handler = self.error_handler
+        handler.capture("i8gemm.record")
+        try:
+            encoder = lib.wgpuDeviceCreateCommandEncoder(device()._internal, ffi.NULL)
+            cpass = ffi.NULL
+            for group in groups:
+                if type(group) is _Copy:
+                    if cpass != ffi.NULL:
+                        lib.wgpuComputePassEncoderEnd(cpass)
+                        lib.wgpuComputePassEncoderRelease(cpass)
+                        cpass = ffi.NULL
+                    lib.wgpuCommandEncoderCopyBufferToBuffer(
+                        encoder, group.source._internal, 0, group.target._internal, 0,
+                        group.nbytes)
+                    continue
+                if cpass == ffi.NULL:
+                    cpass = lib.wgpuCommandEncoderBeginComputePass(encoder, ffi.NULL)
+                pipe, bg, (x, y, z) = group
+                lib.wgpuComputePassEncoderSetPipeline(cpass, pipe._internal)
+                lib.wgpuComputePassEncoderSetBindGroup(cpass, 0, bg._internal, 0, ffi.NULL)
+                lib.wgpuComputePassEncoderDispatchWorkgroups(cpass, x, y, z)
+            if cpass != ffi.NULL:
+                lib.wgpuComputePassEncoderEnd(cpass)
+                lib.wgpuComputePassEncoderRelease(cpass)
+            commands = lib.wgpuCommandEncoderFinish(encoder, ffi.NULL)
+            lib.wgpuCommandEncoderRelease(encoder)
+        finally:
+            error = handler.release("i8gemm.record")
+        try:
+            # An invalid command buffer must not be submitted: wgpu-native aborts the process
+            # on a failed submission.
+            self._raise(error)
+            handler.capture("i8gemm.submit")
+            try:
+                self.command_list[0] = commands
+                lib.wgpuQueueSubmit(device().queue._internal, 1, self.command_list)
+            finally:
+                error = handler.release("i8gemm.submit")
+            self._raise(error)
+        finally:
+            lib.wgpuCommandBufferRelease(commands)
+
+    def _raise(self, error) -> None:
+        if error is not None:
+            kind, message = error
+            raise self.error_types.get(kind, RuntimeError)(message)
 
     def wait_for_queue(self) -> None:
         number, info = self._info("WGPUQueueWorkDoneCallbackInfo", self.on_work_done)
@@ -587,7 +647,7 @@ class _NativeWaits:
         return number
 
 
-# Uploads this large go through pooled staging buffers of ours (_NativeWaits.writable_staging):
+# Uploads this large go through pooled staging buffers of ours (_Native.writable_staging):
 # wgpu's queue.write_buffer makes a new staging buffer every time, and filling its fresh pages
 # cost 170 us per MB on an H200's host (torch's whole upload: 80 us per MB).
 STAGED_UPLOAD_BYTES = 1 << 16
@@ -596,14 +656,19 @@ _WRITE_STAGING: dict[int, collections.deque] = {}  # size -> (buffer, map reques
 
 
 @functools.lru_cache(maxsize=1)
-def _native() -> _NativeWaits | None:
+def _native() -> _Native | None:
     """None when this wgpu-py does not expose wgpu-native's functions (its public API is used)."""
     try:
+        from wgpu.backends.wgpu_native._api import error_handler
         from wgpu.backends.wgpu_native._ffi import ffi, lib
+        from wgpu.backends.wgpu_native._helpers import ERROR_TYPES
         for name in ("wgpuDevicePoll", "wgpuBufferMapAsync", "wgpuBufferGetConstMappedRange",
-                     "wgpuBufferUnmap", "wgpuQueueOnSubmittedWorkDone"):
+                     "wgpuBufferUnmap", "wgpuQueueOnSubmittedWorkDone", "wgpuQueueSubmit",
+                     "wgpuCommandEncoderFinish", "wgpuCommandEncoderBeginComputePass"):
             getattr(lib, name)
-        return _NativeWaits(ffi, lib)
+        for name in ("capture", "release"):
+            getattr(error_handler, name)
+        return _Native(ffi, lib, error_handler, ERROR_TYPES)
     except (ImportError, AttributeError, TypeError):  # TypeError: cffi lacks a declared type
         return None
 

@@ -388,3 +388,23 @@ def test_info_lists_the_adapters():
     text = info.report()
     name = gpu.describe(gpu.adapter())["name"]
     assert name in text and "dot4I8Packed" in text
+
+
+def test_an_invalid_submission_raises_and_the_device_goes_on():
+    """Work wgpu rejects (here a dispatch beyond the adapter's workgroup limit) is raised as a
+    validation error when it is submitted, never submitted as is (wgpu-native would abort the
+    process), and the device stays usable."""
+    import wgpu
+
+    from gemm.wgsl import driver
+
+    rng = np.random.default_rng(16)
+    a, b = rand_i8(rng, (4, 16)), rand_i8(rng, (16, 8))
+    gb = gemm.prepare_b_quantized(b).to_gpu()
+    program, buffers, _ = driver.build(a, gb).dispatches[1]
+    too_many = gpu.limit("max-compute-workgroups-per-dimension") + 1
+    gpu.run([(program, buffers, (too_many, 1, 1))])
+    with pytest.raises(wgpu.GPUValidationError, match="dispatch"):
+        gpu.synchronize()
+    assert gpu.unavailable_reason() is None
+    np.testing.assert_array_equal(gemm.gemm_i8(a, gb), ref(a, b))
