@@ -669,7 +669,7 @@ def _native() -> _Native | None:
         for name in ("capture", "release"):
             getattr(error_handler, name)
         return _Native(ffi, lib, error_handler, ERROR_TYPES)
-    except (ImportError, AttributeError, TypeError):  # TypeError: cffi lacks a declared type
+    except Exception:  # an older or newer wgpu-py: no such names, or cffi lacks a declared type
         return None
 
 
