@@ -4,7 +4,8 @@
 The fast float64 erf decides the rounding for all but the inputs near a float32 rounding midpoint,
 which go to the C library; every one of the 2**32 float32 inputs was checked once against
 float32(math.erf) with no difference. Here: dense sweeps over the whole range that matters, the
-special values, and hypothesis over shapes, layouts and values."""
+special values, hypothesis over shapes, layouts and values, and the two halves of that argument
+on their own: the approximation's error against the bound the guard assumes, and the guard."""
 
 from __future__ import annotations
 
@@ -15,8 +16,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+from numba import njit
 
 import ops
+from ops.cpu.mathfuncs import ERF_REL_ERROR, ERF_X_MAX, EXACT_FLAGS, erf_f64, erf_guard
 
 ANY_FLOAT = st.floats(width=32, allow_nan=True, allow_infinity=True)
 SHAPES = hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=40)
@@ -52,10 +55,68 @@ def test_erf_dense_sweep_equals_reference():
 
 
 def test_erf_every_float32_in_one_binade_equals_reference():
-    """All 2**23 float32 values of [1, 2) -- the first binade of the erfc polynomial, where
-    float32(erf) sits just below 1 and the rounding is decided most finely."""
+    """All 2**23 float32 values of [1, 2), where float32(erf) sits just below 1 (0.84 to 0.995)
+    and the rounding is decided most finely relative to the value."""
     x = (np.arange(1 << 23, dtype=np.uint32) + np.uint32(0x3F800000)).view(np.float32)
     _same(ops.erf(x), _REFERENCE_ERF(x))
+
+
+@njit(error_model="numpy", fastmath=EXACT_FLAGS)
+def _erf_f64_and_guard(x, y, flags):
+    for i in range(x.shape[0]):
+        y[i] = erf_f64(x[i])
+        flags[i] = erf_guard(y[i], x[i])
+
+
+@njit(error_model="numpy", fastmath=EXACT_FLAGS)
+def _erf_guard_array(y, x, flags):
+    for i in range(y.shape[0]):
+        flags[i] = erf_guard(y[i], x[i])
+
+
+def _fast_erf(x):
+    x = np.asarray(x, np.float64)
+    y, flags = np.empty_like(x), np.empty(x.shape, np.bool_)
+    _erf_f64_and_guard(x, y, flags)
+    return y, flags
+
+
+def test_erf_f64_error_stays_9x_below_the_guard_bound():
+    """The guard is only as good as ERF_REL_ERROR: a coarser fit fails here (the measured maximum
+    over every float32 in (0, 3.93] is 5.25e-13, near 0)."""
+    x = np.concatenate([np.linspace(0.0, ERF_X_MAX, 1_000_001, dtype=np.float32)[1:],
+                        np.geomspace(1e-30, 1.0, 100_001, dtype=np.float32)]).astype(np.float64)
+    x = np.concatenate([x, -x])
+    y, _ = _fast_erf(x)
+    exact = np.vectorize(math.erf)(x)
+    assert np.max(np.abs(y - exact) / np.abs(exact)) <= ERF_REL_ERROR / 9
+
+
+def test_erf_guard_flags_every_value_the_bound_could_round_the_other_way():
+    """Unflagged y round like everything within ERF_REL_ERROR |y| of them, over many binades and
+    right around rounding midpoints; subnormal inputs (rounded at 2**-149) are flagged, and the
+    saturated range (erf rounds to +-1) is not."""
+    rng = np.random.default_rng(7)
+    f32 = np.geomspace(1e-37, 1.0, 4_000, dtype=np.float32)
+    mid = (f32.astype(np.float64) + np.nextafter(f32, np.float32(2.0)).astype(np.float64)) / 2
+    steps = np.arange(-60_000, 60_001, 137)
+    y = np.concatenate([(mid[:, None] * (1 + steps * 2.0**-52)).ravel(), rng.random(200_000)])
+    y = np.concatenate([y, -y])
+    ones = np.ones_like(y)
+    flags = np.empty(y.shape, np.bool_)
+    _erf_guard_array(y, ones, flags)
+    d = np.abs(y) * ERF_REL_ERROR
+    free = ~flags
+    np.testing.assert_array_equal((y[free] - d[free]).astype(np.float32),
+                                  (y[free] + d[free]).astype(np.float32))
+    assert 0 < np.count_nonzero(flags[-200_000:]) < 200   # random y: a few in 10**4 flagged
+    sub = np.array([1e-45, -1e-40, 1.17e-38, 0.0, -0.0], np.float32).astype(np.float64)
+    _, sub_flags = _fast_erf(sub)
+    np.testing.assert_array_equal(sub_flags, [True, True, True, False, False])
+    big = np.array([ERF_X_MAX, 3.95, 10.0, 3e38, np.inf], np.float64)
+    big = np.concatenate([big, -big])
+    y_big, big_flags = _fast_erf(big)
+    assert not big_flags.any() and np.all(np.abs(y_big.astype(np.float32)) == 1.0)
 
 
 def test_gelu_float32_steps_dense_sweep_equals_reference_chain():

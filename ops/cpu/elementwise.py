@@ -38,7 +38,7 @@ UNARY_CODES = {None: NONE, "relu": RELU, "exp": EXP, "tanh": TANH, "sigmoid": SI
 # Binary op codes.
 ADD, MUL = 0, 1
 
-# Values per erf chunk: its scratch (float32 erf values and flags, 5 KiB) stays in L1.
+# Values per erf chunk: its scratch (a copy of the inputs and the flags, 5 KiB) stays in L1.
 ERF_CHUNK = 1024
 _SQRT2_F32 = np.float32(math.sqrt(2.0))
 _ONE_F32 = np.float32(1.0)
@@ -46,36 +46,52 @@ _HALF_F32 = np.float32(0.5)
 
 
 @njit(error_model="numpy", fastmath=EXACT_FLAGS, cache=True)
-def _erf_values(t, e, flags):
-    """e = float32(erf(t)) where the fast float64 erf decides the rounding; flags marks the
-    others (and NaN). Returns how many are flagged."""
-    bad = 0
-    for i in range(t.shape[0]):
-        v, f = erf_guard(erf_f64(np.float64(t[i])))
-        e[i] = v
-        flags[i] = f
-        bad += f
+def _erf_block(x, out, flags, gelu):
+    """out = float32(erf(x)), or with `gelu` the Gelu steps, where the fast float64 erf decides
+    the rounding; flags marks the others (and NaN). Returns whether any is flagged. out must not
+    be x: LLVM's overlap check would then run the loop's scalar version (4x slower)."""
+    bad = False
+    if gelu:
+        for i in range(x.shape[0]):
+            v = x[i]
+            t = np.float64(v / _SQRT2_F32)
+            y = erf_f64(t)
+            out[i] = (v * (np.float32(y) + _ONE_F32)) * _HALF_F32
+            f = erf_guard(y, t)
+            flags[i] = f
+            bad |= f
+    else:
+        for i in range(x.shape[0]):
+            t = np.float64(x[i])
+            y = erf_f64(t)
+            out[i] = np.float32(y)
+            f = erf_guard(y, t)
+            flags[i] = f
+            bad |= f
     return bad
 
 
 @njit(error_model="numpy", cache=True)
-def _erf_fix(t, e, flags):
-    """The flagged values from the C library's erf (float64, rounded once)."""
-    for i in range(t.shape[0]):
-        if flags[i]:
-            e[i] = np.float32(math.erf(np.float64(t[i])))
+def _erf_fix(x, out, flags, m, gelu):
+    """The flagged values of out[:m] from the C library's erf (float64, rounded once). flags
+    (ERF_CHUNK long) is read eight at a time: a flag is rare, and bytes past m are stale."""
+    words = flags.view(np.uint64)
+    for w in range((m + 7) // 8):
+        if words[w]:
+            for i in range(8 * w, min(8 * w + 8, m)):
+                if flags[i]:
+                    if gelu:
+                        v = x[i]
+                        e = np.float32(math.erf(np.float64(v / _SQRT2_F32)))
+                        out[i] = (v * (e + _ONE_F32)) * _HALF_F32
+                    else:
+                        out[i] = np.float32(math.erf(np.float64(x[i])))
 
 
-@njit(error_model="numpy", cache=True)
-def _divide(x, c, out):
+@njit(error_model="numpy", fastmath=EXACT_FLAGS, cache=True)
+def _copy(x, out):
     for i in range(x.shape[0]):
-        out[i] = x[i] / c
-
-
-@njit(error_model="numpy", cache=True)
-def _gelu_steps(x, e, out):
-    for i in range(x.shape[0]):
-        out[i] = (x[i] * (e[i] + _ONE_F32)) * _HALF_F32
+        out[i] = x[i]
 
 
 @njit(error_model="numpy", cache=True)
@@ -83,22 +99,20 @@ def erf_chunks(x, out, gelu):
     """out = float32(erf(x)), or with `gelu` the float32 steps of Gelu as torch exports it,
     (x * (erf(x / sqrt 2) + 1)) * 0.5, each rounded to float32. out may be x."""
     n = x.shape[0]
-    t = np.empty(ERF_CHUNK, np.float32)
-    e = np.empty(ERF_CHUNK, np.float32)
+    xs = np.empty(ERF_CHUNK, np.float32)
     flags = np.empty(ERF_CHUNK, np.bool_)
+    # In place, each chunk is copied first: _erf_block must not write over its input, and the
+    # fix-up needs the inputs of the flagged values.
+    in_place = x.ctypes.data == out.ctypes.data
     for lo in range(0, n, ERF_CHUNK):
         hi = min(lo + ERF_CHUNK, n)
         m = hi - lo
-        if gelu:
-            _divide(x[lo:hi], _SQRT2_F32, t[:m])
-        else:
-            t[:m] = x[lo:hi]
-        if _erf_values(t[:m], e[:m], flags[:m]):
-            _erf_fix(t[:m], e[:m], flags[:m])
-        if gelu:
-            _gelu_steps(x[lo:hi], e[:m], out[lo:hi])
-        else:
-            out[lo:hi] = e[:m]
+        src = x[lo:hi]
+        if in_place:
+            _copy(src, xs[:m])
+            src = xs[:m]
+        if _erf_block(src, out[lo:hi], flags[:m], gelu):
+            _erf_fix(src, out[lo:hi], flags, m, gelu)
 
 
 # nogil on the serial entry points: a caller may run blocks of one array on its own threads.
