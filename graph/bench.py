@@ -10,8 +10,10 @@ evaluator on the first two sequences. Needs onnxruntime.
     python -m graph.bench --gpu            # width 512, 2 layers, batch 64 x 128, all CPU threads
 
 --gpu times the same int8 model on Session(backend="gpu") against Session(backend="cpu")
-instead (every run includes uploading the input and downloading the output), and prints the
-host transfers one GPU run makes. On a machine without a real GPU, check it with a small shape:
+instead (every run includes uploading the input and downloading the output), twice: each run
+after a 0.1 s pause, and each run right after an untimed one (a GPU idle through the CPU's runs
+lowers its clocks, as in gemm/bench_gpu.py), and prints the host transfers one GPU run makes.
+On a machine without a real GPU, check it with a small shape:
 `python -m graph.bench --gpu --width 64 --batch 2 --seq 16 --repeats 3`.
 """
 
@@ -101,10 +103,12 @@ def gpu_main(args) -> int:
         before = dict(gpu.TRANSFERS)
         on_gpu.run(None, feeds)
         moved = {k: gpu.TRANSFERS.get(k, 0) - before.get(k, 0) for k in ("upload", "download")}
-        medians = time_interleaved({
+        contenders = {
             "backend=gpu": lambda: on_gpu.run(None, feeds),
             "backend=cpu": lambda: cpu.run(None, feeds),
-        }, args.repeats)
+        }
+        medians = time_interleaved(contenders, args.repeats)
+        warm = time_interleaved(contenders, args.repeats, warm_up=True)
         device = gpu.describe(gpu.adapter())
         print(f"encoder width {args.width}, {args.layers} layers, batch {args.batch} x "
               f"{args.seq} tokens, {'per-channel' if args.per_channel else 'per-tensor'} weights;"
@@ -122,8 +126,10 @@ def gpu_main(args) -> int:
               f"download(s); planned: {', '.join(planned)} + the output download; ops on the "
               f"host for want of a GPU kernel: {', '.join(host) or 'none'}")
         for name, t in medians.items():
-            print(f"{name:>12}: {t * 1e3:9.2f} ms (median of {args.repeats}, interleaved)")
-        print(f"cpu / gpu = {medians['backend=cpu'] / medians['backend=gpu']:.2f}")
+            print(f"{name:>12}: {t * 1e3:9.2f} ms after a pause, {warm[name] * 1e3:9.2f} ms right "
+                  f"after a run (medians of {args.repeats}, interleaved)")
+        print(f"cpu / gpu = {medians['backend=cpu'] / medians['backend=gpu']:.2f} after a pause, "
+              f"{warm['backend=cpu'] / warm['backend=gpu']:.2f} right after a run")
     return 0
 
 

@@ -118,13 +118,19 @@ def ort_runner(model_path: str, feeds: dict, threads: int | None):
     return lambda: sess.run(None, mine)
 
 
-def time_interleaved(contenders: dict, repeats: int, pause: float = 0.1) -> dict[str, float]:
+def time_interleaved(contenders: dict, repeats: int, pause: float = 0.1,
+                     warm_up: bool = False) -> dict[str, float]:
+    """Median seconds per run of each contender, timed in turn, each run after a pause; with
+    warm_up, each timed run directly follows an untimed one of the same contender (a GPU that
+    idled through the others' runs needs that long to raise its clocks again)."""
     for run in contenders.values():
         run()
     times = {name: [] for name in contenders}
     for _ in range(repeats):
         for name, run in contenders.items():
             time.sleep(pause)
+            if warm_up:
+                run()
             t0 = time.perf_counter()
             run()
             times[name].append(time.perf_counter() - t0)
