@@ -11,8 +11,9 @@ evaluator on the first two sequences. Needs onnxruntime.
 
 --gpu times the same int8 model on Session(backend="gpu") against Session(backend="cpu")
 instead (every run includes uploading the input and downloading the output), twice: each run
-after a 0.1 s pause, and each run right after an untimed one (a GPU idle through the CPU's runs
-lowers its clocks, as in gemm/bench_gpu.py), and prints the host transfers one GPU run makes.
+after a 0.1 s pause, and each run after 0.3 s of untimed runs of its own (a GPU idle through the
+CPU's runs lowers its clocks, as in gemm/bench_gpu.py), and prints the host transfers one GPU
+run makes.
 On a machine without a real GPU, check it with a small shape:
 `python -m graph.bench --gpu --width 64 --batch 2 --seq 16 --repeats 3`.
 """
@@ -108,7 +109,7 @@ def gpu_main(args) -> int:
             "backend=cpu": lambda: cpu.run(None, feeds),
         }
         medians = time_interleaved(contenders, args.repeats)
-        warm = time_interleaved(contenders, args.repeats, warm_up=True)
+        warm = time_interleaved(contenders, args.repeats, warm_up=0.3)
         device = gpu.describe(gpu.adapter())
         print(f"encoder width {args.width}, {args.layers} layers, batch {args.batch} x "
               f"{args.seq} tokens, {'per-channel' if args.per_channel else 'per-tensor'} weights;"
@@ -126,10 +127,10 @@ def gpu_main(args) -> int:
               f"download(s); planned: {', '.join(planned)} + the output download; ops on the "
               f"host for want of a GPU kernel: {', '.join(host) or 'none'}")
         for name, t in medians.items():
-            print(f"{name:>12}: {t * 1e3:9.2f} ms after a pause, {warm[name] * 1e3:9.2f} ms right "
-                  f"after a run (medians of {args.repeats}, interleaved)")
+            print(f"{name:>12}: {t * 1e3:9.2f} ms after a pause, {warm[name] * 1e3:9.2f} ms after 0.3 s "
+                  f"of runs (medians of {args.repeats}, interleaved)")
         print(f"cpu / gpu = {medians['backend=cpu'] / medians['backend=gpu']:.2f} after a pause, "
-              f"{warm['backend=cpu'] / warm['backend=gpu']:.2f} right after a run")
+              f"{warm['backend=cpu'] / warm['backend=gpu']:.2f} after 0.3 s of runs")
     return 0
 
 

@@ -119,17 +119,20 @@ def ort_runner(model_path: str, feeds: dict, threads: int | None):
 
 
 def time_interleaved(contenders: dict, repeats: int, pause: float = 0.1,
-                     warm_up: bool = False) -> dict[str, float]:
+                     warm_up: float = 0.0) -> dict[str, float]:
     """Median seconds per run of each contender, timed in turn, each run after a pause; with
-    warm_up, each timed run directly follows an untimed one of the same contender (a GPU that
-    idled through the others' runs needs that long to raise its clocks again)."""
+    warm_up, each timed run directly follows untimed runs of the same contender for at least
+    that many seconds. (A GPU mostly idle while the others ran lowers its clocks step by step:
+    on an H200 the encoder's GPU run went from 22 to 70 ms over a dozen rounds of CPU runs and
+    pauses, and one untimed run was not enough to raise them again.)"""
     for run in contenders.values():
         run()
     times = {name: [] for name in contenders}
     for _ in range(repeats):
         for name, run in contenders.items():
             time.sleep(pause)
-            if warm_up:
+            warm_until = time.perf_counter() + warm_up
+            while time.perf_counter() < warm_until:
                 run()
             t0 = time.perf_counter()
             run()
