@@ -343,21 +343,6 @@ def _bind_group(pipe, buffers: tuple):
     return bg
 
 
-@functools.lru_cache(maxsize=1)
-def _pass_commands():
-    """wgpu-native's three compute-pass commands, called directly: wgpu-py wraps every native
-    call in an error capture that costs about a microsecond, three per dispatch (a quarter of a
-    small GEMM call's host time on an H200). Nothing is lost: wgpu-native records a pass's errors
-    and reports them when the encoder is finished, which goes through wgpu-py's checked call.
-    None when this wgpu-py does not expose them (its public methods are used then)."""
-    try:
-        from wgpu.backends.wgpu_native._ffi import ffi, lib
-        return (lib.wgpuComputePassEncoderSetPipeline, lib.wgpuComputePassEncoderSetBindGroup,
-                lib.wgpuComputePassEncoderDispatchWorkgroups, ffi.NULL)
-    except (ImportError, AttributeError):
-        return None
-
-
 class _Copy:
     """A buffer-to-buffer copy queued among the dispatches (an upload from a staging buffer)."""
 
@@ -369,13 +354,14 @@ class _Copy:
 
 def _encode(groups, repeats=1, timestamps=None):
     """groups: [(wgpu pipeline, bind group, (x, y, z)) or _Copy, ...] -> a command encoder, with
-    the dispatches between two copies in one compute pass (timestamps: dispatches only)."""
+    the dispatches between two copies in one compute pass (timestamps: dispatches only). Through
+    wgpu-py's public API: for timing (where recording is not timed) and where _Native.submit,
+    the fast path, is missing."""
     encoder = device().create_command_encoder()
     kwargs = {}
     if timestamps is not None:
         kwargs["timestamp_writes"] = {"query_set": timestamps, "beginning_of_pass_write_index": 0,
                                       "end_of_pass_write_index": 1}
-    commands = _pass_commands()
     cpass = None
     for _ in range(repeats):
         for group in groups:
@@ -387,17 +373,10 @@ def _encode(groups, repeats=1, timestamps=None):
                 continue
             if cpass is None:
                 cpass = encoder.begin_compute_pass(**kwargs)
-                handle = cpass._internal
-            pipe, bg, (x, y, z) = group
-            if commands is None:
-                cpass.set_pipeline(pipe)
-                cpass.set_bind_group(0, bg)
-                cpass.dispatch_workgroups(x, y, z)
-            else:
-                set_pipeline, set_bind_group, dispatch_workgroups, null = commands
-                set_pipeline(handle, pipe._internal)
-                set_bind_group(handle, 0, bg._internal, 0, null)
-                dispatch_workgroups(handle, x, y, z)
+            pipe, bg, wg = group
+            cpass.set_pipeline(pipe)
+            cpass.set_bind_group(0, bg)
+            cpass.dispatch_workgroups(*wg)
     if cpass is not None:
         cpass.end()
     return encoder
@@ -531,10 +510,10 @@ class _Native:
 
     def submit(self, groups) -> None:
         """Record groups (as _encode takes them) and submit them, through wgpu-native directly:
-        wgpu-py's objects and per-call error captures cost about 25 of the 50 us that one
-        submission took on an H200's host. Errors are still raised: wgpu-native reports them
-        to wgpu-py's error handler, which holds them for one capture around the whole
-        recording instead of one per call."""
+        wgpu-py's objects and per-call error captures (about a microsecond each, three per
+        dispatch) cost about 25 of the 50 us that one submission took on an H200's host.
+        Errors are still raised: wgpu-native reports them to wgpu-py's error handler, which
+        holds them for one capture around the whole recording instead of one per call."""
         ffi, lib = self.ffi, self.lib
         handler = self.error_handler
         handler.capture("i8gemm.record")
