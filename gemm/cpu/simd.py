@@ -5,6 +5,9 @@ acc)`: `rows` (1..MR) rows of packed A times one packed panel of B (NR = NV x la
 `k4` groups of four k, written to `acc` as int32 rows of NR. A `Tile` value names the instruction
 set and the register block (MR rows x NV vectors); numba specialises on it, so each (ISA, MR, NV)
 compiles to its own fully unrolled loop with the MR x NV accumulators held in registers.
+`tile_dot_store` is the same loop for a whole panel with the driver's epilogue fused: the
+accumulators go from registers through the zero-point corrections (and, for float output, the
+scales, bias and relu) straight into C.
 
 The ISA modules (avx2.py, avx512vnni.py, ...) describe only what differs between instruction
 sets: the vector width and how one step multiplies a broadcast group of four A bytes with a
@@ -211,11 +214,10 @@ def _ov_tile_panel_bytes(tile, k4):
 # The micro-kernel.
 
 
-def _emit_rows(builder, ops: IsaOps, rows: int, nv: int, nr: int, a_base, a_stride, b_base, k4,
-               acc_ptr):
-    """Emit the k loop for exactly `rows` rows; accumulators are loop-carried SSA values."""
+def _emit_rows(builder, ops: IsaOps, rows: int, nv: int, nr: int, a_base, a_stride, b_base, k4):
+    """Emit the k loop for exactly `rows` rows; accumulators are loop-carried SSA values.
+    Returns the final accumulators, [row][vector], for the code after the loop."""
     acc_t = ops.acc_type
-    lanes = ops.i32_lanes
     intp = k4.type
     pre = builder.block
     row_ptrs = [builder.gep(a_base, [builder.mul(ir.Constant(intp, r), a_stride)])
@@ -251,53 +253,212 @@ def _emit_rows(builder, ops: IsaOps, rows: int, nv: int, nr: int, a_base, a_stri
             accs[r][j].add_incoming(new_accs[r][j], latch)
 
     builder.position_at_end(done)
-    for r in range(rows):
-        for j in range(nv):
-            p = builder.gep(acc_ptr, [ir.Constant(intp, r * nr + j * lanes)])
-            builder.store(new_accs[r][j], builder.bitcast(p, acc_t.as_pointer()), align=4)
+    return new_accs
+
+
+def _store_vectors(builder, values, row_ptr, stride, lanes: int, intp):
+    """values[r][j] -> row_ptr[r * stride + j * lanes ...] (unaligned vector stores)."""
+    for r, row in enumerate(values):
+        for j, v in enumerate(row):
+            offset = builder.add(builder.mul(ir.Constant(intp, r), stride),
+                                 ir.Constant(intp, j * lanes))
+            p = builder.bitcast(builder.gep(row_ptr, [offset]), v.type.as_pointer())
+            builder.store(v, p, align=4)
+
+
+def _load_vectors(builder, ptr, vec_t: ir.VectorType, nv: int, intp) -> list:
+    """nv consecutive vectors from ptr (unaligned)."""
+    lanes = vec_t.count
+    return [builder.load(builder.bitcast(builder.gep(ptr, [ir.Constant(intp, j * lanes)]),
+                                         vec_t.as_pointer()), align=4)
+            for j in range(nv)]
+
+
+def _splat(builder, value, vec_t: ir.VectorType):
+    lanes = vec_t.count
+    first = builder.insert_element(ir.Constant(vec_t, ir.Undefined), value, ir.Constant(I32, 0))
+    return builder.shuffle_vector(first, ir.Constant(vec_t, ir.Undefined),
+                                  ir.Constant(vec(I32, lanes), [0] * lanes))
+
+
+def _where(builder, cond, values: list, transform) -> list:
+    """transform(values) where cond holds at run time, else values: one branch, merged by phis."""
+    before = builder.block
+    then = builder.append_basic_block("epi.then")
+    merge = builder.append_basic_block("epi.merge")
+    builder.cbranch(cond, then, merge)
+    builder.position_at_end(then)
+    changed = transform(values)
+    then_end = builder.block
+    builder.branch(merge)
+    builder.position_at_end(merge)
+    merged = []
+    for old, new in zip(values, changed, strict=True):
+        phi = builder.phi(old.type)
+        phi.add_incoming(old, before)
+        phi.add_incoming(new, then_end)
+        merged.append(phi)
+    return merged
+
+
+@dataclasses.dataclass
+class _EpilogueArgs:
+    """IR values the fused epilogue reads; pointers already offset to the tile's row and column.
+    The float fields are None for int32 output."""
+    out: ir.Value          # i32* or float*, C[i0, j0]
+    out_stride: ir.Value   # elements between rows of C
+    rowsum: ir.Value       # i32*, rowsum[i0]
+    colterm: ir.Value      # i32*, colterm[j0]
+    zb: ir.Value           # i32*, zb[j0] (read only where has_zb)
+    has_zb: ir.Value       # i1
+    inv_qa: ir.Value | None = None    # float
+    inv_qb: ir.Value | None = None    # float*, inv_qb[j0]
+    bias: ir.Value | None = None      # float*, bias[j0] (read only where has_bias)
+    has_bias: ir.Value | None = None  # i1
+    relu: ir.Value | None = None      # i1
+
+
+def _emit_epilogue(builder, ops: IsaOps, accs: list, nv: int, e: _EpilogueArgs, intp):
+    """The driver's store_tile, on the accumulators still in registers, for whole panels:
+        t = acc + colterm_j - zb_j * rowsum_i   (int32, wrapping)
+    then int32 C = t, or float32 C = float32(t) * (inv_qa * inv_qb_j) [+ bias_j] [max 0], with
+    the same operations in the same order (no fused multiply-add), so every bit agrees."""
+    acc_t = ops.acc_type
+    lanes = ops.i32_lanes
+    rows = len(accs)
+    colterm = _load_vectors(builder, e.colterm, acc_t, nv, intp)
+    flat = [builder.add(accs[r][j], colterm[j]) for r in range(rows) for j in range(nv)]
+
+    def minus_zb_rowsum(values):
+        zb = _load_vectors(builder, e.zb, acc_t, nv, intp)
+        out = []
+        for r in range(rows):
+            rs = builder.load(builder.gep(e.rowsum, [ir.Constant(intp, r)]))
+            rs = _splat(builder, rs, acc_t)
+            out += [builder.sub(values[r * nv + j], builder.mul(zb[j], rs)) for j in range(nv)]
+        return out
+
+    flat = _where(builder, e.has_zb, flat, minus_zb_rowsum)
+
+    if e.inv_qa is not None:
+        f32_t = vec(ir.FloatType(), lanes)
+        qa = _splat(builder, e.inv_qa, f32_t)
+        scale = [builder.fmul(qa, q) for q in _load_vectors(builder, e.inv_qb, f32_t, nv, intp)]
+        flat = [builder.fmul(builder.sitofp(v, f32_t), scale[i % nv]) for i, v in enumerate(flat)]
+
+        def plus_bias(values):
+            bias = _load_vectors(builder, e.bias, f32_t, nv, intp)
+            return [builder.fadd(v, bias[i % nv]) for i, v in enumerate(values)]
+
+        flat = _where(builder, e.has_bias, flat, plus_bias)
+        zero = ir.Constant(f32_t, None)
+        # numba's max(x, 0.0): 0.0 where 0.0 > x, else x (so -0.0 and NaN stay as they are).
+        flat = _where(builder, e.relu, flat, lambda values: [
+            builder.select(builder.fcmp_ordered(">", zero, v), zero, v) for v in values])
+
+    _store_vectors(builder, [flat[r * nv:(r + 1) * nv] for r in range(rows)], e.out,
+                   e.out_stride, lanes, intp)
+
+
+def _emit_tile(context, builder, tile: TileType, sa, args, finish):
+    """The micro-kernel's body: a switch on `rows` (1..MR) to a k loop unrolled for that many
+    rows, each followed by finish(accs) on its accumulators. `args` and their types `sa` begin
+    (tile, rows, a, a_off, a_stride, b, b_off, k4)."""
+    ops = ISA_OPS[tile.isa]
+    _, rows_v, a_arr, a_off_v, a_stride_v, b_arr, b_off_v, k4_v = args[:8]
+    intp = context.get_value_type(types.intp)
+
+    def as_intp(v, ty):
+        return context.cast(builder, v, ty, types.intp)
+
+    a_data = context.make_array(sa[2])(context, builder, a_arr).data
+    b_data = context.make_array(sa[5])(context, builder, b_arr).data
+    # a_off and a_stride count elements of packed A (bytes, or int16 for a widened A).
+    a_item = context.get_abi_sizeof(context.get_data_type(sa[2].dtype))
+    a_off_i, stride = as_intp(a_off_v, sa[3]), as_intp(a_stride_v, sa[4])
+    if a_item != 1:
+        a_off_i = builder.mul(a_off_i, ir.Constant(intp, a_item))
+        stride = builder.mul(stride, ir.Constant(intp, a_item))
+    a_base = builder.gep(builder.bitcast(a_data, I8.as_pointer()), [a_off_i])
+    b_base = builder.gep(builder.bitcast(b_data, I8.as_pointer()), [as_intp(b_off_v, sa[6])])
+    k4_i = as_intp(k4_v, sa[7])
+
+    end = builder.append_basic_block("tile.end")
+    switch = builder.switch(as_intp(rows_v, sa[1]), end)
+    for r in range(1, tile.mr + 1):
+        bb = builder.append_basic_block(f"tile.r{r}")
+        switch.add_case(ir.Constant(intp, r), bb)
+        builder.position_at_end(bb)
+        finish(_emit_rows(builder, ops, r, tile.nv, tile.nr, a_base, stride, b_base, k4_i))
+        builder.branch(end)
+    builder.position_at_end(end)
+
+
+def _simd_tile(tile) -> bool:
+    return isinstance(tile, TileType) and tile.isa in ISA_OPS
 
 
 @intrinsic
 def _tile_dot_simd(typingctx, tile, rows, a, a_off, a_stride, b, b_off, k4, acc):
     """SIMD tile: see the module docstring. Requires 1 <= rows <= MR and k4 >= 1."""
-    if not isinstance(tile, TileType) or tile.isa not in ISA_OPS:
+    if not _simd_tile(tile):
         return None
-    isa, mr, nv, nr = tile.isa, tile.mr, tile.nv, tile.nr
     sig = types.void(tile, rows, a, a_off, a_stride, b, b_off, k4, acc)
 
     def codegen(context, builder, signature, args):
-        ops = ISA_OPS[isa]
-        _, rows_v, a_arr, a_off_v, a_stride_v, b_arr, b_off_v, k4_v, acc_arr = args
+        ops = ISA_OPS[tile.isa]
+        intp = context.get_value_type(types.intp)
+        acc_data = context.make_array(signature.args[8])(context, builder, args[8]).data
+        acc_ptr = builder.bitcast(acc_data, I32.as_pointer())
+        _emit_tile(context, builder, tile, signature.args, args, lambda accs: _store_vectors(
+            builder, accs, acc_ptr, ir.Constant(intp, tile.nr), ops.i32_lanes, intp))
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def _tile_dot_store_simd(typingctx, tile, rows, a, a_off, a_stride, b, b_off, k4, out, i0, j0,
+                         rowsum, colterm, zb, has_zb, inv_qa, inv_qb, bias, has_bias, relu):
+    """SIMD tile with the epilogue fused: see tile_dot_store."""
+    if not _simd_tile(tile):
+        return None
+    float_out = out.dtype == types.float32
+    sig = types.void(tile, rows, a, a_off, a_stride, b, b_off, k4, out, i0, j0, rowsum, colterm,
+                     zb, has_zb, inv_qa, inv_qb, bias, has_bias, relu)
+
+    def codegen(context, builder, signature, args):
+        ops = ISA_OPS[tile.isa]
         sa = signature.args
         intp = context.get_value_type(types.intp)
+        i0_v = context.cast(builder, args[9], sa[9], types.intp)
+        j0_v = context.cast(builder, args[10], sa[10], types.intp)
 
-        def as_intp(v, ty):
-            return context.cast(builder, v, ty, types.intp)
+        def data(index, elem_type, offset):
+            arr = context.make_array(sa[index])(context, builder, args[index])
+            return builder.gep(builder.bitcast(arr.data, elem_type.as_pointer()), [offset])
 
-        a_data = context.make_array(sa[2])(context, builder, a_arr).data
-        b_data = context.make_array(sa[5])(context, builder, b_arr).data
-        acc_data = context.make_array(sa[8])(context, builder, acc_arr).data
-        # a_off and a_stride count elements of packed A (bytes, or int16 for a widened A).
-        a_item = context.get_abi_sizeof(context.get_data_type(sa[2].dtype))
-        a_off_i, stride = as_intp(a_off_v, sa[3]), as_intp(a_stride_v, sa[4])
-        if a_item != 1:
-            a_off_i = builder.mul(a_off_i, ir.Constant(intp, a_item))
-            stride = builder.mul(stride, ir.Constant(intp, a_item))
-        a_base = builder.gep(builder.bitcast(a_data, I8.as_pointer()), [a_off_i])
-        b_base = builder.gep(builder.bitcast(b_data, I8.as_pointer()), [as_intp(b_off_v, sa[6])])
-        k4_i = as_intp(k4_v, sa[7])
-        acc_ptr = builder.bitcast(acc_data, I32.as_pointer())
-        rows_i = as_intp(rows_v, sa[1])
-
-        end = builder.append_basic_block("tile.end")
-        switch = builder.switch(rows_i, end)
-        for r in range(1, mr + 1):
-            bb = builder.append_basic_block(f"tile.r{r}")
-            switch.add_case(ir.Constant(intp, r), bb)
-            builder.position_at_end(bb)
-            _emit_rows(builder, ops, r, nv, nr, a_base, stride, b_base, k4_i, acc_ptr)
-            builder.branch(end)
-        builder.position_at_end(end)
+        out_arr = context.make_array(sa[8])(context, builder, args[8])
+        item = 4  # int32 or float32
+        out_stride = builder.sdiv(builder.extract_value(out_arr.strides, 0),
+                                  ir.Constant(intp, item))
+        out_elem = ir.FloatType() if float_out else I32
+        out_first = builder.add(builder.mul(i0_v, out_stride), j0_v)
+        epilogue = _EpilogueArgs(
+            out=builder.gep(builder.bitcast(out_arr.data, out_elem.as_pointer()), [out_first]),
+            out_stride=out_stride,
+            rowsum=data(11, I32, i0_v),
+            colterm=data(12, I32, j0_v),
+            zb=data(13, I32, j0_v),
+            has_zb=args[14])
+        if float_out:
+            epilogue.inv_qa = context.cast(builder, args[15], sa[15], types.float32)
+            epilogue.inv_qb = data(16, ir.FloatType(), j0_v)
+            epilogue.bias = data(17, ir.FloatType(), j0_v)
+            epilogue.has_bias = args[18]
+            epilogue.relu = args[19]
+        _emit_tile(context, builder, tile, sa, args, lambda accs: _emit_epilogue(
+            builder, ops, accs, tile.nv, epilogue, intp))
         return context.get_dummy_value()
 
     return sig, codegen
@@ -333,3 +494,31 @@ def _ov_tile_dot(tile, rows, a, a_off, a_stride, b, b_off, k4, acc):
                         acc[r * nr + c] += av * np.int32(b[bk + 4 * c + q])
 
     return generic_impl
+
+
+def has_fused_store(tile_type) -> bool:
+    """Whether tile_dot_store exists for tiles of this numba type (used while typing)."""
+    return _simd_tile(tile_type)
+
+
+def tile_dot_store(tile, rows, a, a_off, a_stride, b, b_off, k4, out, i0, j0, rowsum, colterm,
+                   zb, inv_qa, inv_qb, bias, relu):
+    """tile_dot for a whole panel (NR columns of C from column j0), with the driver's epilogue
+    (see gemm.cpu.driver.store_tile) applied to the accumulators in registers and the result
+    stored straight into C[i0:i0+rows, j0:j0+NR]: no round trip through a tile buffer.
+    SIMD tiles only (has_fused_store)."""
+    raise NotImplementedError("tile_dot_store runs only inside numba-jitted code")
+
+
+@overload(tile_dot_store, jit_options={"cache": True})
+def _ov_tile_dot_store(tile, rows, a, a_off, a_stride, b, b_off, k4, out, i0, j0, rowsum, colterm,
+                       zb, inv_qa, inv_qb, bias, relu):
+    if not _simd_tile(tile):
+        return None
+
+    def impl(tile, rows, a, a_off, a_stride, b, b_off, k4, out, i0, j0, rowsum, colterm, zb,
+             inv_qa, inv_qb, bias, relu):
+        _tile_dot_store_simd(tile, rows, a, a_off, a_stride, b, b_off, k4, out, i0, j0, rowsum,
+                             colterm, zb, zb.shape[0] > 0, inv_qa, inv_qb, bias,
+                             bias.shape[0] > 0, relu)
+    return impl
