@@ -35,7 +35,7 @@ from onnx import helper, shape_inference
 
 import gemm
 
-from . import fusion, gpu_plan, onnx_ops, registry
+from . import fusion, gpu_plan, memory, onnx_ops, registry
 from .float_matmul import FloatMatMul, blas_single_threaded
 from .float_softmax import FloatSoftmax
 from .onnx_ops import requantize
@@ -87,6 +87,8 @@ class Session:
             raise ValueError(f"backend: expected 'cpu' or 'gpu', got {backend!r}")
         self.backend = backend
         self.threads = threads
+        # Runs reuse freed memory instead of paging it in again (graph/memory.py).
+        self.keeps_freed_memory = memory.keep_freed_memory()
         model, folder, path = _load(model)
         graph = model.graph
         self.opset = _default_opset(model)
