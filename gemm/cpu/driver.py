@@ -427,27 +427,31 @@ def panel_to_c(tile, a, a_stride, k4, m0, m1, b, b_off, out, j0, ncols, rowsum, 
     raise NotImplementedError("panel_to_c runs only inside numba-jitted code")
 
 
+@njit(cache=True, nogil=True)
+def _panel_through_acc(tile, a, a_stride, k4, m0, m1, b, b_off, out, j0, ncols, rowsum, colterm,
+                       zb, inv_qa, inv_qb, bias, relu, acc):
+    """panel_to_c through the tile buffer `acc`, of which store_tile reads ncols columns."""
+    mr = tile_mr(tile)
+    nr = tile_nr(tile)
+    for i in range(m0, m1, mr):
+        rows = min(mr, m1 - i)
+        tile_dot(tile, rows, a, i * a_stride, a_stride, b, b_off, k4, acc)
+        store_tile(out, acc, i, rows, j0, ncols, nr, rowsum, colterm, zb, inv_qa, inv_qb, bias,
+                   relu)
+
+
 @overload(panel_to_c, jit_options={"cache": True})
 def _ov_panel_to_c(tile, a, a_stride, k4, m0, m1, b, b_off, out, j0, ncols, rowsum, colterm, zb,
                    inv_qa, inv_qb, bias, relu, acc):
-    mr, nr = tile.mr, tile.nr
-
-    def through_acc(tile, a, a_stride, k4, m0, m1, b, b_off, out, j0, ncols, rowsum, colterm,
-                    zb, inv_qa, inv_qb, bias, relu, acc):
-        for i in range(m0, m1, mr):
-            rows = min(mr, m1 - i)
-            tile_dot(tile, rows, a, i * a_stride, a_stride, b, b_off, k4, acc)
-            store_tile(out, acc, i, rows, j0, ncols, nr, rowsum, colterm, zb, inv_qa, inv_qb,
-                       bias, relu)
-
     if not has_fused_store(tile):
-        return through_acc
+        return _panel_through_acc.py_func
+
+    mr, nr = tile.mr, tile.nr
 
     # A whole panel's epilogue runs on the accumulators in registers (tile_dot_store): the round
     # trip through `acc` cost up to a quarter of the time at K = 256. A partial last panel goes
-    # through `acc`, of which store_tile reads ncols columns. The choice is made once per panel,
-    # outside the row loop: with both calls in one loop body the fused tiles ran 5-20% slower
-    # than in a loop of their own (one Zen 4 core).
+    # through `acc`. The choice is made once per panel, outside the row loop: with both calls in
+    # one loop body the fused tiles ran 5-20% slower than in a loop of their own (one Zen 4 core).
     def fused_when_whole(tile, a, a_stride, k4, m0, m1, b, b_off, out, j0, ncols, rowsum,
                          colterm, zb, inv_qa, inv_qb, bias, relu, acc):
         if ncols == nr:
@@ -455,11 +459,8 @@ def _ov_panel_to_c(tile, a, a_stride, k4, m0, m1, b, b_off, out, j0, ncols, rows
                 tile_dot_store(tile, min(mr, m1 - i), a, i * a_stride, a_stride, b, b_off, k4,
                                out, i, j0, rowsum, colterm, zb, inv_qa, inv_qb, bias, relu)
         else:
-            for i in range(m0, m1, mr):
-                rows = min(mr, m1 - i)
-                tile_dot(tile, rows, a, i * a_stride, a_stride, b, b_off, k4, acc)
-                store_tile(out, acc, i, rows, j0, ncols, nr, rowsum, colterm, zb, inv_qa,
-                           inv_qb, bias, relu)
+            _panel_through_acc(tile, a, a_stride, k4, m0, m1, b, b_off, out, j0, ncols, rowsum,
+                               colterm, zb, inv_qa, inv_qb, bias, relu, acc)
     return fused_when_whole
 
 

@@ -101,14 +101,7 @@ class IsaOps:
         if self.load_a is not None:
             return self.load_a(builder, p)
         a32 = builder.load(builder.bitcast(p, I32.as_pointer()), align=1)
-        lanes = self.i32_lanes
-        splat = builder.shuffle_vector(
-            builder.insert_element(ir.Constant(self.acc_type, ir.Undefined), a32,
-                                   ir.Constant(I32, 0)),
-            ir.Constant(self.acc_type, ir.Undefined),
-            ir.Constant(vec(I32, lanes), [0] * lanes),
-        )
-        return builder.bitcast(splat, self.byte_type)
+        return builder.bitcast(_splat(builder, a32, self.acc_type), self.byte_type)
 
     def emit_load_b(self, builder: ir.IRBuilder, b_k: ir.Value, j: int, nr: int,
                     intp: ir.IntType) -> ir.Value:
@@ -275,6 +268,7 @@ def _load_vectors(builder, ptr, vec_t: ir.VectorType, nv: int, intp) -> list:
 
 
 def _splat(builder, value, vec_t: ir.VectorType):
+    """`value` in every lane of a vec_t."""
     lanes = vec_t.count
     first = builder.insert_element(ir.Constant(vec_t, ir.Undefined), value, ir.Constant(I32, 0))
     return builder.shuffle_vector(first, ir.Constant(vec_t, ir.Undefined),
