@@ -183,7 +183,8 @@ def gemm_i8(a: np.ndarray, b, *, a_quant_mult=None, bias=None, relu: bool = Fals
     args = (tile, packed_a.reshape(-1), a_stride, k4, m, b_panels, n, out, rowsum, colterm, zb,
             inv_qa, inv_qb, bias, bool(relu))
     if params["threads"] == 1:
-        driver.call_compiled(driver.run_serial, ("serial", tile, path.a_encoding, out_dtype), *args)
+        driver.call_compiled(driver.run_serial, ("serial", tile, path.a_encoding, out_dtype), *args,
+                             int(params["m_block"]))
     else:
         numba.set_num_threads(params["threads"])
         driver.call_compiled(driver.run_parallel, ("parallel", tile, path.a_encoding, out_dtype),

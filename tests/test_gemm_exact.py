@@ -211,16 +211,17 @@ def test_threads_1_and_2_agree_above_serial_threshold(cpu_path, shape):
         assert params["threads"] == 2, "the parallel driver was expected to run"
 
 
-@pytest.mark.parametrize("m_block_tiles,p_block", [(1, 1), (2, 3), (3, 1000)])
-def test_parallel_driver_ragged_blocks(cpu_path, m_block_tiles, p_block):
-    """Force the parallel driver (the private `_params` override the autotuner uses) with blocks
-    that do not divide M or the panel count."""
+@pytest.mark.parametrize("threads,m_block_tiles,p_block",
+                         [(2, 1, 1), (2, 2, 3), (2, 3, 1000), (1, 1, 1 << 30), (1, 3, 1 << 30)])
+def test_driver_ragged_blocks(cpu_path, threads, m_block_tiles, p_block):
+    """Force the parallel or serial driver (the private `_params` override the autotuner uses)
+    with blocks that do not divide M or the panel count."""
     rng = np.random.default_rng(9)
     m, k, n = 29, 45, 211
     a = rng.integers(-128, 128, (m, k), dtype=np.int8)
     b = rng.integers(b_low(cpu_path), 128, (k, n), dtype=np.int8)
     tile = impl_for(cpu_path).entry.default_tile
-    params = {"threads": 2, "m_block": m_block_tiles * tile.mr, "p_block": p_block}
+    params = {"threads": threads, "m_block": m_block_tiles * tile.mr, "p_block": p_block}
     c = gemm.gemm_i8(a, b, backend=backend_of(cpu_path), _params=params)
     np.testing.assert_array_equal(c, ref(a, b))
 

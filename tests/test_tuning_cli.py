@@ -57,8 +57,8 @@ def test_cpu_space_defaults_are_allowed_and_candidates_obey_the_restrictions(m, 
             mr = space.realize(config)["tile"].mr
             assert config["m_block"] == "all" or config["m_block"] % mr == 0
             assert 1 <= config["threads"] <= threads
-            if config["threads"] == 1:
-                assert config["m_block"] == config["p_block"] == "all"
+            if config["threads"] == 1:   # the serial driver walks every panel per row block
+                assert config["p_block"] == "all"
 
 
 # The limits of a small adapter (lavapipe's) and of a large one: the space must respect both.
