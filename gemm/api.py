@@ -46,8 +46,9 @@ def quantize(a: np.ndarray, quant_mult) -> np.ndarray:
 
 
 def gemm_i8(a: np.ndarray, b, *, a_quant_mult=None, bias=None, relu: bool = False, out=None,
-            a_zero_point: int = 0, b_zero_point=0, out_scale=None, backend: str | None = None,
-            threads: int | None = None, _params: dict | None = None) -> np.ndarray:
+            a_zero_point: int = 0, b_zero_point=0, out_scale=None, a_scale=None,
+            backend: str | None = None, threads: int | None = None,
+            _params: dict | None = None) -> np.ndarray:
     """C = (A - a_zero_point) @ (B - b_zero_point), exactly, as int32 (M x N);
     or, with a_quant_mult, C = that * 1/(a_quant_mult * b_quant_mult) + bias as float32.
 
@@ -65,9 +66,15 @@ def gemm_i8(a: np.ndarray, b, *, a_quant_mult=None, bias=None, relu: bool = Fals
                   C = (A - a_zero_point) @ (B - b_zero_point) * out_scale_j + bias_j, with the
                   scale (a scalar or N per-column values) given as is, not as 1/(qa*qb): what
                   an ONNX MatMulInteger -> Cast -> Mul(scale) -> Add(bias) chain computes.
+                  With a_scale, float32 A is quantized first.
                   On the GPU path a_zero_point (one value of A's dtype), b_zero_point (N int32),
                   out_scale (1 or N float32) and bias may be GpuArrays: parameters computed on
                   the GPU (DynamicQuantizeLinear's) are then used without a read-back.
+    a_scale:      for float32 A (CPU path): quantize A to uint8 as ONNX QuantizeLinear does,
+                  clamp(rint(A / a_scale) + a_zero_point, 0, 255) with a float32 division, while
+                  packing it, then multiply as uint8 A with that zero point: what
+                  DynamicQuantizeLinear -> MatMulInteger computes, with A read once. Output as
+                  for uint8 A (int32, or float32 with out_scale). NaN in A: ValueError.
     backend:      "cpu" or "cpu:<path>" (generic, avx2-i16, avx2, avxvnni, avx512bw,
                   avx512vnni); the default is I8GEMM_CPU_PATH or the best path of this CPU.
                   "gpu" (or "gpu:wgsl"): the WGSL path (RuntimeError if there is no GPU);
@@ -80,7 +87,7 @@ def gemm_i8(a: np.ndarray, b, *, a_quant_mult=None, bias=None, relu: bool = Fals
     """
     # A call repeated with the same GPU arrays (or numpy arrays of the same shapes) runs its kept
     # plan (gemm/wgsl/driver.py).
-    if type(b) is GpuPreparedB and backend is None and _params is None:
+    if type(b) is GpuPreparedB and backend is None and _params is None and a_scale is None:
         key = gpu_driver.repeat_key(a, a_quant_mult, bias, relu, out, a_zero_point, b_zero_point,
                                     out_scale)
         if key is not None:
@@ -91,6 +98,9 @@ def gemm_i8(a: np.ndarray, b, *, a_quant_mult=None, bias=None, relu: bool = Fals
     if backend is not None or type(a) is not np.ndarray or type(b) is not PreparedB or (
             out is not None and type(out) is not np.ndarray):
         backend = _route(a, b, out, backend)
+        if backend in ("gpu", "auto") and a_scale is not None:
+            raise ValueError("a_scale: quantizing A inside the GEMM is a CPU-path option; on the "
+                             "GPU, quantize A first (ops.quantize_linear) and pass uint8 A")
         if backend in ("gpu", "auto"):
             return _gemm_gpu(a, b, backend, dict(
                 a_quant_mult=a_quant_mult, bias=bias, relu=relu, out=out,
@@ -115,7 +125,16 @@ def gemm_i8(a: np.ndarray, b, *, a_quant_mult=None, bias=None, relu: bool = Fals
     n = b.n
 
     # -- output kind -------------------------------------------------------------------------
-    out_dtype, qa = output_kind(a.dtype, a_quant_mult, out_scale, bias, relu, b.quant_mult)
+    if a_scale is not None:
+        if a.dtype != np.float32:
+            raise TypeError(f"a_scale: quantizes float32 A, but A has dtype {a.dtype}")
+        if a_quant_mult is not None:
+            raise ValueError("a_scale: give either a_scale or a_quant_mult, not both")
+        linear_scale = np.float32(a_scale)
+        if not (np.isfinite(linear_scale) and linear_scale > 0):
+            raise ValueError(f"a_scale: expected a finite float32 value > 0, got {a_scale!r}")
+    out_dtype, qa = output_kind(np.dtype(np.uint8) if a_scale is not None else a.dtype,
+                                a_quant_mult, out_scale, bias, relu, b.quant_mult)
     float_out = out_dtype == np.float32
     if out_scale is not None:
         inv_qa, inv_qb = np.float32(1.0), out_scale_vector(out_scale, n)
@@ -154,24 +173,25 @@ def gemm_i8(a: np.ndarray, b, *, a_quant_mult=None, bias=None, relu: bool = Fals
     tile = params["tile"]
     b_panels = b.packed(path, tile.nr)
 
-    # -- pack A --------------------------------------------------------------------------------
+    # -- how A is packed -------------------------------------------------------------------------
+    # The kernels read A from packed rows (padded to k4 * 4): int8/uint8 A is copied, float32 A
+    # quantized on the way (driver.pack_rows). With blocks over every panel (the serial driver,
+    # row blocks) each block packs its own rows on its thread; otherwise A is packed here first.
     k4 = b.k4
     a_stride = 4 * k4
-    packed_a = np.empty((m, a_stride), path.a_dtype)
-    rowsum = np.empty(m, np.int32)
-    if float_out and a.dtype == np.float32:
-        shift = path.a_shift(np.int8)
-        if not driver.quantize_pack_a(a, qa, shift, packed_a, rowsum):
-            raise ValueError("A: contains NaN or infinity")
+    if a_scale is not None:
+        mode, mult, a_type = driver.PACK_LINEAR, linear_scale, np.uint8
+    elif a.dtype == np.float32:
+        mode, mult, a_type = driver.PACK_SYMMETRIC, qa, np.int8
     else:
-        shift = path.a_shift(a.dtype)
-        driver.pack_a_int(a, shift, packed_a, rowsum)
+        mode, mult, a_type = driver.PACK_COPY, np.float32(0.0), a.dtype
 
     # -- zero points ---------------------------------------------------------------------------
     za = 0
     if a_zero_point is not None and not (isinstance(a_zero_point, int) and a_zero_point == 0):
-        lo, hi = (0, 255) if a.dtype == np.uint8 else (-128, 127)
+        lo, hi = (0, 255) if a_type == np.uint8 else (-128, 127)
         za = check_int(a_zero_point, "a_zero_point", lo, hi)
+    shift = path.a_shift(a_type)
     zb = b_zero_points(b_zero_point, n)
     colterm = b.colterm(shift + za)
     if zb.size:
@@ -179,17 +199,28 @@ def gemm_i8(a: np.ndarray, b, *, a_quant_mult=None, bias=None, relu: bool = Fals
 
     # -- run -----------------------------------------------------------------------------------
     # Every array below is C-contiguous and 1-D or 2-D as listed, so (kernel, tile, A's packed
-    # dtype, C's dtype) fixes the compiled signature.
-    args = (tile, packed_a.reshape(-1), a_stride, k4, m, b_panels, n, out, rowsum, colterm, zb,
-            inv_qa, inv_qb, bias, bool(relu))
+    # dtype, C's dtype, A's dtype) fixes the compiled signature.
+    src = np.ascontiguousarray(a)
+    packed_a = np.empty(m * a_stride, path.a_dtype)
+    rowsum = np.empty(m, np.int32)
+    m_block = int(params["m_block"])
+    in_blocks = params["threads"] == 1 or int(params["p_block"]) >= -(-n // tile.nr)
+    finite = True
+    if not in_blocks:
+        finite = driver.pack_rows(src, mode, mult, za, shift, 0, m, packed_a, a_stride, rowsum)
+    pack = (src, mode, mult, za, shift, in_blocks)
+    args = (tile, packed_a, a_stride, k4, m, b_panels, n, out, rowsum, colterm, zb, inv_qa, inv_qb,
+            bias, bool(relu))
+    key = (tile, path.a_encoding, out_dtype, src.dtype)
     if params["threads"] == 1:
-        driver.call_compiled(driver.run_serial, ("serial", tile, path.a_encoding, out_dtype), *args,
-                             int(params["m_block"]))
+        finite &= driver.call_compiled(driver.run_serial, ("serial", *key), *args, m_block, pack)
     else:
         numba.set_num_threads(params["threads"])
-        driver.call_compiled(driver.run_parallel, ("parallel", tile, path.a_encoding, out_dtype),
-                             *args, int(params["m_block"]), int(params["p_block"]),
-                             int(params["threads"]))
+        finite &= driver.call_compiled(driver.run_parallel, ("parallel", *key), *args, m_block,
+                                       int(params["p_block"]), int(params["threads"]), pack)
+    if not finite:
+        raise ValueError("A: contains NaN" if a_scale is not None else
+                         "A: contains NaN or infinity")
     return out
 
 

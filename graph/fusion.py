@@ -12,7 +12,9 @@ quantize_dynamic (per tensor or per channel) emits, for each MatMul x @ W + b:
 from MatMulInteger to the last Mul/Add, and `DynamicQuantMatMul` runs it as one gemm_i8 call
 over the uint8 xq with its zero point, the scale product as the per-column output scale and the
 bias in the same pass: float32(int32 acc) * s + b, as the unfused chain computes it. The
-DynamicQuantizeLinear stays a node of its own, since several GEMMs share it.
+DynamicQuantizeLinear stays a node of its own, since several GEMMs share it; on the CPU, when
+only such GEMMs read xq, it computes just the scale and zero point (DynamicQuantizeParams) and
+each GEMM quantizes x into the same uint8 values as it packs it (Session._quantize_inside_gemms).
 
 quantize_static in the QOperator format emits QuantizeLinear -> QLinearMatMul -> DequantizeLinear;
 `find_qlinear_groups` matches QLinearMatMul with its DequantizeLinear, which `QLinearMatMulDequant`
@@ -161,6 +163,17 @@ def find_dynamic_groups(nodes, index: GraphIndex) -> list[Group]:
                                       index.const(bias_name) if bias_name else None)
         groups.append(group)
     return groups
+
+
+class DynamicQuantizeParams:
+    """DynamicQuantizeLinear's scale and zero point alone, for GEMMs that quantize x themselves."""
+
+    def __init__(self):
+        self.threads = None
+
+    def __call__(self, x):
+        scale, zero_point = ops.dynamic_quantize_params(x, threads=parallel.resolve(self.threads))
+        return np.array(scale, np.float32), np.array(zero_point, np.uint8)
 
 
 def find_qlinear_groups(nodes, index: GraphIndex) -> list[Group]:
@@ -343,7 +356,9 @@ class DynamicQuantMatMul:
         self.k, self.n = w.shape
         self.threads = None
 
-    def __call__(self, xq, x_scale, x_zero_point):
+    def __call__(self, xq, x_scale, x_zero_point, quantize_a=False):
+        """quantize_a: xq is DynamicQuantizeLinear's float input x instead of its output, and is
+        quantized (to the same uint8 values) as the GEMM packs it."""
         scale = x_scale * self.w_scale  # the model's own Mul, in float32
         a = xq.reshape(-1, self.k)
         out = np.empty((a.shape[0], self.n), np.float32)
@@ -352,6 +367,7 @@ class DynamicQuantMatMul:
         # slower on the encoder's shapes at 2 threads: ~10 us of Python per chunk, under the GIL.)
         gemm.gemm_i8(a, self.prepared, a_zero_point=int(x_zero_point.reshape(-1)[0]),
                      b_zero_point=self.b_zero_point, out_scale=scale, bias=self.bias,
+                     a_scale=x_scale.reshape(-1)[0] if quantize_a else None,
                      threads=parallel.resolve(self.threads), out=out)
         return out.reshape(*xq.shape[:-1], self.n)
 

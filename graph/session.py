@@ -140,6 +140,9 @@ class Session:
                 [n for n, _ in order], index, float32, lambda n: id(n) in softmax_13)
         self._prepared: dict[str, gemm.PreparedB] = {}
         self._steps = self._plan(order, groups, constants, attrs, index)
+        self._gpu_source_steps = self._steps
+        if backend == "cpu" and fuse:
+            self._steps = _quantize_inside_gemms(self._steps, graph_outputs, self.threads)
         self._constants = constants
         self._gpu_constants: dict = {}
         if backend == "gpu":
@@ -149,8 +152,7 @@ class Session:
     def gpu_plan(self) -> gpu_plan.GpuPlan:
         """Where each step would run with backend="gpu", and the transfers (a pure plan: nothing
         is uploaded; a GPU Session's steps are this plan's)."""
-        cpu_steps = [s for s in self._steps if s.where != "transfer"] if self.backend == "cpu" \
-            else self._cpu_steps
+        cpu_steps = self._gpu_source_steps if self.backend == "cpu" else self._cpu_steps
         inputs = {a.name: a.dtype for a in self._inputs}
 
         def dtype_of(name):
@@ -571,6 +573,38 @@ def _call(node, fn, args, attrs):
         return fn(*args, **attrs)
     except Exception as exc:
         raise NodeError(f"node {node.name!r} ({node.op_type}): {type(exc).__name__}: {exc}") from exc
+
+
+def _quantize_inside_gemms(steps: list[Step], graph_outputs: set[str], threads) -> list[Step]:
+    """The steps with each DynamicQuantizeLinear whose quantized output only fused GEMMs read
+    (as their A) reduced to its scale and zero point: those GEMMs read its float input and
+    quantize it, to the same uint8 values, while packing it (gemm_i8's a_scale). A is then read
+    once per GEMM instead of written and read again, and the op's quantizing pass over the
+    threads is gone."""
+    readers: dict[str, list[tuple[Step, int]]] = {}
+    for step in steps:
+        for pos, name in enumerate(step.inputs):
+            readers.setdefault(name, []).append((step, pos))
+    rewritten = {}
+    for step in steps:
+        if step.op_type != "DynamicQuantizeLinear" or len(step.outputs) < 3 or \
+                step.outputs[0] in graph_outputs:
+            continue
+        users = readers.get(step.outputs[0], [])
+        if not users or any(r.op_type != "DynamicQuantMatMul" or pos != 0 for r, pos in users):
+            continue
+        params = fusion.DynamicQuantizeParams()
+        params.threads = threads
+        rewritten[id(step)] = dataclasses.replace(
+            step, op_type="DynamicQuantizeLinear(scale)", fn=params, attrs={},
+            outputs=step.outputs[1:3], hidden=(step.outputs[0],),
+            kernel="ops.dynamic_quantize_params; the GEMMs reading it quantize x as they pack it")
+        for reader, _ in users:
+            rewritten[id(reader)] = dataclasses.replace(
+                reader, inputs=(step.inputs[0], *reader.inputs[1:]),
+                attrs={**reader.attrs, "quantize_a": True},
+                kernel=reader.kernel + "; quantizes float A while packing it (a_scale)")
+    return [rewritten.get(id(s), s) for s in steps]
 
 
 def _call_step(step: Step, args):

@@ -24,10 +24,16 @@ from .layout import concat, expand, slice_axes, transpose
 from .linalg import matmul
 from .norm import layer_norm
 from .probabilities import log_softmax_topk, logsoftmax, softmax
-from .quantize import dequantize_linear, dynamic_quantize_linear, quantize_linear
+from .quantize import (
+    dequantize_linear,
+    dynamic_quantize_linear,
+    dynamic_quantize_params,
+    quantize_linear,
+)
 
 __all__ = [
-    "add", "bias_add", "concat", "dequantize_linear", "dynamic_quantize_linear", "erf", "exp",
+    "add", "bias_add", "concat", "dequantize_linear", "dynamic_quantize_linear",
+    "dynamic_quantize_params", "erf", "exp",
     "expand", "gelu", "layer_norm", "log_softmax_topk", "logsoftmax", "matmul", "mul",
     "quantize_linear", "register_array_type", "relu", "sigmoid", "slice_axes", "softmax", "tanh",
     "transpose",

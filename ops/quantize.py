@@ -123,6 +123,28 @@ def dynamic_quantize_linear(x, *, out=None, threads: int | None = None):
         # The GPU computes scale and zero point itself (the same float32 steps), so they stay
         # in GPU memory for the next kernel.
         return on_device(x, output(backend, out, x.shape, np.uint8, (x,)))
+    scale, zero_point = _dynamic_params(backend, x, threads)
+    y = output(backend, out, x.shape, np.uint8, (x,))
+    backend.quantize_linear(x, np.array([scale], np.float32), np.array([zero_point], np.uint8),
+                            None, y, threads)
+    return y, scale, zero_point
+
+
+def dynamic_quantize_params(x, *, threads: int | None = None):
+    """DynamicQuantizeLinear's (scale np.float32, zero_point np.uint8) for float32 x on the CPU,
+    without quantizing x: for a consumer that quantizes x itself as it reads it, such as
+    gemm_i8(x, b, a_scale=scale, a_zero_point=zero_point)."""
+    backend = backend_for(x=x)
+    check_float32(x, "x")
+    check_threads(threads)
+    if getattr(backend, "dynamic_quantize_linear", None) is not None:
+        raise TypeError("x: dynamic_quantize_params takes a numpy array; for a GpuArray use "
+                        "dynamic_quantize_linear, whose scale and zero point stay on the GPU")
+    return _dynamic_params(backend, x, threads)
+
+
+def _dynamic_params(backend, x, threads):
+    """(scale, zero_point) from min(x) and max(x), in the reference's float32 steps."""
     f32 = np.float32
     if x.size:
         lo, hi, bad = backend.min_max(x, threads)
@@ -130,13 +152,9 @@ def dynamic_quantize_linear(x, *, out=None, threads: int | None = None):
             raise ValueError(f"x: contains {bad} NaN or infinite value(s); no scale represents them")
     else:
         lo = hi = f32(0.0)
-    # The reference's float32 arithmetic, step by step.
     maxx = f32(max(f32(0.0), hi))
     minx = f32(min(f32(0.0), lo))
     scale = f32(f32(1.0) if maxx == minx else f32(maxx - minx)) / f32(255.0)
     initial_zero_point = f32(0.0) - minx / scale
     zero_point = np.rint(f32(max(f32(0.0), min(f32(255.0), initial_zero_point))))
-    y = output(backend, out, x.shape, np.uint8, (x,))
-    backend.quantize_linear(x, np.array([scale], f32), np.array([zero_point], np.uint8), None, y,
-                            threads)
-    return y, f32(scale), np.uint8(zero_point)
+    return f32(scale), np.uint8(zero_point)

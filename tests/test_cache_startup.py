@@ -25,7 +25,7 @@ b = rng.integers(-127, 128, (70, 33), dtype=np.int8)
 c = gemm.gemm_i8(a, b, threads=1)
 t2 = time.perf_counter()
 assert (c == a.astype(np.int32) @ b.astype(np.int32)).all()
-stats = {name: getattr(driver, name).stats for name in ("run_serial", "pack_a_int", "pack_b_panels")}
+stats = {name: getattr(driver, name).stats for name in ("run_serial", "pack_rows", "pack_b_panels")}
 print(json.dumps({
     "import_s": t1 - t0, "first_call_s": t2 - t1,
     "misses": {k: sum(v.cache_misses.values()) for k, v in stats.items()},

@@ -406,3 +406,70 @@ def test_concurrent_calls_from_python_threads():
         results = list(pool.map(run, jobs))
     for (a, path), c in zip(jobs, results, strict=True):
         np.testing.assert_array_equal(c, ref(a, b), err_msg=path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Float A quantized inside the GEMM (a_scale): ONNX QuantizeLinear to uint8, then the product.
+
+
+@SETTINGS
+@given(m=M_ST, k=K_ST, n=N_ST, threads=st.sampled_from([1, 2]), zero_point=st.integers(0, 255),
+       seed=st.integers(0, 2**32 - 1))
+@example(m=1, k=1, n=1, threads=1, zero_point=0, seed=0)
+@example(m=70, k=299, n=199, threads=2, zero_point=255, seed=1)
+def test_a_scale_equals_quantize_linear_then_uint8_product(cpu_path, m, k, n, threads, zero_point,
+                                                             seed):
+    """gemm_i8(x, b, a_scale=s, a_zero_point=z) is exactly (QuantizeLinear(x, s, z) - z) @ B,
+    whether a row block packs its own rows (1 thread, row blocks) or A is packed first (blocks
+    of panels); x holds ties (k + 0.5) * s and values that saturate at 0 and 255."""
+    import ops
+
+    rng = np.random.default_rng(seed)
+    scale = np.float32(rng.uniform(0.01, 0.2))
+    x = (rng.standard_normal((m, k)) * 100 * scale).astype(np.float32)
+    ties = rng.random((m, k)) < 0.2
+    x[ties] = ((rng.integers(-300, 300, (m, k)) + np.float32(0.5)) * scale)[ties]
+    b = draw_int8(rng, (k, n), b_low(cpu_path), 127, "uniform")
+    q = ops.quantize_linear(x, scale, np.uint8(zero_point))
+    expected = ref(q, b) - np.int32(zero_point) * b.astype(np.int32).sum(axis=0)
+    pb = gemm.prepare_b_quantized(b)
+    blocks = [None, {"threads": threads, "m_block": 1 << 30, "p_block": 1}]
+    for params in blocks if threads > 1 else blocks[:1]:
+        c = gemm.gemm_i8(x, pb, a_scale=scale, a_zero_point=zero_point,
+                         backend=backend_of(cpu_path), threads=threads, _params=params)
+        assert c.dtype == np.int32
+        np.testing.assert_array_equal(c, expected, err_msg=str(params))
+
+
+def test_a_scale_float_output_equals_uint8_a_with_out_scale(cpu_path):
+    import ops
+
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((33, 70)).astype(np.float32)
+    b = rng.integers(b_low(cpu_path), 128, (70, 45), dtype=np.int8)
+    pb = gemm.prepare_b_quantized(b)
+    q, scale, zero_point = ops.dynamic_quantize_linear(x)
+    out_scale = rng.uniform(0.001, 0.01, 45).astype(np.float32)
+    bias = rng.standard_normal(45).astype(np.float32)
+    kwargs = dict(a_zero_point=int(zero_point), b_zero_point=3, out_scale=out_scale, bias=bias,
+                  relu=True, backend=backend_of(cpu_path), threads=2)
+    np.testing.assert_array_equal(gemm.gemm_i8(x, pb, a_scale=scale, **kwargs),
+                                  gemm.gemm_i8(q, pb, **kwargs))
+
+
+def test_a_scale_rejects_nan_and_bad_arguments():
+    rng = np.random.default_rng(12)
+    pb = gemm.prepare_b_quantized(rng.integers(-127, 128, (16, 8), dtype=np.int8))
+    x = rng.standard_normal((40, 16)).astype(np.float32)
+    with pytest.raises(TypeError, match="a_scale"):
+        gemm.gemm_i8(x.astype(np.int8), pb, a_scale=0.1)
+    with pytest.raises(ValueError, match="a_scale"):
+        gemm.gemm_i8(x, pb, a_scale=0.0)
+    with pytest.raises(ValueError, match="a_scale"):
+        gemm.gemm_i8(x, pb, a_scale=0.1, a_quant_mult=10.0)
+    with pytest.raises(ValueError, match="a_zero_point"):
+        gemm.gemm_i8(x, pb, a_scale=0.1, a_zero_point=256)
+    x[37, 5] = np.nan
+    for threads in (1, 2):
+        with pytest.raises(ValueError, match="NaN"):
+            gemm.gemm_i8(x, pb, a_scale=0.1, threads=threads)

@@ -121,11 +121,16 @@ def test_a_failing_node_is_named_at_run_time():
 def test_fused_chain_equals_the_onnx_definition_exactly():
     model, w = _matmul_integer_model()
     session = graph.Session(model)
-    assert [s.op_type for s in session.steps] == ["DynamicQuantizeLinear", "DynamicQuantMatMul"]
+    # The fused GEMM is xq's only reader, so it quantizes x itself and the DynamicQuantizeLinear
+    # step computes just xs and xz; xq is never materialized.
+    assert [s.op_type for s in session.steps] == ["DynamicQuantizeLinear(scale)",
+                                                  "DynamicQuantMatMul"]
     assert session.steps[1].nodes == ("scale", "mmi", "cast", "mul", "bias")
     x = np.random.default_rng(2).standard_normal((5, 4)).astype(np.float32)
-    xq, xs, xz = session.run_until("xq", {"x": x}), session.run_until("xs", {"x": x}), \
-        session.run_until("xz", {"x": x})
+    with pytest.raises(ValueError, match="inside the fused step"):
+        session.run_until("xq", {"x": x})
+    xq = graph.Session(model, fuse=False).run_until("xq", {"x": x})
+    xs, xz = session.run_until("xs", {"x": x}), session.run_until("xz", {"x": x})
     acc = (xq.astype(np.int64) - xz.astype(np.int64)) @ w.astype(np.int64)
     expected = acc.astype(np.int32).astype(np.float32) * (xs * np.float32(0.01)) + \
         np.arange(6, dtype=np.float32)

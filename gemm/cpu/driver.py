@@ -324,43 +324,57 @@ def pack_b_panels_parallel(cols32, ids, nr, out32):
 PARALLEL_PACK_COLUMNS = 512
 
 
-@njit(cache=True, nogil=True)
-def pack_a_int(a, shift, packed, rowsum):
-    """Copy int8/uint8 A into packed rows (adding `shift`, wrapping into packed's dtype); row
-    sums of the original values go to rowsum."""
-    m, k = a.shape
-    for i in range(m):
-        s = np.int32(0)
-        for x in range(k):
-            v = np.int32(a[i, x])
-            s += v
-            packed[i, x] = v + shift
-        rowsum[i] = s
-        for x in range(k, packed.shape[1]):
-            packed[i, x] = 0
+# How A's rows reach the packed buffer (pack_rows); the modes for float32 A quantize it on the
+# way, so A is read once and its quantized copy is written straight into the kernel's panel.
+PACK_COPY = 0       # int8/uint8 A: a + shift
+PACK_SYMMETRIC = 1  # float32 A: clamp(rint(a * scale), -127, 127) + shift      (a_quant_mult)
+PACK_LINEAR = 2     # float32 A: clamp(rint(a / scale) + zero_point, 0, 255) + shift
+                    # (ONNX QuantizeLinear to uint8: a float32 division, then the zero point)
 
 
-@njit(cache=True, nogil=True)
-def quantize_pack_a(a, quant_mult, shift, packed, rowsum):
-    """Quantize float32 A (round half to even, clamp to [-127, 127]) into packed rows.
-    Returns False if A holds NaN or an infinity."""
-    m, k = a.shape
-    lo = np.float32(-127.0)
-    hi = np.float32(127.0)
+@njit(cache=True, nogil=True, error_model="numpy")
+def pack_rows(src, mode, scale, zero_point, shift, m0, m1, packed, a_stride, rowsum):
+    """Rows m0:m1 of A into the packed rows (flat, a_stride values each; the padding past K
+    zeroed) and their row sums, of the values the product uses (int8 or uint8). Returns False if a
+    float32 A held NaN (PACK_SYMMETRIC: also an infinity), leaving those rows undefined."""
+    k = src.shape[1]
     finite = True
-    for i in range(m):
+    for i in range(m0, m1):
+        row = src[i]
+        out = packed[i * a_stride:(i + 1) * a_stride]
         s = np.int32(0)
-        for x in range(k):
-            v = a[i, x]
-            # v - v is 0 for finite v and NaN otherwise. An and-reduction vectorises; the
-            # float sum a NaN check would otherwise use is a serial chain (5x slower).
-            finite &= (v - v) == np.float32(0.0)
-            q = np.int32(np.rint(min(max(v * quant_mult, lo), hi)))
-            s += q
-            packed[i, x] = q + shift
+        # One loop per mode, each straight arithmetic that LLVM vectorises. The NaN test is an
+        # and-reduction (vectorises), not a float sum (a serial chain, 5x slower).
+        if mode == PACK_COPY:
+            for x in range(k):
+                v = np.int32(row[x])
+                s += v
+                out[x] = v + shift
+        elif mode == PACK_SYMMETRIC:
+            lo = np.float32(-127.0)
+            hi = np.float32(127.0)
+            for x in range(k):
+                v = row[x]
+                finite &= (v - v) == np.float32(0.0)
+                q = np.int32(np.rint(min(max(v * scale, lo), hi)))
+                s += q
+                out[x] = q + shift
+        else:
+            # As ops.quantize_linear: rint first, then the clamp to [-zp, 255 - zp] in float32
+            # (saturating values beyond int32 and infinities), then the zero point, exactly.
+            lo = np.float32(-zero_point)
+            hi = np.float32(255 - zero_point)
+            for x in range(k):
+                q = np.rint(row[x] / scale)
+                finite &= q == q
+                q = lo if q < lo else q
+                q = hi if q > hi else q
+                v = np.int32(q) + zero_point
+                s += v
+                out[x] = v + shift
         rowsum[i] = s
-        for x in range(k, packed.shape[1]):
-            packed[i, x] = 0
+        for x in range(k, a_stride):
+            out[x] = 0
     return finite
 
 
@@ -531,21 +545,33 @@ def _block(tile, a, a_stride, k4, m0, m1, b, n, p0, p1, out, rowsum, colterm, zb
 
 @njit(cache=True, nogil=True)
 def run_serial(tile, a, a_stride, k4, m, b, n, out, rowsum, colterm, zb, inv_qa, inv_qb, bias,
-               relu, m_block):
-    """Blocks of m_block rows, one after another, each over every panel."""
+               relu, m_block, pack):
+    """Blocks of m_block rows, one after another, each over every panel; each block packs its own
+    rows of A first, while they are about to be used (see run_parallel for `pack`)."""
+    src, mode, scale, zero_point, shift, pack_in_blocks = pack
     nr = tile_nr(tile)
     acc = np.empty(tile_mr(tile) * nr, np.int32)
+    finite = True
     for m0 in range(0, m, m_block):
-        _block(tile, a, a_stride, k4, m0, min(m, m0 + m_block), b, n, 0, (n + nr - 1) // nr, out,
-               rowsum, colterm, zb, inv_qa, inv_qb, bias, relu, acc)
+        m1 = min(m, m0 + m_block)
+        if pack_in_blocks:
+            finite &= pack_rows(src, mode, scale, zero_point, shift, m0, m1, a, a_stride, rowsum)
+        _block(tile, a, a_stride, k4, m0, m1, b, n, 0, (n + nr - 1) // nr, out, rowsum, colterm,
+               zb, inv_qa, inv_qb, bias, relu, acc)
+    return finite
 
 
 @njit(cache=True, nogil=True, parallel=True)
 def run_parallel(tile, a, a_stride, k4, m, b, n, out, rowsum, colterm, zb, inv_qa, inv_qb, bias,
-                 relu, m_block, p_block, threads):
+                 relu, m_block, p_block, threads, pack):
     """The blocks are dealt out as threads come free (a shared counter), not in fixed shares:
     on shared cores a thread that loses its core for a while would otherwise hold up the whole
-    call while the others wait at the join (a 180 us call was seen taking 1300 us)."""
+    call while the others wait at the join (a 180 us call was seen taking 1300 us).
+
+    pack = (src, mode, scale, zero_point, shift, pack_in_blocks): with pack_in_blocks (blocks
+    over every panel, so each row is in one block) a block packs its own rows of A (pack_rows)
+    on its thread; otherwise the caller has packed A. Returns pack_rows' verdict."""
+    src, mode, scale, zero_point, shift, pack_in_blocks = pack
     nr = tile_nr(tile)
     panels = (n + nr - 1) // nr
     m_blocks = (m + m_block - 1) // m_block
@@ -553,13 +579,20 @@ def run_parallel(tile, a, a_stride, k4, m, b, n, out, rowsum, colterm, zb, inv_q
     blocks = m_blocks * p_blocks
     workers = min(threads, blocks)
     next_block = np.zeros(1, np.int64)
-    for _ in prange(workers):
+    finite = np.ones(workers, np.bool_)
+    for t in prange(workers):
         acc = np.empty(tile_mr(tile) * nr, np.int32)
         w = fetch_add(next_block, 1)
         while w < blocks:
             mb = w // p_blocks
             pb = w - mb * p_blocks
-            _block(tile, a, a_stride, k4, mb * m_block, min(m, (mb + 1) * m_block), b, n,
-                   pb * p_block, min(panels, (pb + 1) * p_block), out, rowsum, colterm, zb,
-                   inv_qa, inv_qb, bias, relu, acc)
+            m0 = mb * m_block
+            m1 = min(m, m0 + m_block)
+            if pack_in_blocks and not pack_rows(src, mode, scale, zero_point, shift, m0, m1, a,
+                                                a_stride, rowsum):
+                finite[t] = False
+            _block(tile, a, a_stride, k4, m0, m1, b, n, pb * p_block,
+                   min(panels, (pb + 1) * p_block), out, rowsum, colterm, zb, inv_qa, inv_qb,
+                   bias, relu, acc)
             w = fetch_add(next_block, 1)
+    return finite.all()
