@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import ops
+from ops.cpu import quantize as cpu_quantize
 from ops.cpu import threads as cpu_threads
 
 THREADS = min(2, numba.config.NUMBA_NUM_THREADS)
@@ -95,6 +96,7 @@ def test_tiny_blocks_and_many_threads_give_the_serial_result(monkeypatch, block_
     for name in ("logsoftmax", "softmax", "layer_norm"):
         np.testing.assert_array_equal(serial[name + " in place"], serial[name], err_msg=name)
     monkeypatch.setattr(cpu_threads, "PARALLEL_MIN_ELEMENTS", 1)
+    monkeypatch.setattr(cpu_quantize, "MIN_MAX_PARALLEL_ELEMENTS", 1)
     monkeypatch.setattr(cpu_threads, "BLOCK_VALUES", block_values)
     for name, f in calls.items():
         got, want = f(THREADS), serial[name]
