@@ -24,6 +24,7 @@ import numpy as np
 
 import gemm
 import ops
+from ops.quantize import dynamic_scale_and_zero_point
 
 from . import parallel
 from .tensors import MAX_ELEMENTS, ONNX_TO_NUMPY
@@ -73,23 +74,13 @@ def DynamicQuantizeLinear(x, *, _threads=None):
         y, scale, zero_point = ops.dynamic_quantize_linear(x, threads=parallel.resolve(_threads))
         return y, np.array(scale, np.float32), np.array(zero_point, np.uint8)
     # ONNX's definition, step by step in float32 (bit-identical to the reference evaluator).
-    scale, zero_point = _dynamic_scale(float(x.min()), float(x.max())) if x.size else \
-        _dynamic_scale(0.0, 0.0)
+    scale, zero_point = dynamic_scale_and_zero_point(float(x.min()), float(x.max())) if x.size \
+        else dynamic_scale_and_zero_point(0.0, 0.0)
     y = np.divide(x, scale)
     np.rint(y, out=y)
     y += zero_point
     np.clip(y, 0, 255, out=y)
     return y.astype(np.uint8), np.array(scale, np.float32), np.array(zero_point, np.uint8)
-
-
-def _dynamic_scale(lo: float, hi: float):
-    """DynamicQuantizeLinear's scale and zero point (float32) from min(x) and max(x), in the
-    reference's float32 steps."""
-    maxx = np.float32(max(0.0, hi))
-    minx = np.float32(min(0.0, lo))
-    scale = np.float32(1.0 if maxx == minx else maxx - minx) / np.float32(255.0)
-    zero_point = np.rint(np.clip(np.float32(0.0) - minx / scale, 0.0, 255.0)).astype(np.float32)
-    return scale, zero_point
 
 
 def QuantizeLinear(x, y_scale, y_zero_point=None, axis=1, saturate=1, block_size=0,

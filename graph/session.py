@@ -140,7 +140,7 @@ class Session:
                 [n for n, _ in order], index, float32, lambda n: id(n) in softmax_13)
         self._prepared: dict[str, gemm.PreparedB] = {}
         self._steps = self._plan(order, groups, constants, attrs, index)
-        self._gpu_source_steps = self._steps
+        self._planned_steps = self._steps   # what gpu_plan() places, before CPU-only rewrites
         if backend == "cpu" and fuse:
             self._steps = _quantize_inside_gemms(self._steps, graph_outputs, self.threads)
         self._constants = constants
@@ -152,7 +152,7 @@ class Session:
     def gpu_plan(self) -> gpu_plan.GpuPlan:
         """Where each step would run with backend="gpu", and the transfers (a pure plan: nothing
         is uploaded; a GPU Session's steps are this plan's)."""
-        cpu_steps = self._gpu_source_steps if self.backend == "cpu" else self._cpu_steps
+        cpu_steps = self._planned_steps
         inputs = {a.name: a.dtype for a in self._inputs}
 
         def dtype_of(name):
@@ -174,7 +174,6 @@ class Session:
         why = gpu.unavailable_reason()
         if why:
             raise RuntimeError(f"backend: 'gpu' needs a GPU adapter: {why}")
-        self._cpu_steps = self._steps
         plan = self.gpu_plan()
         for step in plan.steps:
             if step.where == "gpu" and hasattr(step.fn, "load"):

@@ -144,14 +144,18 @@ def dynamic_quantize_params(x, *, threads: int | None = None):
 
 
 def _dynamic_params(backend, x, threads):
-    """(scale, zero_point) from min(x) and max(x), in the reference's float32 steps."""
+    if not x.size:
+        return dynamic_scale_and_zero_point(0.0, 0.0)
+    lo, hi, bad = backend.min_max(x, threads)
+    if bad:
+        raise ValueError(f"x: contains {bad} NaN or infinite value(s); no scale represents them")
+    return dynamic_scale_and_zero_point(lo, hi)
+
+
+def dynamic_scale_and_zero_point(lo, hi):
+    """DynamicQuantizeLinear's (scale np.float32, zero_point np.uint8) from min(x) and max(x), in
+    the reference evaluator's float32 steps."""
     f32 = np.float32
-    if x.size:
-        lo, hi, bad = backend.min_max(x, threads)
-        if bad:
-            raise ValueError(f"x: contains {bad} NaN or infinite value(s); no scale represents them")
-    else:
-        lo = hi = f32(0.0)
     maxx = f32(max(f32(0.0), hi))
     minx = f32(min(f32(0.0), lo))
     scale = f32(f32(1.0) if maxx == minx else f32(maxx - minx)) / f32(255.0)

@@ -229,17 +229,16 @@ def heuristic_config(path: CpuPath, shape, threads: int) -> dict:
     # run_parallel deals blocks out as threads come free, so a few blocks per thread let one
     # that lost its core for a while be covered by the others.
     fair = -(-m // (BLOCKS_PER_THREAD * threads))
+    fair = -(-fair // tile.mr) * tile.mr   # rows per block for a few blocks per thread
     if rows < m and -(-m // rows) >= threads:
         # Row blocks over every panel: B stays in the core's cache and C is written in whole rows.
-        rows = min(rows, -(-fair // tile.mr) * tile.mr)
-        return {"tile": name, "threads": threads, "m_block": rows, "p_block": ALL}
+        return {"tile": name, "threads": threads, "m_block": min(rows, fair), "p_block": ALL}
     if panels >= 2 * threads or m <= tile.mr:
         # Enough columns: blocks of panels, each over all the rows.
         return {"tile": name, "threads": threads, "m_block": ALL,
                 "p_block": max(1, -(-panels // (BLOCKS_PER_THREAD * threads)))}
     # Few columns, many rows: split the rows too.
-    return {"tile": name, "threads": threads, "m_block": -(-fair // tile.mr) * tile.mr,
-            "p_block": ALL}
+    return {"tile": name, "threads": threads, "m_block": fair, "p_block": ALL}
 
 
 # Row blocks (see _row_block) are used when packed B takes at most this many bytes, so that it
