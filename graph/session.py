@@ -219,7 +219,7 @@ class Session:
                 step.kernel = "numpy matmul (BLAS, 1 thread per piece)"
             elif entry.fn is onnx_ops.Softmax:
                 step.fn = FloatSoftmax(self.threads)
-                step.kernel = "ops.softmax(float32_steps=True) (last axis), row chunks"
+                step.kernel = "ops.softmax(float32_steps=True) (last axis), one pass"
             elif node.op_type in _OPS_KERNEL:
                 step.kernel = _OPS_KERNEL[node.op_type]
             self._prepare_node(step, node, index)
@@ -652,7 +652,7 @@ def _group_kernel(group, path: str) -> str:
     if group.kind == "Add+LayerNormalization":
         return "ops.layer_norm(residual=, float32_steps=True), one pass"
     if group.kind == "Div+Softmax":
-        return "numpy divide, ops.softmax(float32_steps=True), row chunks"
+        return "ops.softmax(float32_steps=True, divide_by=), one pass"
     how = ("uint8 A, zero point, out_scale, bias" if group.kind == "DynamicQuantMatMul"
            else "int32 out + requantize + dequantize")
     return f"gemm.gemm_i8 {path} K={group.fn.k} N={group.fn.n} prepared, {how}"

@@ -32,7 +32,7 @@ def logsoftmax(x, axis: int = -1, *, out=None, threads: int | None = None):
     return backend.logsoftmax(x, axis, result, threads)
 
 
-def softmax(x, axis: int = -1, *, float32_steps: bool = False, out=None,
+def softmax(x, axis: int = -1, *, float32_steps: bool = False, divide_by=None, out=None,
             threads: int | None = None):
     """exp(x - max) / sum(exp(x - max)) along `axis` (float32); `out` and `threads` as in
     logsoftmax.
@@ -40,7 +40,10 @@ def softmax(x, axis: int = -1, *, float32_steps: bool = False, out=None,
     float32_steps=True (last axis only): bit for bit what onnx's reference evaluator computes --
     numpy's float32 exp and numpy's order of summation (ops/cpu/probabilities.py) -- for a graph
     runner whose next steps quantize the result (one ulp can move a value to the next integer
-    step). Its accuracy is numpy's: exp within a few ulp, not the bound above."""
+    step). Its accuracy is numpy's: exp within a few ulp, not the bound above.
+    divide_by (float32_steps only): a number; the softmax of x / divide_by, the division in
+    float32 as an ONNX Div node computes it (attention's scores / sqrt(head size)), in the same
+    pass."""
     backend = backend_for(x=x, out=out)
     check_float32(x, "x")
     check_threads(threads)
@@ -50,9 +53,16 @@ def softmax(x, axis: int = -1, *, float32_steps: bool = False, out=None,
     if float32_steps and axis != x.ndim - 1:
         raise ValueError("float32_steps: only over the last axis (numpy sums other axes in "
                          "another order)")
+    if divide_by is not None:
+        if not float32_steps:
+            raise ValueError("divide_by: only with float32_steps=True")
+        if isinstance(divide_by, bool) or not isinstance(divide_by, (int, float, np.number)) \
+                or np.ndim(divide_by) != 0:
+            raise TypeError(f"divide_by: expected a number, got {divide_by!r}")
+        divide_by = np.float32(divide_by)
     result = output(backend, out, x.shape, np.float32, (x,))
     if float32_steps:
-        return backend.softmax_float32_steps(x, result, threads)
+        return backend.softmax_float32_steps(x, result, threads, divide_by)
     return backend.softmax(x, axis, result, threads)
 
 

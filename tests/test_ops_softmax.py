@@ -193,6 +193,68 @@ def test_softmax_float32_steps_equals_onnx_reference(data):
                                   _reference_softmax(x))
 
 
+@settings(max_examples=40, deadline=None)
+@given(data=st.data())
+def test_softmax_float32_steps_divide_by_equals_div_then_reference(data):
+    rows = data.draw(st.integers(1, 5))
+    n = data.draw(st.sampled_from([1, 7, 8, 128, 129, 1000]))
+    x = data.draw(hnp.arrays(np.float32, (rows, n), elements=WITH_SPECIALS
+                             if data.draw(st.booleans()) else FINITE))
+    d = data.draw(st.sampled_from([np.float32(8.0), np.float32(np.sqrt(48)), np.float32(-3.5),
+                                   np.float32(1e-30)]))
+    with np.errstate(over="ignore", invalid="ignore"):
+        expected = _reference_softmax(x / d)
+    threads = data.draw(st.sampled_from([1, 2]))
+    np.testing.assert_array_equal(
+        ops.softmax(x, float32_steps=True, divide_by=d, threads=threads), expected)
+
+
+def test_numpy_exp_replica_equals_np_exp_over_the_float32_range():
+    """The one-pass softmax computes numpy's float32 exp itself (ops/cpu/numpy_exp.py): bit for
+    bit np.exp on a sweep of every 61st bit pattern of all 2**32 (softmax's inputs, <= 0, densely
+    on [-20, 0])."""
+    from ops.cpu import numpy_exp
+    if not numpy_exp.matches_numpy():
+        pytest.skip("this numpy's float32 exp is another routine (not its AVX2/AVX-512 one): the "
+                    "softmax calls np.exp itself here, which the reference tests cover")
+    for start in range(0, 61):
+        x = np.arange(start, 1 << 32, 61 * 64, dtype=np.uint64).astype(np.uint32).view(np.float32)
+        if start == 0:
+            x = np.concatenate([x, np.linspace(-20, 0, 1 << 20, dtype=np.float32)])
+        got = np.empty_like(x)
+        numpy_exp.numpy_exp_into(x, got)
+        with np.errstate(all="ignore"):
+            expected = np.exp(x)
+        bad = np.flatnonzero(got.view(np.uint32) != expected.view(np.uint32))
+        assert bad.size == 0, f"differs at x = {x[bad[:5]]}: {got[bad[:5]]} vs {expected[bad[:5]]}"
+
+
+def test_softmax_float32_steps_without_the_exp_replica(monkeypatch):
+    """Where numpy's exp is another routine the softmax takes three passes with np.exp itself:
+    the same results."""
+    from ops.cpu import probabilities
+    x = np.random.default_rng(3).standard_normal((33, 129)).astype(np.float32) * 30
+    x[0, 5], x[1, :] = -np.inf, -np.inf
+    monkeypatch.setattr(probabilities, "matches_numpy", lambda: False)
+    for threads in (1, 2):
+        np.testing.assert_array_equal(ops.softmax(x, float32_steps=True, threads=threads),
+                                      _reference_softmax(x))
+        with np.errstate(over="ignore", invalid="ignore"):
+            expected = _reference_softmax(x / np.float32(8))
+        np.testing.assert_array_equal(
+            ops.softmax(x, float32_steps=True, divide_by=8.0, threads=threads), expected)
+
+
+def test_softmax_divide_by_errors():
+    x = np.zeros((2, 3), np.float32)
+    with pytest.raises(ValueError, match="divide_by: only with float32_steps"):
+        ops.softmax(x, divide_by=2.0)
+    with pytest.raises(TypeError, match="divide_by: expected a number"):
+        ops.softmax(x, float32_steps=True, divide_by=np.ones(3, np.float32))
+    with pytest.raises(TypeError, match="divide_by: expected a number"):
+        ops.softmax(x, float32_steps=True, divide_by="2")
+
+
 def test_softmax_float32_steps_big_rows_in_place():
     x = np.random.default_rng(8).standard_normal((64, 128, 128)).astype(np.float32) * 4
     ref = _reference_softmax(x)

@@ -3,7 +3,7 @@
 Contract of a backend module (this one; ops/wgsl/ for GPU arrays will offer the same names):
     empty(shape, dtype), check_out(out, shape, dtype, argument, inputs)
     logsoftmax(x, axis, out, threads), softmax(x, axis, out, threads)
-    softmax_float32_steps(x, out, threads)   (last axis; onnx's reference, bit for bit)
+    softmax_float32_steps(x, out, threads, divide_by)   (last axis; onnx's reference, bit for bit)
     log_softmax_topk(x, k, out_values, out_indices, threads)
     apply_unary(x, op, out, threads), apply_binary(x, y, op, out, threads)
     bias_add(x, bias, residual, act, axis, out, threads)

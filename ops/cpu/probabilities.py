@@ -11,10 +11,10 @@ Another axis: the array is viewed as (outer, n, inner) and the loops run across 
 (contiguous), with one running max and float64 sum per inner position (three sweeps of the slab).
 
 softmax float32_steps (last axis only): onnx's reference evaluator's steps bit for bit --
-t = x - max(x) (float32), e = numpy's own float32 exp of t (np.exp: numpy's SIMD exp, which no
-other exp reproduces), e / sum(e) with the sum in numpy's pairwise order (pairwise.py) and a
-float32 division. The subtraction and the sums-and-divisions are numba passes over rows (nogil,
-so a caller may run row blocks on its own threads), the exp one numpy call in between.
+t = x - max(x) (float32), e = numpy's own float32 exp of t (numpy's SIMD exp, replicated step for
+step in numpy_exp.py), e / sum(e) with the sum in numpy's pairwise order (pairwise.py) and a
+float32 division: one pass per row. Where numpy's exp is another routine (numpy_exp.matches_numpy
+is False), three passes instead, with np.exp itself in the middle.
 
 Special values follow numpy's `x - max - log(sum(exp(x - max)))` (and onnx's reference LogSoftmax)
 exactly, with no extra pass to find them:
@@ -31,6 +31,7 @@ import numpy as np
 from numba import njit, prange
 
 from .mathfuncs import EXACT_FLAGS, REDUCE_FLAGS, exp_f32, exp_sum_term_f32, fmax_f32
+from .numpy_exp import matches_numpy, numpy_exp_f32
 from .pairwise import pairwise_sum
 from .threads import split, take_block, threads_for
 
@@ -326,14 +327,68 @@ def _divide_by_row_sum_parallel(e, workers, block):
             lo, hi = take_block(counter, block, rows)
 
 
-def softmax_float32_steps(x: np.ndarray, out: np.ndarray, threads) -> np.ndarray:
-    """Softmax over the last axis, as onnx's reference computes it (module docstring)."""
+@njit(error_model="numpy", cache=True, nogil=True)
+def _softmax_steps_rows(x, out, lo, hi, divisor, divide, in_place):
+    """Rows lo:hi, each in one pass while it sits in L1: [t = x / divisor,] m = max, e = exp(t - m)
+    with numpy_exp_f32 (numpy's exp, bit for bit), s = pairwise_sum(e), e / s. Compiled without
+    fast-math flags: each float32 operation rounds as numpy's does. (Each loop reads one array and
+    writes another, or works in place on one: a loop reading `t` and writing `o` that may be the
+    same row fails LLVM's overlap check at run time and falls back to scalar code, 10x slower:
+    in_place says x is out.)"""
+    scratch = np.empty(64, np.float32)
+    stack = np.empty((64, 3), np.int64)
+    n = x.shape[1]
+    for r in range(lo, hi):
+        o = out[r]
+        xr = x[r]
+        if divide or in_place:
+            if divide:
+                for i in range(n):
+                    o[i] = xr[i] / divisor
+            m = chunk_max(o)
+            for i in range(n):
+                o[i] = numpy_exp_f32(o[i] - m)
+        else:
+            m = chunk_max(xr)
+            for i in range(n):
+                o[i] = numpy_exp_f32(xr[i] - m)
+        s = pairwise_sum(o, scratch, stack)
+        for i in range(n):
+            o[i] = o[i] / s
+
+
+@njit(error_model="numpy", cache=True, parallel=True)
+def _softmax_steps_rows_parallel(x, out, divisor, divide, in_place, workers, block):
+    rows = x.shape[0]
+    counter = np.zeros(1, np.int64)
+    for _ in prange(workers):
+        lo, hi = take_block(counter, block, rows)
+        while lo < hi:
+            _softmax_steps_rows(x, out, lo, hi, divisor, divide, in_place)
+            lo, hi = take_block(counter, block, rows)
+
+
+def softmax_float32_steps(x: np.ndarray, out: np.ndarray, threads, divide_by=None) -> np.ndarray:
+    """Softmax over the last axis, as onnx's reference computes it (module docstring), of
+    x / divide_by if that is given (a float32 division, as an ONNX Div node computes it)."""
     if x.size == 0:
         return out
     n = x.shape[-1]
     x2 = np.ascontiguousarray(x).reshape(-1, n)
     out2 = out.reshape(-1, n)
     workers, block = split(x2.shape[0], n, threads_for(x.size, x2.shape[0], threads))
+    divisor = np.float32(1.0 if divide_by is None else divide_by)
+    divide = divide_by is not None
+    if matches_numpy():
+        in_place = x2.ctypes.data == out2.ctypes.data   # (partial overlaps are refused earlier)
+        if workers == 1:
+            _softmax_steps_rows(x2, out2, 0, x2.shape[0], divisor, divide, in_place)
+        else:
+            _softmax_steps_rows_parallel(x2, out2, divisor, divide, in_place, workers, block)
+        return out
+    # numpy computes exp another way here: three passes, numpy's exp in the middle.
+    if divide:
+        x2 = np.divide(x2, divisor, out=out2)
     if workers == 1:
         _subtract_row_max(x2, out2, 0, x2.shape[0])
     else:

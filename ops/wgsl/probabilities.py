@@ -78,6 +78,6 @@ def log_softmax_topk(x, k: int, out_values, out_indices, threads):
 INDEX_DTYPE = np.dtype(np.int32)
 
 
-def softmax_float32_steps(x, out, threads):
+def softmax_float32_steps(x, out, threads, divide_by=None):
     raise ValueError("float32_steps: only on the CPU (it follows numpy's float32 exp and "
                      "summation order bit for bit)")
