@@ -238,20 +238,16 @@ def find_gelu_groups(nodes, index: GraphIndex, float32_tensors: set[str]) -> lis
 
 
 class GeluSteps:
-    """The five Gelu nodes in one pass: ops.gelu(x, float32_steps=True), in blocks over the
-    session's threads (graph/parallel.py)."""
+    """The five Gelu nodes in one pass: ops.gelu(x, float32_steps=True) on the session's threads
+    (ops' own blocks taken from a shared counter: for (2048, 1024) at 2 threads 1.53 ms, median,
+    against 1.77 for chunks handed out from Python)."""
 
     def __init__(self):
         self.threads = None
 
     def __call__(self, x):
-        src = np.ascontiguousarray(x, np.float32).reshape(-1)
-        out = np.empty_like(src)
-        threads = parallel.resolve(self.threads)
-        parallel.run_chunks(
-            lambda lo, hi: ops.gelu(src[lo:hi], float32_steps=True, threads=1, out=out[lo:hi]),
-            parallel.bounds(src.size, threads, 1 << 15), threads)
-        return out.reshape(x.shape)
+        src = np.ascontiguousarray(x, np.float32)
+        return ops.gelu(src, float32_steps=True, threads=parallel.resolve(self.threads))
 
 
 def find_residual_layer_norm_groups(nodes, index: GraphIndex,

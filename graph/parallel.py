@@ -6,8 +6,11 @@ descheduled thread then stalls the whole op for a scheduler time slice (millisec
 a shared 2-core machine: a 0.5 ms GEMM taking 2-4 ms with 2 threads, 1.3 ms with one). onnxruntime
 avoids this by letting the calling thread take whatever work is left. `run_chunks` does the same:
 the calling thread and `threads - 1` pool workers take chunk numbers from a shared counter, each
-chunk runs a single-threaded kernel that releases the GIL (gemm's and ops' kernels, numpy's
-loops), and a worker that gets no core costs at most the chunk it holds.
+chunk runs a single-threaded kernel that releases the GIL, and a worker that gets no core costs
+at most the chunk it holds. The graph's float MatMuls use it (numpy's matmul on pieces of the
+stack). gemm_i8 and the ops kernels split their own work the same way inside numba (blocks taken
+from a shared counter), which costs less than ~10 us of Python per chunk: the graph calls them
+once per step with the session's thread count (`resolve`).
 """
 
 from __future__ import annotations
