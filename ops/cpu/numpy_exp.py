@@ -26,9 +26,7 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from .mathfuncs import pow2_f32
-
-_F32 = ir.FloatType()
+from .mathfuncs import F32, pow2_f32
 
 # The constants of numpy's routine, as float32 bit patterns: the values are numpy's (its
 # npy_simd_data / npy_math constants and the two range limits written in the routine).
@@ -36,16 +34,15 @@ _LOG2E = np.uint32(0x3FB8AA3B).view(np.float32)        # log2(e)
 _LN2_HI = np.uint32(0xBF317200).view(np.float32)       # -ln 2, high part (exact products)
 _LN2_LO = np.uint32(0xB5BFBE8E).view(np.float32)       # -ln 2, low part
 _RINT_MAGIC = np.uint32(0x4B400000).view(np.float32)   # 1.5 * 2**23: (t + it) - it rounds t
-_P = tuple(np.uint32(b).view(np.float32) for b in (
+# e**r ~ P(r) / Q(r), numpy's coefficients (one global each: numba folds them into the code).
+_P0, _P1, _P2, _P3, _P4, _P5 = (np.uint32(b).view(np.float32) for b in (
     0x3F800000, 0x3F39CBD5, 0x3E7D4C58, 0x3D517D8C, 0x3BDD7159, 0x3A053DD8))
-_Q = tuple(np.uint32(b).view(np.float32) for b in (0x3F800000, 0xBE8C6857, 0x3CB0E832))
+_Q0, _Q1, _Q2 = (np.uint32(b).view(np.float32) for b in (0x3F800000, 0xBE8C6857, 0x3CB0E832))
 _X_MAX = np.uint32(0x42B17218).view(np.float32)        # 88.72283935546875: inf from here up
 _X_MIN = np.uint32(0xC2CFF1B5).view(np.float32)        # -103.97208404541015625: 0 from here down
 _ZERO = np.float32(0.0)
 _INF = np.float32(np.inf)
 _NAN = np.float32(np.nan)
-_P0, _P1, _P2, _P3, _P4, _P5 = _P
-_Q0, _Q1, _Q2 = _Q
 
 
 @intrinsic
@@ -55,7 +52,7 @@ def fma_f32(typingctx, a, b, c):
         return None
 
     def codegen(context, builder, sig, args):
-        fnty = ir.FunctionType(_F32, [_F32, _F32, _F32])
+        fnty = ir.FunctionType(F32, [F32, F32, F32])
         fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.fma.f32")
         return builder.call(fn, args)
 
