@@ -166,13 +166,19 @@ def find_dynamic_groups(nodes, index: GraphIndex) -> list[Group]:
 
 
 class DynamicQuantizeParams:
-    """DynamicQuantizeLinear's scale and zero point alone, for GEMMs that quantize x themselves."""
+    """DynamicQuantizeLinear's scale and zero point alone, for GEMMs that quantize x themselves;
+    from x, or (with `of_range`) from the ops.ValueRange that the step writing x reported."""
 
-    def __init__(self):
+    def __init__(self, of_range: bool = False):
         self.threads = None
+        self.of_range = of_range
 
     def __call__(self, x):
-        scale, zero_point = ops.dynamic_quantize_params(x, threads=parallel.resolve(self.threads))
+        if self.of_range:
+            scale, zero_point = ops.dynamic_quantize_params(value_range=x)
+        else:
+            scale, zero_point = ops.dynamic_quantize_params(
+                x, threads=parallel.resolve(self.threads))
         return np.array(scale, np.float32), np.array(zero_point, np.uint8)
 
 
@@ -245,9 +251,11 @@ class GeluSteps:
     def __init__(self):
         self.threads = None
 
-    def __call__(self, x):
+    def __call__(self, x, with_range=False):
+        """with_range: also the output's ops.ValueRange, for a DynamicQuantizeLinear next."""
         src = np.ascontiguousarray(x, np.float32)
-        return ops.gelu(src, float32_steps=True, threads=parallel.resolve(self.threads))
+        return ops.gelu(src, float32_steps=True, threads=parallel.resolve(self.threads),
+                        with_range=with_range)
 
 
 def find_residual_layer_norm_groups(nodes, index: GraphIndex,
@@ -286,7 +294,9 @@ class ResidualLayerNorm:
         self.scale, self.bias, self.axis, self.epsilon = scale, bias, axis, epsilon
         self.threads = None
 
-    def __call__(self, a, b):
+    def __call__(self, a, b, with_range=False):
+        """with_range: also the output's ops.ValueRange, for a DynamicQuantizeLinear next."""
+        threads = parallel.resolve(self.threads)
         if a.shape == b.shape and a.ndim and \
                 layer_norm_kernel_fits(a, self.scale, self.bias, self.axis % a.ndim):
             # Whole rows (the normalised axes, flattened).
@@ -298,10 +308,13 @@ class ResidualLayerNorm:
             # ops' own threads (blocks of rows taken from a shared counter): at 2 threads 1.6x
             # faster than chunks handed out from Python for (2048, 256).
             out = ops.layer_norm(a2, scale, bias, self.epsilon, residual=b2, float32_steps=True,
-                                 threads=parallel.resolve(self.threads))
+                                 threads=threads, with_range=with_range)
+            if with_range:
+                return out[0].reshape(a.shape), out[1]
             return out.reshape(a.shape)
-        return LayerNormalization(Add(a, b), self.scale, self.bias, self.axis, self.epsilon,
-                                  _outputs=1, _threads=self.threads)
+        out = LayerNormalization(Add(a, b), self.scale, self.bias, self.axis, self.epsilon,
+                                 _outputs=1, _threads=self.threads)
+        return (out, ops.value_range(out, threads=threads)) if with_range else out
 
 
 def find_scaled_softmax_groups(nodes, index: GraphIndex, float32_tensors: set[str],

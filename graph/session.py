@@ -143,6 +143,7 @@ class Session:
         self._planned_steps = self._steps   # what gpu_plan() places, before CPU-only rewrites
         if backend == "cpu" and fuse:
             self._steps = _quantize_inside_gemms(self._steps, graph_outputs, self.threads)
+            self._steps = _ranges_from_producers(self._steps)
         self._constants = constants
         self._gpu_constants: dict = {}
         if backend == "gpu":
@@ -603,6 +604,33 @@ def _quantize_inside_gemms(steps: list[Step], graph_outputs: set[str], threads) 
                 reader, inputs=(step.inputs[0], *reader.inputs[1:]),
                 attrs={**reader.attrs, "quantize_a": True},
                 kernel=reader.kernel + "; quantizes float A while packing it (a_scale)")
+    return [rewritten.get(id(s), s) for s in steps]
+
+
+def _ranges_from_producers(steps: list[Step]) -> list[Step]:
+    """The steps with each DynamicQuantizeLinear(scale) whose input a fused Gelu or LayerNorm
+    step writes taking that input's min and max from the writer, which finds them block by block
+    while the block is still in cache, instead of reading the whole tensor again afterwards."""
+    writer = {name: step for step in steps for name in step.outputs}
+    rewritten = {}
+    for step in steps:
+        if step.op_type != "DynamicQuantizeLinear(scale)" or step.fn.of_range:
+            continue
+        source = writer.get(step.inputs[0])
+        if source is None or not isinstance(source.fn, (fusion.GeluSteps,
+                                                        fusion.ResidualLayerNorm)) \
+                or len(source.outputs) != 1 or id(source) in rewritten:
+            continue
+        range_name = f"{source.outputs[0]}::range"
+        rewritten[id(source)] = dataclasses.replace(
+            source, outputs=(*source.outputs, range_name),
+            attrs={**source.attrs, "with_range": True},
+            kernel=source.kernel + "; reports its output's range for the quantizing next")
+        params = fusion.DynamicQuantizeParams(of_range=True)
+        rewritten[id(step)] = dataclasses.replace(
+            step, fn=params, inputs=(range_name,),
+            kernel="scale and zero point from the range its input's writer reported; the GEMMs "
+                   "reading it quantize x as they pack it")
     return [rewritten.get(id(s), s) for s in steps]
 
 

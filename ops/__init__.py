@@ -25,10 +25,12 @@ from .linalg import matmul
 from .norm import layer_norm
 from .probabilities import log_softmax_topk, logsoftmax, softmax
 from .quantize import (
+    ValueRange,
     dequantize_linear,
     dynamic_quantize_linear,
     dynamic_quantize_params,
     quantize_linear,
+    value_range,
 )
 
 __all__ = [
@@ -36,5 +38,5 @@ __all__ = [
     "dynamic_quantize_params", "erf", "exp",
     "expand", "gelu", "layer_norm", "log_softmax_topk", "logsoftmax", "matmul", "mul",
     "quantize_linear", "register_array_type", "relu", "sigmoid", "slice_axes", "softmax", "tanh",
-    "transpose",
+    "transpose", "value_range", "ValueRange",
 ]

@@ -30,16 +30,24 @@ import math
 import numpy as np
 
 from .backends import backend_for
+from .quantize import ValueRange
 from .validate import check_axis, check_float32, check_threads, output
 
 _ADD, _MUL = 0, 1
 
 
-def _unary(name: str, x, out, threads):
+def _unary(name: str, x, out, threads, with_range: bool = False):
     backend = backend_for(x=x, out=out)
     check_float32(x, "x")
     check_threads(threads)
     result = output(backend, out, x.shape, np.float32, (x,))
+    if with_range:
+        ranged = getattr(backend, "apply_unary_ranged", None)
+        if ranged is None:
+            raise TypeError("with_range: only for numpy arrays (on the GPU, "
+                            "dynamic_quantize_linear finds the range itself)")
+        y, found = ranged(x, backend.UNARY_CODES[name], result, threads)
+        return y, ValueRange(*found)
     return backend.apply_unary(x, backend.UNARY_CODES[name], result, threads)
 
 
@@ -66,7 +74,7 @@ _GELU_FORMS = {"none": "gelu", "tanh": "gelu_tanh"}
 
 
 def gelu(x, approximate: str = "none", *, float32_steps: bool = False, out=None,
-         threads: int | None = None):
+         threads: int | None = None, with_range: bool = False):
     """GELU: approximate="none" x * Phi(x) = 0.5 x (1 + erf(x / sqrt 2)) (ONNX Gelu's default),
     approximate="tanh" 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x**3))).
 
@@ -76,14 +84,18 @@ def gelu(x, approximate: str = "none", *, float32_steps: bool = False, out=None,
     -- bit for bit what an ONNX runtime evaluating those nodes one by one (onnx's reference
     evaluator) returns. Less accurate than the default where 1 + erf(t) cancels (x < -2), but a
     graph runner fusing those nodes must reproduce them exactly: its result is quantized again
-    next, and one ulp can move a value to the next integer step."""
+    next, and one ulp can move a value to the next integer step.
+
+    with_range=True returns (y, ops.ValueRange of y): y's min and max, found block by block
+    while each block is still in cache, for a consumer that quantizes y dynamically next
+    (dynamic_quantize_params(value_range=...)) without reading y again."""
     if approximate not in _GELU_FORMS:
         raise ValueError(f"approximate: expected 'none' or 'tanh', got {approximate!r}")
     if float32_steps:
         if approximate != "none":
             raise ValueError("float32_steps: only for approximate='none' (the erf form)")
-        return _unary("gelu_float32_steps", x, out, threads)
-    return _unary(_GELU_FORMS[approximate], x, out, threads)
+        return _unary("gelu_float32_steps", x, out, threads, with_range)
+    return _unary(_GELU_FORMS[approximate], x, out, threads, with_range)
 
 
 def erf(x, *, out=None, threads: int | None = None):

@@ -14,11 +14,13 @@ import math
 import numpy as np
 
 from .backends import backend_for
+from .quantize import ValueRange
 from .validate import check_axis, check_float32, check_threads, output
 
 
 def layer_norm(x, weight, bias=None, epsilon: float = 1e-5, axis: int = -1, *, residual=None,
-               float32_steps: bool = False, out=None, threads: int | None = None):
+               float32_steps: bool = False, out=None, threads: int | None = None,
+               with_range: bool = False):
     """ONNX LayerNormalization: normalise x over the axes axis..ndim-1, then scale and shift.
 
         mean, var = x.mean(axes), x.var(axes)          (population variance)
@@ -28,6 +30,9 @@ def layer_norm(x, weight, bias=None, epsilon: float = 1e-5, axis: int = -1, *, r
     value per feature). epsilon: a number >= 0. residual: optional float32 array of x's shape,
     added to x first (float32), in the same pass: layer_norm(x + residual) without the sum ever
     written. float32_steps: compute as onnx's reference evaluator does, bit for bit (module doc).
+    with_range=True returns (y, ops.ValueRange of y) for a consumer that quantizes y dynamically
+    next (dynamic_quantize_params(value_range=...)); with float32_steps each row's range is
+    taken while the row is in cache, otherwise y is read once more. CPU only.
     """
     backend = backend_for(x=x, weight=weight, bias=bias, residual=residual, out=out)
     check_float32(x, "x")
@@ -53,5 +58,13 @@ def layer_norm(x, weight, bias=None, epsilon: float = 1e-5, axis: int = -1, *, r
             raise ValueError(f"residual: expected x's shape {x.shape}, got {residual.shape}")
     inputs = tuple(a for a in (x, weight, bias, residual) if a is not None)
     result = output(backend, out, x.shape, np.float32, inputs)
-    return backend.layer_norm(x, weight, bias, float(epsilon), axis, result, threads,
-                              residual=residual, float32_steps=bool(float32_steps))
+    if not with_range:
+        return backend.layer_norm(x, weight, bias, float(epsilon), axis, result, threads,
+                                  residual=residual, float32_steps=bool(float32_steps))
+    if getattr(backend, "apply_unary_ranged", None) is None:
+        raise TypeError("with_range: only for numpy arrays (on the GPU, "
+                        "dynamic_quantize_linear finds the range itself)")
+    y, found = backend.layer_norm(x, weight, bias, float(epsilon), axis, result, threads,
+                                  residual=residual, float32_steps=bool(float32_steps),
+                                  with_range=True)
+    return y, ValueRange(*found)

@@ -16,6 +16,8 @@ empty y (dynamic: scale 1/255, zero point 0).
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from .backends import backend_for
@@ -130,10 +132,42 @@ def dynamic_quantize_linear(x, *, out=None, threads: int | None = None):
     return y, scale, zero_point
 
 
-def dynamic_quantize_params(x, *, threads: int | None = None):
+class ValueRange(NamedTuple):
+    """What DynamicQuantizeLinear needs to know of a float32 array: its smallest and largest
+    value and how many of its values are NaN or infinite (min and max then mean nothing). Ops
+    that produce an array can report it while writing (gelu, layer_norm: with_range=True)."""
+    min: np.float32
+    max: np.float32
+    non_finite: int
+
+
+def value_range(x, *, threads: int | None = None) -> ValueRange:
+    """The ValueRange of a float32 numpy array (one pass over it)."""
+    backend = backend_for(x=x)
+    check_float32(x, "x")
+    check_threads(threads)
+    if getattr(backend, "min_max", None) is None:
+        raise TypeError("x: value_range takes a numpy array")
+    if not x.size:
+        return ValueRange(np.float32(np.inf), np.float32(-np.inf), 0)
+    return ValueRange(*backend.min_max(x, threads))
+
+
+def dynamic_quantize_params(x=None, *, value_range: ValueRange | None = None,
+                            threads: int | None = None):
     """DynamicQuantizeLinear's (scale np.float32, zero_point np.uint8) for float32 x on the CPU,
     without quantizing x: for a consumer that quantizes x itself as it reads it, such as
-    gemm_i8(x, b, a_scale=scale, a_zero_point=zero_point)."""
+    gemm_i8(x, b, a_scale=scale, a_zero_point=zero_point). Instead of x, its value_range as an
+    op that wrote x reported it: the same result without reading x."""
+    if value_range is not None:
+        if x is not None:
+            raise TypeError("x: pass x or value_range, not both")
+        if not isinstance(value_range, ValueRange):
+            raise TypeError(f"value_range: expected an ops.ValueRange, got "
+                            f"{type(value_range).__name__}")
+        return _params_of_range(value_range.min, value_range.max, value_range.non_finite)
+    if x is None:
+        raise TypeError("x: required (or value_range)")
     backend = backend_for(x=x)
     check_float32(x, "x")
     check_threads(threads)
@@ -146,9 +180,14 @@ def dynamic_quantize_params(x, *, threads: int | None = None):
 def _dynamic_params(backend, x, threads):
     if not x.size:
         return dynamic_scale_and_zero_point(0.0, 0.0)
-    lo, hi, bad = backend.min_max(x, threads)
+    return _params_of_range(*backend.min_max(x, threads))
+
+
+def _params_of_range(lo, hi, bad):
     if bad:
         raise ValueError(f"x: contains {bad} NaN or infinite value(s); no scale represents them")
+    if lo > hi:   # an empty array's range
+        return dynamic_scale_and_zero_point(0.0, 0.0)
     return dynamic_scale_and_zero_point(lo, hi)
 
 

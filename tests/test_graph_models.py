@@ -110,6 +110,11 @@ def test_thread_counts_agree_bit_for_bit_and_equal_the_reference(dynamic_models)
     # input themselves (gemm_i8's a_scale) and the op is reduced to its scale and zero point.
     kinds = [s.op_type for s in one.steps]
     assert "DynamicQuantizeLinear(scale)" in kinds and "DynamicQuantizeLinear" not in kinds
+    # Where a fused Gelu or LayerNorm writes that input, it reports the input's range as it
+    # writes it, and the op reads no tensor at all.
+    from_writer = [s for s in one.steps if s.inputs and s.inputs[0].endswith("::range")]
+    writers = {s.op_type for s in one.steps if s.attrs.get("with_range")}
+    assert len(from_writer) >= 2 and writers == {"Gelu(Erf)", "Add+LayerNormalization"}
     feeds = _feeds(one, np.random.default_rng(6), batch=3, seq=64)
     (ref,) = ReferenceEvaluator(path).run(None, feeds)
     np.testing.assert_array_equal(one.run(None, feeds)[0], ref)

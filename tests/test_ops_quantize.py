@@ -147,3 +147,78 @@ def test_errors():
         ops.dequantize_linear(np.zeros(3, np.int8), 1.0, np.uint8(0))
     with pytest.raises(TypeError, match="zero_point: expected uint8 or int8"):
         ops.dequantize_linear(np.zeros(3, np.int8), 1.0, 0)
+
+
+def _finite_or_not():
+    special = st.sampled_from([np.nan, np.inf, -np.inf, -0.0, 0.0, 3.4e38, -3.4e38, 1e-45])
+    return st.floats(-1e4, 1e4, width=32) | special
+
+
+@settings(max_examples=120, deadline=None)
+@given(hnp.arrays(np.float32, st.integers(0, 200), elements=_finite_or_not()),
+       st.integers(0, 40))
+def test_value_range_is_numpys_min_max_and_count_of_non_finite(x, offset):
+    """Every length around the 32-value vector groups, at unaligned starts, with NaN and
+    infinities anywhere: min and max leave NaN out, the count is of NaN and inf together."""
+    x = np.concatenate([np.zeros(offset, np.float32), x])[offset:]   # an unaligned view
+    found = ops.value_range(x)
+    assert found.non_finite == np.count_nonzero(~np.isfinite(x))
+    if x.size and not np.isnan(x).all():
+        assert found.min == np.nanmin(x) and found.max == np.nanmax(x)
+    if found.non_finite == 0:
+        assert ops.dynamic_quantize_params(value_range=found) == ops.dynamic_quantize_params(x)
+
+
+def test_value_range_on_threads_equals_one_pass():
+    rng = np.random.default_rng(3)
+    x = (rng.standard_normal((2048, 1024)) * 7).astype(np.float32)   # past the parallel threshold
+    x[1000, 3] = -50.0
+    one = ops.value_range(x, threads=1)
+    assert one == ops.value_range(x, threads=2) == (np.float32(-50.0), x.max(), 0)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("shape", [(7,), (3, 33), (2048, 1024), (1, 70001)])
+def test_gelu_with_range_reports_its_output_range(shape, threads):
+    rng = np.random.default_rng(sum(shape))
+    x = (rng.standard_normal(shape) * 4).astype(np.float32)
+    for steps in (True, False):
+        plain = ops.gelu(x, float32_steps=steps, threads=threads)
+        y, found = ops.gelu(x, float32_steps=steps, threads=threads, with_range=True)
+        np.testing.assert_array_equal(y, plain)
+        assert found == ops.value_range(plain)
+    x.reshape(-1)[shape[-1] // 2] = np.nan
+    _, found = ops.gelu(x, float32_steps=True, threads=threads, with_range=True)
+    assert found.non_finite == 1
+    with pytest.raises(ValueError, match="x: contains 1 NaN or infinite"):
+        ops.dynamic_quantize_params(value_range=found)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("steps", [True, False])
+def test_layer_norm_with_range_reports_its_output_range(steps, threads):
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2048, 256)).astype(np.float32)
+    res = rng.standard_normal((2048, 256)).astype(np.float32)
+    w, b = rng.standard_normal((2, 256)).astype(np.float32)
+    plain = ops.layer_norm(x, w, b, residual=res, float32_steps=steps, threads=threads)
+    y, found = ops.layer_norm(x, w, b, residual=res, float32_steps=steps, threads=threads,
+                              with_range=True)
+    np.testing.assert_array_equal(y, plain)
+    assert found == ops.value_range(plain)
+    y, found = ops.layer_norm(x[:0], w, b, float32_steps=steps, with_range=True)
+    assert y.shape == (0, 256) and found.non_finite == 0 and found.min > found.max
+    assert ops.dynamic_quantize_params(value_range=found) == \
+        ops.dynamic_quantize_linear(y)[1:]
+
+
+def test_value_range_errors():
+    x = np.zeros(3, np.float32)
+    with pytest.raises(TypeError, match="x: pass x or value_range, not both"):
+        ops.dynamic_quantize_params(x, value_range=ops.value_range(x))
+    with pytest.raises(TypeError, match="value_range: expected an ops.ValueRange"):
+        ops.dynamic_quantize_params(value_range=(0.0, 1.0, 0))
+    with pytest.raises(TypeError, match="x: required"):
+        ops.dynamic_quantize_params()
+    with pytest.raises(TypeError, match="x: expected float32"):
+        ops.value_range(np.zeros(3))

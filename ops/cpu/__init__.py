@@ -6,6 +6,8 @@ Contract of a backend module (this one; ops/wgsl/ for GPU arrays will offer the 
     softmax_float32_steps(x, out, threads, divide_by)   (last axis; onnx's reference, bit for bit)
     log_softmax_topk(x, k, out_values, out_indices, threads)
     apply_unary(x, op, out, threads), apply_binary(x, y, op, out, threads)
+    optional: apply_unary_ranged(x, op, out, threads) -> (out, (min, max, NaN/inf count)), and
+              layer_norm(..., with_range=True) likewise (for DynamicQuantizeLinear next)
     bias_add(x, bias, residual, act, axis, out, threads)
     layer_norm(x, weight, bias, epsilon, axis, out, threads, residual=None, float32_steps=False)
     quantize_linear(x, scale, zero_point, axis, out, threads) -> NaN count
@@ -25,7 +27,7 @@ ambiguous.)
 import numpy as np
 
 from .arrays import check_out, empty
-from .elementwise import UNARY_CODES, apply_binary, apply_unary, bias_add
+from .elementwise import UNARY_CODES, apply_binary, apply_unary, apply_unary_ranged, bias_add
 from .layout import concat, expand, matmul, slice_axes, transpose
 from .norm import layer_norm
 from .probabilities import logsoftmax, softmax, softmax_float32_steps
@@ -41,7 +43,8 @@ def scalar(value: np.ndarray) -> np.ndarray:
     return value
 
 __all__ = [
-    "INDEX_DTYPE", "NAME", "UNARY_CODES", "apply_binary", "apply_unary", "bias_add", "check_out",
+    "INDEX_DTYPE", "NAME", "UNARY_CODES", "apply_binary", "apply_unary", "apply_unary_ranged",
+    "bias_add", "check_out",
     "concat", "dequantize_linear", "empty", "expand", "layer_norm", "log_softmax_topk",
     "logsoftmax", "matmul", "min_max", "quantize_linear", "scalar", "slice_axes", "softmax",
     "softmax_float32_steps", "transpose",

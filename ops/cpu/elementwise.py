@@ -28,7 +28,8 @@ from .mathfuncs import (
     sigmoid_f32,
     tanh_f32,
 )
-from .threads import split, take_block, threads_for
+from .quantize import combine_ranges, min_max_bad_serial
+from .threads import BLOCK_VALUES, split, take_block, threads_for
 
 # Unary op codes (also bias_add's activation).
 NONE, RELU, EXP, TANH, SIGMOID, GELU_TANH, GELU_ERF, ERF, GELU_ERF_STEPS = range(9)
@@ -218,6 +219,34 @@ def unary_parallel(x, out, op, workers, block):
             lo, hi = take_block(counter, block, n)
 
 
+@njit(error_model="numpy", cache=True, nogil=True)
+def _unary_block_ranged(x, out, op, lo, hi, block, lohi, bads):
+    """unary() over lo:hi, then the range of what it wrote, read back while it is in cache."""
+    unary(x[lo:hi], out[lo:hi], op)
+    b = lo // block
+    lohi[b, 0], lohi[b, 1], bads[b] = min_max_bad_serial(out[lo:hi])
+
+
+@njit(error_model="numpy", cache=True, nogil=True)
+def unary_ranged(x, out, op, block, lohi, bads):
+    """unary() in blocks of `block` values; block b's output (min, max) goes to lohi[b] and its
+    count of NaN and inf to bads[b]."""
+    n = x.shape[0]
+    for lo in range(0, n, block):
+        _unary_block_ranged(x, out, op, lo, min(lo + block, n), block, lohi, bads)
+
+
+@njit(error_model="numpy", cache=True, parallel=True)
+def unary_ranged_parallel(x, out, op, workers, block, lohi, bads):
+    n = x.shape[0]
+    counter = np.zeros(1, np.int64)
+    for _ in prange(workers):
+        lo, hi = take_block(counter, block, n)
+        while lo < hi:
+            _unary_block_ranged(x, out, op, lo, hi, block, lohi, bads)
+            lo, hi = take_block(counter, block, n)
+
+
 @njit(error_model="numpy", cache=True, parallel=True)
 def binary_parallel(x, y, out, op, period, workers, block):
     """As binary(); blocks of `block` whole periods (of values, when y has x's length)."""
@@ -266,6 +295,25 @@ def apply_unary(x: np.ndarray, op: int, out: np.ndarray, threads) -> np.ndarray:
     else:
         unary_parallel(xf, of, op, workers, block)
     return out
+
+
+def apply_unary_ranged(x: np.ndarray, op: int, out: np.ndarray, threads):
+    """As apply_unary, and also (min, max, count of NaN and inf) of out, each block's taken while
+    the block is still in cache: a second pass over out later reads it from memory (a 2-million
+    value Gelu output: 0.43 ms)."""
+    if x.size == 0:
+        return out, (np.float32(np.inf), np.float32(-np.inf), 0)
+    xf, of = _flat(x), out.reshape(-1)
+    workers, block = split(x.size, 1, threads_for(x.size, x.size, threads))
+    block = min(block, BLOCK_VALUES)   # one block at a time must fit in L2
+    blocks = -(-x.size // block)
+    lohi = np.empty((blocks, 2), np.float32)
+    bads = np.empty(blocks, np.int64)
+    if workers == 1:
+        unary_ranged(xf, of, op, block, lohi, bads)
+    else:
+        unary_ranged_parallel(xf, of, op, workers, block, lohi, bads)
+    return out, combine_ranges(lohi, bads)
 
 
 def apply_binary(x: np.ndarray, y: np.ndarray, op: int, out: np.ndarray, threads) -> np.ndarray:

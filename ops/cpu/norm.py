@@ -26,6 +26,7 @@ from numba import njit, prange
 
 from .mathfuncs import REDUCE_FLAGS
 from .pairwise import pairwise_sum
+from .quantize import combine_ranges, min_max, min_max_bad_serial
 from .threads import split, take_block, threads_for
 
 # Statistics are taken over pieces of at most STAT_CHUNK values, each summed about its own first
@@ -172,14 +173,18 @@ def layer_norm_row_f32(x, w, b, epsilon, out, d, sq, scratch, stack):
 
 
 @njit(error_model="numpy", cache=True)
-def _rows_f32(x, res, w, b, epsilon, out, lo, hi, d, sq, s, scratch, stack):
-    """Rows lo:hi; d, sq, s: scratch of a row's length; scratch, stack: pairwise_sum's."""
+def _rows_f32(x, res, w, b, epsilon, out, lo, hi, d, sq, s, scratch, stack, lohi, bads):
+    """Rows lo:hi; d, sq, s: scratch of a row's length; scratch, stack: pairwise_sum's. Unless
+    lohi is empty, each output row's (min, max) goes to lohi[r] and its count of NaN and inf to
+    bads[r], read while the row is in L1."""
     for r in range(lo, hi):
         if res.shape[0] > 0:
             _add(x[r], res[r], s)
             layer_norm_row_f32(s, w, b, epsilon, out[r], d, sq, scratch, stack)
         else:
             layer_norm_row_f32(x[r], w, b, epsilon, out[r], d, sq, scratch, stack)
+        if lohi.shape[0] > 0:
+            lohi[r, 0], lohi[r, 1], bads[r] = min_max_bad_serial(out[r])
 
 
 @njit(error_model="numpy", cache=True)
@@ -189,20 +194,20 @@ def _f32_scratch(n):
 
 
 @njit(error_model="numpy", cache=True, nogil=True)
-def layer_norm_rows_f32(x, res, w, b, epsilon, out):
+def layer_norm_rows_f32(x, res, w, b, epsilon, out, lohi, bads):
     d, sq, s, scratch, stack = _f32_scratch(x.shape[1])
-    _rows_f32(x, res, w, b, epsilon, out, 0, x.shape[0], d, sq, s, scratch, stack)
+    _rows_f32(x, res, w, b, epsilon, out, 0, x.shape[0], d, sq, s, scratch, stack, lohi, bads)
 
 
 @njit(error_model="numpy", cache=True, parallel=True)
-def layer_norm_rows_f32_parallel(x, res, w, b, epsilon, out, workers, block):
+def layer_norm_rows_f32_parallel(x, res, w, b, epsilon, out, workers, block, lohi, bads):
     rows = x.shape[0]
     counter = np.zeros(1, np.int64)
     for _ in prange(workers):
         d, sq, s, scratch, stack = _f32_scratch(x.shape[1])
         lo, hi = take_block(counter, block, rows)
         while lo < hi:
-            _rows_f32(x, res, w, b, epsilon, out, lo, hi, d, sq, s, scratch, stack)
+            _rows_f32(x, res, w, b, epsilon, out, lo, hi, d, sq, s, scratch, stack, lohi, bads)
             lo, hi = take_block(counter, block, rows)
 
 
@@ -211,12 +216,13 @@ _NO_RESIDUAL = np.empty((0, 0), np.float32)
 
 
 def layer_norm(x: np.ndarray, weight: np.ndarray, bias, epsilon: float, axis: int,
-               out: np.ndarray, threads, residual=None, float32_steps: bool = False) -> np.ndarray:
+               out: np.ndarray, threads, residual=None, float32_steps: bool = False,
+               with_range: bool = False):
     """Normalise x (+ residual, of x's shape, or None) over the axes axis..ndim-1 (ONNX
     LayerNormalization); weight (and bias, or None) hold x.shape[axis:] values; out C-contiguous
-    float32 of x's shape."""
+    float32 of x's shape. with_range: returns (out, (min, max, count of NaN and inf) of out)."""
     if x.size == 0:
-        return out
+        return (out, (np.float32(np.inf), np.float32(-np.inf), 0)) if with_range else out
     x = np.ascontiguousarray(x)
     width = math.prod(x.shape[axis:])
     x2, out2 = x.reshape(-1, width), out.reshape(-1, width)
@@ -227,11 +233,13 @@ def layer_norm(x: np.ndarray, weight: np.ndarray, bias, epsilon: float, axis: in
     workers, block = split(x2.shape[0], width, threads_for(x.size, x2.shape[0], threads))
     if float32_steps:
         eps32 = np.float32(epsilon)
+        rows = x2.shape[0] if with_range else 0
+        lohi, bads = np.empty((rows, 2), np.float32), np.empty(rows, np.int64)
         if workers == 1:
-            layer_norm_rows_f32(x2, res2, w, b, eps32, out2)
+            layer_norm_rows_f32(x2, res2, w, b, eps32, out2, lohi, bads)
         else:
-            layer_norm_rows_f32_parallel(x2, res2, w, b, eps32, out2, workers, block)
-        return out
+            layer_norm_rows_f32_parallel(x2, res2, w, b, eps32, out2, workers, block, lohi, bads)
+        return (out, combine_ranges(lohi, bads)) if with_range else out
     if x2.shape[0] >= 4:   # float64 copies of w and b (see the writes above)
         w, b = w.astype(np.float64), b.astype(np.float64)
     in_place = x2.__array_interface__["data"][0] == out2.__array_interface__["data"][0]
@@ -239,4 +247,5 @@ def layer_norm(x: np.ndarray, weight: np.ndarray, bias, epsilon: float, axis: in
         layer_norm_rows(x2, res2, w, b, float(epsilon), out2, in_place)
     else:
         layer_norm_rows_parallel(x2, res2, w, b, float(epsilon), out2, in_place, workers, block)
-    return out
+    # (The float64 path has no in-cache range: it is read back, once.)
+    return (out, min_max(out, threads)) if with_range else out

@@ -17,9 +17,11 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
-from .mathfuncs import REDUCE_FLAGS, fmax_f32, fmin_f32
 from .threads import split, take_block, threads_for
 
 
@@ -161,26 +163,62 @@ def dequantize_last_axis(q, scale, zp, out, workers, block):
             lo, hi = take_block(counter, block, rows)
 
 
-@njit(error_model="numpy", fastmath=REDUCE_FLAGS, cache=True)
-def _min_max(x):
-    """(min, max) of a 1-D array, ignoring NaN. (A loop of minnum/maxnum alone vectorises; adding
-    the finiteness test to it does not, hence the separate loop below.)"""
-    hi = np.float32(-np.inf)
-    lo = np.float32(np.inf)
-    for i in range(x.shape[0]):
-        v = x[i]
-        hi = fmax_f32(hi, v)
-        lo = fmin_f32(lo, v)
-    return lo, hi
+@intrinsic
+def _vector_min_max(typingctx, x, groups):
+    """(min, max, 1.0 if any NaN else 0.0) of x[:32 * groups] (groups >= 1), NaN left out of
+    min and max. Two pairs of 16-lane vectors of running minima and maxima, each updated by
+    select(v < lo, v, lo) -- one vminps (vmaxps) per 16 values, the instructions' own semantics
+    -- and an or of unordered compares for NaN. (As a loop of minnum/maxnum with a second loop
+    for finiteness, LLVM emitted a compare and a blend per minimum too: 0.14 ns per value.)"""
+    if not (isinstance(x, types.Array) and x.ndim == 1 and x.layout == "C"
+            and x.dtype == types.float32 and isinstance(groups, types.Integer)):
+        return None
 
+    def codegen(context, builder, sig, args):
+        f32 = ir.FloatType()
+        lanes = ir.VectorType(f32, 16)
+        flags = ir.VectorType(ir.IntType(1), 16)
+        i64 = ir.IntType(64)
+        data = context.make_array(sig.args[0])(context, builder, args[0]).data
+        count = context.cast(builder, args[1], sig.args[1], types.int64)
+        first = builder.bitcast(data, lanes.as_pointer())
+        state = [cgutils.alloca_once(builder, lanes) for _ in range(4)]
+        nan = cgutils.alloca_once(builder, flags)
+        for i, slot in enumerate(state):
+            builder.store(ir.Constant(lanes, [float("inf") if i < 2 else float("-inf")] * 16),
+                          slot)
+        builder.store(ir.Constant(flags, [0] * 16), nan)
+        with cgutils.for_range(builder, count) as loop:
+            seen = builder.load(nan)
+            for half in range(2):
+                at = builder.add(builder.mul(loop.index, ir.Constant(i64, 2)),
+                                 ir.Constant(i64, half))
+                v = builder.load(builder.gep(first, [at]), align=4)
+                lo, hi = state[half], state[2 + half]
+                old = builder.load(lo)
+                builder.store(builder.select(builder.fcmp_ordered("<", v, old), v, old), lo)
+                old = builder.load(hi)
+                builder.store(builder.select(builder.fcmp_ordered(">", v, old), v, old), hi)
+                seen = builder.or_(seen, builder.fcmp_unordered("uno", v, v))
+            builder.store(seen, nan)
 
-@njit(error_model="numpy", fastmath=REDUCE_FLAGS, cache=True)
-def _all_finite(x):
-    """Whether x holds no NaN or inf: x * 0 is 0 for every finite x and NaN otherwise."""
-    z = np.float32(0.0)
-    for i in range(x.shape[0]):
-        z += x[i] * np.float32(0.0)
-    return z == z
+        def reduce(a, b, op):
+            u, w = builder.load(a), builder.load(b)
+            m = builder.select(builder.fcmp_ordered(op, u, w), u, w)
+            best = builder.extract_element(m, ir.Constant(ir.IntType(32), 0))
+            for i in range(1, 16):
+                e = builder.extract_element(m, ir.Constant(ir.IntType(32), i))
+                best = builder.select(builder.fcmp_ordered(op, e, best), e, best)
+            return best
+
+        any_nan = builder.icmp_unsigned("!=", builder.bitcast(builder.load(nan), ir.IntType(16)),
+                                        ir.Constant(ir.IntType(16), 0))
+        flag = builder.select(any_nan, ir.Constant(f32, 1.0), ir.Constant(f32, 0.0))
+        return context.make_tuple(builder, sig.return_type,
+                                  [reduce(state[0], state[1], "<"),
+                                   reduce(state[2], state[3], ">"), flag])
+
+    return types.UniTuple(types.float32, 3)(x, groups), codegen
 
 
 @njit(error_model="numpy", cache=True)
@@ -191,24 +229,25 @@ def _count_bad(x):
     return bad
 
 
-# Values per min/max chunk: the second loop reads them from L1.
-_MINMAX_CHUNK = 4096
-
-
-@njit(error_model="numpy", cache=True)
+@njit(error_model="numpy", cache=True, nogil=True)
 def _min_max_bad(x):
-    """(min, max, count of NaN and inf) of a 1-D array."""
+    """(min, max, count of NaN and inf) of a 1-D array (min and max leave NaN out)."""
+    n = x.shape[0]
+    groups = n // 32
     hi = np.float32(-np.inf)
     lo = np.float32(np.inf)
-    finite = True
-    n = x.shape[0]
-    for s in range(0, n, _MINMAX_CHUNK):
-        part = x[s:min(s + _MINMAX_CHUNK, n)]
-        part_lo, part_hi = _min_max(part)
-        lo = fmin_f32(lo, part_lo)
-        hi = fmax_f32(hi, part_hi)
-        finite &= _all_finite(part)
-    return lo, hi, 0 if finite else _count_bad(x)
+    nan = False
+    if groups:
+        lo, hi, flag = _vector_min_max(x, groups)
+        nan = flag != np.float32(0.0)
+    for i in range(32 * groups, n):
+        v = x[i]
+        lo = v if v < lo else lo
+        hi = v if v > hi else hi
+        nan |= v != v
+    if nan or lo == -np.inf or hi == np.inf:
+        return lo, hi, _count_bad(x)
+    return lo, hi, 0
 
 
 @njit(error_model="numpy", cache=True, parallel=True)
@@ -236,6 +275,14 @@ def min_max_bad_serial(x):
 
 
 # -- host side --------------------------------------------------------------------------------
+
+
+def combine_ranges(lohi: np.ndarray, bads: np.ndarray) -> tuple[np.float32, np.float32, int]:
+    """(min, max, count of NaN and inf) of a whole array from its parts' (lohi[i] = their min
+    and max, bads[i] = their counts), as min_max would have found them in one pass."""
+    return np.float32(lohi[:, 0].min()), np.float32(lohi[:, 1].max()), int(bads.sum())
+
+
 
 
 def _as_3d(shape, axis):
