@@ -162,3 +162,18 @@ def test_quantize_static_model_matches_reference_and_onnxruntime(tmp_path, fmt, 
     (theirs,) = ort.InferenceSession(dst, providers=["CPUExecutionProvider"]).run(None, feeds)
     assert _rel(ours, ref) <= 1e-4
     assert _rel(ours, theirs) <= 1e-4
+
+
+def test_shape_results_follow_the_input_shapes(dynamic_models):
+    """The Shape -> Gather -> Unsqueeze -> Concat chains that size each Reshape reuse their
+    results while the input shapes repeat; a run with other shapes must compute them afresh."""
+    path = dynamic_models["encoder_decoder", False]
+    session = graph.Session(path)
+    reused = [s for s in session.steps if type(s.fn).__name__ == "_SameInputsSameResult"]
+    assert any(s.op_type == "Shape" for s in reused) and any(s.op_type != "Shape" for s in reused)
+    reference = ReferenceEvaluator(path)
+    for batch, seq, src in [(2, 9, 7), (3, 5, 11), (2, 9, 7), (1, 9, 7), (3, 5, 11)]:
+        feeds = _feeds(session, np.random.default_rng(batch * seq), batch=batch, seq=seq, src=src)
+        (ours,) = session.run(None, feeds)
+        (ref,) = reference.run(None, feeds)
+        np.testing.assert_array_equal(ours, ref)
