@@ -381,6 +381,47 @@ class DynamicQuantMatMul:
         return out.reshape(*xq.shape[:-1], self.n)
 
 
+class SiblingDynamicQuantMatMuls:
+    """DynamicQuantMatMuls that read one quantized A (attention's query, key and value
+    projections) as one gemm_i8 over their weights side by side: A is quantized and packed once
+    instead of once per GEMM, and the wider product keeps the kernel busier. Each result is a
+    column slice of the one output. The per-column scales are each GEMM's own float32
+    x_scale * W_scale, so every value is computed exactly as by the separate GEMMs."""
+
+    def __init__(self, parts: list[DynamicQuantMatMul]):
+        self.parts = parts
+        self.k = parts[0].k
+        self.prepared = gemm.prepare_b_quantized(
+            np.concatenate([p.prepared.quantized() for p in parts], axis=1))
+        zero_points = [np.broadcast_to(np.asarray(p.b_zero_point, np.int32), (p.n,))
+                       for p in parts]
+        self.b_zero_point = np.concatenate(zero_points)
+        if not self.b_zero_point.any():
+            self.b_zero_point = 0
+        self.w_scale = np.concatenate([np.broadcast_to(p.w_scale, (p.n,)) for p in parts])
+        self.bias = (None if parts[0].bias is None else
+                     np.concatenate([p.bias.reshape(-1) for p in parts]))
+        ends = np.cumsum([p.n for p in parts])
+        self.columns = list(zip(ends - [p.n for p in parts], ends, strict=True))
+        self.threads = None
+
+    @staticmethod
+    def can_merge(parts: list[DynamicQuantMatMul]) -> bool:
+        return len({p.k for p in parts}) == 1 and len({p.bias is None for p in parts}) == 1 and \
+            all(p.bias is None or p.bias.size == p.n for p in parts)
+
+    def __call__(self, xq, x_scale, x_zero_point, quantize_a=False):
+        scale = x_scale.reshape(()) * self.w_scale   # each GEMM's own float32 product
+        a = xq.reshape(-1, self.k)
+        out = np.empty((a.shape[0], self.b_zero_point.shape[0] if np.ndim(self.b_zero_point)
+                        else self.w_scale.shape[0]), np.float32)
+        gemm.gemm_i8(a, self.prepared, a_zero_point=int(x_zero_point.reshape(-1)[0]),
+                     b_zero_point=self.b_zero_point, out_scale=scale, bias=self.bias,
+                     a_scale=x_scale.reshape(-1)[0] if quantize_a else None,
+                     threads=parallel.resolve(self.threads), out=out)
+        return tuple(out[:, lo:hi].reshape(*xq.shape[:-1], hi - lo) for lo, hi in self.columns)
+
+
 class QLinearMatMulDequant:
     """DequantizeLinear(QLinearMatMul(xq, ..., W, ...)): an exact int32 gemm_i8, then ONNX's
     requantization (its rounding and saturation are part of the result) and dequantization."""

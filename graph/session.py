@@ -143,6 +143,7 @@ class Session:
         self._planned_steps = self._steps   # what gpu_plan() places, before CPU-only rewrites
         if backend == "cpu" and fuse:
             self._steps = _quantize_inside_gemms(self._steps, graph_outputs, self.threads)
+            self._steps = _merge_sibling_gemms(self._steps, graph_outputs, self.threads)
             self._steps = _ranges_from_producers(self._steps)
         if backend == "cpu":
             self._steps = _reuse_shape_results(self._steps, set(constants), graph_outputs)
@@ -607,6 +608,36 @@ def _quantize_inside_gemms(steps: list[Step], graph_outputs: set[str], threads) 
                 attrs={**reader.attrs, "quantize_a": True},
                 kernel=reader.kernel + "; quantizes float A while packing it (a_scale)")
     return [rewritten.get(id(s), s) for s in steps]
+
+
+def _merge_sibling_gemms(steps: list[Step], graph_outputs: set[str], threads) -> list[Step]:
+    """The steps with the fused GEMMs that read the same quantized A (and quantize it alike)
+    merged into one step at the first one's place (fusion.SiblingDynamicQuantMatMuls), when
+    their weights agree in K and all or none have a bias."""
+    siblings: dict[tuple, list[Step]] = {}
+    for step in steps:
+        if step.op_type == "DynamicQuantMatMul" and \
+                isinstance(step.fn, fusion.DynamicQuantMatMul) and \
+                not any(o in graph_outputs for o in step.outputs):
+            key = (step.inputs, bool(step.attrs.get("quantize_a")))
+            siblings.setdefault(key, []).append(step)
+    merged, dropped = {}, set()
+    for group in siblings.values():
+        parts = [s.fn for s in group]
+        if len(group) < 2 or not fusion.SiblingDynamicQuantMatMuls.can_merge(parts):
+            continue
+        fn = fusion.SiblingDynamicQuantMatMuls(parts)
+        fn.threads = threads
+        first = group[0]
+        n = sum(p.n for p in parts)
+        merged[id(first)] = dataclasses.replace(
+            first, fn=fn, outputs=tuple(o for s in group for o in s.outputs),
+            nodes=tuple(x for s in group for x in s.nodes),
+            hidden=tuple(h for s in group for h in s.hidden),
+            kernel=f"{first.kernel}; {len(group)} GEMMs on one A merged: N={n} "
+                   f"({' + '.join(str(p.n) for p in parts)}), one output sliced")
+        dropped.update(id(s) for s in group[1:])
+    return [merged.get(id(s), s) for s in steps if id(s) not in dropped]
 
 
 def _ranges_from_producers(steps: list[Step]) -> list[Step]:

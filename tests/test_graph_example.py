@@ -57,8 +57,10 @@ def test_explain_lists_fused_groups_and_gpu_transfers(small_model, capsys):
     n_norms = sum(n.op_type == "LayerNormalization" for n in nodes)
     divs = {n.output[0] for n in nodes if n.op_type == "Div"}
     n_scaled = sum(n.op_type == "Softmax" and n.input[0] in divs for n in nodes)
-    # the GEMMs, the Gelu, each residual Add with its LayerNormalization, each scaled Softmax
-    assert f"fused groups: {n_gemms + 1 + n_norms + n_scaled}" in cpu
+    # the GEMMs (query, key and value projections merged into one), the Gelu, each residual Add
+    # with its LayerNormalization, each scaled Softmax
+    assert f"fused groups: {n_gemms - 2 + 1 + n_norms + n_scaled}" in cpu
+    assert "3 GEMMs on one A merged" in cpu
     assert cli.main(["run", small_model, "--explain", "--backend", "gpu"]) == 0
     gpu = capsys.readouterr().out
     # Every op of this encoder has a GPU kernel: the input goes up once, the output comes down.

@@ -64,10 +64,13 @@ def dynamic_models(tmp_path_factory):
 def test_quantize_dynamic_model_matches_reference_and_onnxruntime(dynamic_models, name, per_channel):
     path = dynamic_models[name, per_channel]
     session = graph.Session(path)
-    n_matmul_integer = sum(n.op_type == "MatMulInteger" for n in onnx.load(path).graph.node)
+    matmul_integer = {n.name for n in onnx.load(path).graph.node if n.op_type == "MatMulInteger"}
     fused = [s for s in session.steps if s.op_type == "DynamicQuantMatMul"]
-    # Every quantized MatMul of these models is in the exact fused form.
-    assert len(fused) == n_matmul_integer > 0
+    # Every quantized MatMul of these models is in the exact fused form; attention's query, key
+    # and value projections, which read one quantized input, in one merged GEMM.
+    assert sorted(n for s in fused for n in s.nodes if n in matmul_integer) == \
+        sorted(matmul_integer) and matmul_integer
+    assert any(len(set(s.nodes) & matmul_integer) == 3 for s in fused)
     feeds = _feeds(session, np.random.default_rng(1))
     (ours,) = session.run(None, feeds)
     (ref,) = ReferenceEvaluator(path).run(None, feeds)
