@@ -401,6 +401,7 @@ class SiblingDynamicQuantMatMuls:
         self.w_scale = np.concatenate([np.broadcast_to(p.w_scale, (p.n,)) for p in parts])
         self.bias = (None if parts[0].bias is None else
                      np.concatenate([p.bias.reshape(-1) for p in parts]))
+        self.n = sum(p.n for p in parts)
         ends = np.cumsum([p.n for p in parts])
         self.columns = list(zip(ends - [p.n for p in parts], ends, strict=True))
         self.threads = None
@@ -413,8 +414,7 @@ class SiblingDynamicQuantMatMuls:
     def __call__(self, xq, x_scale, x_zero_point, quantize_a=False):
         scale = x_scale.reshape(()) * self.w_scale   # each GEMM's own float32 product
         a = xq.reshape(-1, self.k)
-        out = np.empty((a.shape[0], self.b_zero_point.shape[0] if np.ndim(self.b_zero_point)
-                        else self.w_scale.shape[0]), np.float32)
+        out = np.empty((a.shape[0], self.n), np.float32)
         gemm.gemm_i8(a, self.prepared, a_zero_point=int(x_zero_point.reshape(-1)[0]),
                      b_zero_point=self.b_zero_point, out_scale=scale, bias=self.bias,
                      a_scale=x_scale.reshape(-1)[0] if quantize_a else None,
