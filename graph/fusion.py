@@ -368,17 +368,24 @@ class DynamicQuantMatMul:
     def __call__(self, xq, x_scale, x_zero_point, quantize_a=False):
         """quantize_a: xq is DynamicQuantizeLinear's float input x instead of its output, and is
         quantized (to the same uint8 values) as the GEMM packs it."""
-        scale = x_scale * self.w_scale  # the model's own Mul, in float32
-        a = xq.reshape(-1, self.k)
-        out = np.empty((a.shape[0], self.n), np.float32)
-        # One call on the session's threads: the driver deals its blocks out to whichever thread
-        # is free. (Row chunks handed out from Python, one single-threaded call each, ran 5-25%
-        # slower on the encoder's shapes at 2 threads: ~10 us of Python per chunk, under the GIL.)
-        gemm.gemm_i8(a, self.prepared, a_zero_point=int(x_zero_point.reshape(-1)[0]),
-                     b_zero_point=self.b_zero_point, out_scale=scale, bias=self.bias,
-                     a_scale=x_scale.reshape(-1)[0] if quantize_a else None,
-                     threads=parallel.resolve(self.threads), out=out)
+        out = _dynamic_gemm(self, xq, x_scale * self.w_scale,  # the model's own Mul, float32
+                            x_scale, x_zero_point, quantize_a)
         return out.reshape(*xq.shape[:-1], self.n)
+
+
+def _dynamic_gemm(fused, xq, out_scale, x_scale, x_zero_point, quantize_a):
+    """The gemm_i8 call of a DynamicQuantMatMul or SiblingDynamicQuantMatMuls (`fused`: its
+    prepared weight, k, n, zero points, bias and threads): a (rows, n) float32 result.
+    One call on the session's threads: the driver deals its blocks out to whichever thread is
+    free. (Row chunks handed out from Python, one single-threaded call each, ran 5-25% slower
+    on the encoder's shapes at 2 threads: ~10 us of Python per chunk, under the GIL.)"""
+    a = xq.reshape(-1, fused.k)
+    out = np.empty((a.shape[0], fused.n), np.float32)
+    gemm.gemm_i8(a, fused.prepared, a_zero_point=int(x_zero_point.reshape(-1)[0]),
+                 b_zero_point=fused.b_zero_point, out_scale=out_scale, bias=fused.bias,
+                 a_scale=x_scale.reshape(-1)[0] if quantize_a else None,
+                 threads=parallel.resolve(fused.threads), out=out)
+    return out
 
 
 class SiblingDynamicQuantMatMuls:
@@ -389,7 +396,6 @@ class SiblingDynamicQuantMatMuls:
     x_scale * W_scale, so every value is computed exactly as by the separate GEMMs."""
 
     def __init__(self, parts: list[DynamicQuantMatMul]):
-        self.parts = parts
         self.k = parts[0].k
         self.prepared = gemm.prepare_b_quantized(
             np.concatenate([p.prepared.quantized() for p in parts], axis=1))
@@ -412,13 +418,9 @@ class SiblingDynamicQuantMatMuls:
             all(p.bias is None or p.bias.size == p.n for p in parts)
 
     def __call__(self, xq, x_scale, x_zero_point, quantize_a=False):
-        scale = x_scale.reshape(()) * self.w_scale   # each GEMM's own float32 product
-        a = xq.reshape(-1, self.k)
-        out = np.empty((a.shape[0], self.n), np.float32)
-        gemm.gemm_i8(a, self.prepared, a_zero_point=int(x_zero_point.reshape(-1)[0]),
-                     b_zero_point=self.b_zero_point, out_scale=scale, bias=self.bias,
-                     a_scale=x_scale.reshape(-1)[0] if quantize_a else None,
-                     threads=parallel.resolve(self.threads), out=out)
+        # Per column, each GEMM's own float32 x_scale * W_scale.
+        out = _dynamic_gemm(self, xq, x_scale.reshape(()) * self.w_scale, x_scale, x_zero_point,
+                            quantize_a)
         return tuple(out[:, lo:hi].reshape(*xq.shape[:-1], hi - lo) for lo, hi in self.columns)
 
 

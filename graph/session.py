@@ -629,12 +629,11 @@ def _merge_sibling_gemms(steps: list[Step], graph_outputs: set[str], threads) ->
         fn = fusion.SiblingDynamicQuantMatMuls(parts)
         fn.threads = threads
         first = group[0]
-        n = sum(p.n for p in parts)
         merged[id(first)] = dataclasses.replace(
             first, fn=fn, outputs=tuple(o for s in group for o in s.outputs),
             nodes=tuple(x for s in group for x in s.nodes),
             hidden=tuple(h for s in group for h in s.hidden),
-            kernel=f"{first.kernel}; {len(group)} GEMMs on one A merged: N={n} "
+            kernel=f"{first.kernel}; {len(group)} GEMMs on one A merged: N={fn.n} "
                    f"({' + '.join(str(p.n) for p in parts)}), one output sliced")
         dropped.update(id(s) for s in group[1:])
     return [merged.get(id(s), s) for s in steps if id(s) not in dropped]

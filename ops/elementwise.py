@@ -30,7 +30,7 @@ import math
 import numpy as np
 
 from .backends import backend_for
-from .quantize import ValueRange
+from .quantize import ValueRange, check_reports_ranges
 from .validate import check_axis, check_float32, check_threads, output
 
 _ADD, _MUL = 0, 1
@@ -42,11 +42,8 @@ def _unary(name: str, x, out, threads, with_range: bool = False):
     check_threads(threads)
     result = output(backend, out, x.shape, np.float32, (x,))
     if with_range:
-        ranged = getattr(backend, "apply_unary_ranged", None)
-        if ranged is None:
-            raise TypeError("with_range: only for numpy arrays (on the GPU, "
-                            "dynamic_quantize_linear finds the range itself)")
-        y, found = ranged(x, backend.UNARY_CODES[name], result, threads)
+        check_reports_ranges(backend, "with_range")
+        y, found = backend.apply_unary_ranged(x, backend.UNARY_CODES[name], result, threads)
         return y, ValueRange(*found)
     return backend.apply_unary(x, backend.UNARY_CODES[name], result, threads)
 

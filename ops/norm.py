@@ -14,7 +14,7 @@ import math
 import numpy as np
 
 from .backends import backend_for
-from .quantize import ValueRange
+from .quantize import ValueRange, check_reports_ranges
 from .validate import check_axis, check_float32, check_threads, output
 
 
@@ -61,9 +61,7 @@ def layer_norm(x, weight, bias=None, epsilon: float = 1e-5, axis: int = -1, *, r
     if not with_range:
         return backend.layer_norm(x, weight, bias, float(epsilon), axis, result, threads,
                                   residual=residual, float32_steps=bool(float32_steps))
-    if getattr(backend, "apply_unary_ranged", None) is None:
-        raise TypeError("with_range: only for numpy arrays (on the GPU, "
-                        "dynamic_quantize_linear finds the range itself)")
+    check_reports_ranges(backend, "with_range")
     y, found = backend.layer_norm(x, weight, bias, float(epsilon), axis, result, threads,
                                   residual=residual, float32_steps=bool(float32_steps),
                                   with_range=True)

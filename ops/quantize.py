@@ -141,15 +141,20 @@ class ValueRange(NamedTuple):
     non_finite: int
 
 
+def check_reports_ranges(backend, argument: str) -> None:
+    """ValueRanges are a CPU matter: on the GPU, dynamic_quantize_linear finds the range itself
+    and keeps it there."""
+    if getattr(backend, "min_max", None) is None:
+        raise TypeError(f"{argument}: only for numpy arrays (on the GPU, dynamic_quantize_linear "
+                        "finds the range itself)")
+
+
 def value_range(x, *, threads: int | None = None) -> ValueRange:
-    """The ValueRange of a float32 numpy array (one pass over it)."""
+    """The ValueRange of a float32 numpy array (one pass over it; min > max when x is empty)."""
     backend = backend_for(x=x)
     check_float32(x, "x")
     check_threads(threads)
-    if getattr(backend, "min_max", None) is None:
-        raise TypeError("x: value_range takes a numpy array")
-    if not x.size:
-        return ValueRange(np.float32(np.inf), np.float32(-np.inf), 0)
+    check_reports_ranges(backend, "x")
     return ValueRange(*backend.min_max(x, threads))
 
 
@@ -178,8 +183,6 @@ def dynamic_quantize_params(x=None, *, value_range: ValueRange | None = None,
 
 
 def _dynamic_params(backend, x, threads):
-    if not x.size:
-        return dynamic_scale_and_zero_point(0.0, 0.0)
     return _params_of_range(*backend.min_max(x, threads))
 
 

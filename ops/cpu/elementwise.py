@@ -28,7 +28,7 @@ from .mathfuncs import (
     sigmoid_f32,
     tanh_f32,
 )
-from .quantize import combine_ranges, min_max_bad_serial
+from .quantize import EMPTY_RANGE, combine_ranges, min_max_bad_serial
 from .threads import BLOCK_VALUES, split, take_block, threads_for
 
 # Unary op codes (also bias_add's activation).
@@ -302,7 +302,7 @@ def apply_unary_ranged(x: np.ndarray, op: int, out: np.ndarray, threads):
     the block is still in cache: a second pass over out later reads it from memory (a 2-million
     value Gelu output: 0.43 ms)."""
     if x.size == 0:
-        return out, (np.float32(np.inf), np.float32(-np.inf), 0)
+        return out, EMPTY_RANGE
     xf, of = _flat(x), out.reshape(-1)
     workers, block = split(x.size, 1, threads_for(x.size, x.size, threads))
     block = min(block, BLOCK_VALUES)   # one block at a time must fit in L2

@@ -26,7 +26,7 @@ from numba import njit, prange
 
 from .mathfuncs import REDUCE_FLAGS
 from .pairwise import pairwise_sum
-from .quantize import combine_ranges, min_max, min_max_bad_serial
+from .quantize import EMPTY_RANGE, combine_ranges, min_max, min_max_bad_serial
 from .threads import split, take_block, threads_for
 
 # Statistics are taken over pieces of at most STAT_CHUNK values, each summed about its own first
@@ -222,7 +222,7 @@ def layer_norm(x: np.ndarray, weight: np.ndarray, bias, epsilon: float, axis: in
     LayerNormalization); weight (and bias, or None) hold x.shape[axis:] values; out C-contiguous
     float32 of x's shape. with_range: returns (out, (min, max, count of NaN and inf) of out)."""
     if x.size == 0:
-        return (out, (np.float32(np.inf), np.float32(-np.inf), 0)) if with_range else out
+        return (out, EMPTY_RANGE) if with_range else out
     x = np.ascontiguousarray(x)
     width = math.prod(x.shape[axis:])
     x2, out2 = x.reshape(-1, width), out.reshape(-1, width)

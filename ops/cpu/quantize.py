@@ -277,12 +277,16 @@ def min_max_bad_serial(x):
 # -- host side --------------------------------------------------------------------------------
 
 
+# min_max's result for an empty array: no value, none of them NaN or inf.
+EMPTY_RANGE = (np.float32(np.inf), np.float32(-np.inf), 0)
+
+
 def combine_ranges(lohi: np.ndarray, bads: np.ndarray) -> tuple[np.float32, np.float32, int]:
     """(min, max, count of NaN and inf) of a whole array from its parts' (lohi[i] = their min
     and max, bads[i] = their counts), as min_max would have found them in one pass."""
+    if not bads.size:
+        return EMPTY_RANGE
     return np.float32(lohi[:, 0].min()), np.float32(lohi[:, 1].max()), int(bads.sum())
-
-
 
 
 def _as_3d(shape, axis):
@@ -338,7 +342,7 @@ MIN_MAX_PARALLEL_ELEMENTS = 1 << 20
 
 
 def min_max(x: np.ndarray, threads) -> tuple[float, float, int]:
-    """(min, max, count of NaN and inf) of x (non-empty)."""
+    """(min, max, count of NaN and inf) of x; EMPTY_RANGE (min > max) for an empty x."""
     xf = np.ascontiguousarray(x).reshape(-1)
     threads = 1 if xf.size < MIN_MAX_PARALLEL_ELEMENTS else threads
     workers, block = split(xf.size, 1, threads_for(xf.size, xf.size, threads))
