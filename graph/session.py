@@ -36,6 +36,7 @@ from onnx import helper, shape_inference
 import gemm
 
 from . import fusion, gpu_plan, memory, onnx_ops, registry
+from .float_attention import FloatAttention
 from .float_matmul import FloatMatMul, blas_single_threaded
 from .float_softmax import FloatSoftmax
 from .onnx_ops import requantize
@@ -145,6 +146,7 @@ class Session:
             self._steps = _quantize_inside_gemms(self._steps, graph_outputs, self.threads)
             self._steps = _merge_sibling_gemms(self._steps, graph_outputs, self.threads)
             self._steps = _ranges_from_producers(self._steps)
+            self._steps = _fuse_attention(self._steps, graph_outputs, self.threads)
         if backend == "cpu":
             self._steps = _reuse_shape_results(self._steps, set(constants), graph_outputs)
         self._constants = constants
@@ -664,6 +666,47 @@ def _ranges_from_producers(steps: list[Step]) -> list[Step]:
             kernel="scale and zero point from the range its input's writer reported; the GEMMs "
                    "reading it quantize x as they pack it")
     return [rewritten.get(id(s), s) for s in steps]
+
+
+def _fuse_attention(steps: list[Step], graph_outputs: set[str], threads) -> list[Step]:
+    """The steps with each float MatMul -> Div+Softmax -> MatMul chain (attention: scores, their
+    softmax, its product with V) whose two inner tensors nothing else reads made one step at the
+    last one's place (graph/float_attention.py)."""
+    readers: dict[str, list[Step]] = {}
+    for step in steps:
+        for name in step.inputs:
+            if name:
+                readers.setdefault(name, []).append(step)
+
+    def sole_reader(step: Step, op_type: str, kind) -> Step | None:
+        if len(step.outputs) != 1 or step.outputs[0] in graph_outputs:
+            return None
+        found = readers.get(step.outputs[0], [])
+        if len(found) != 1 or found[0].op_type != op_type or not isinstance(found[0].fn, kind):
+            return None
+        return found[0]
+
+    fused, dropped = {}, set()
+    for first in steps:
+        if first.op_type != "MatMul" or not isinstance(first.fn, FloatMatMul) or \
+                len(first.inputs) != 2:
+            continue
+        softmax = sole_reader(first, "Div+Softmax", FloatSoftmax)
+        second = softmax and sole_reader(softmax, "MatMul", FloatMatMul)
+        if second is None or second.inputs[0] != softmax.outputs[0] or \
+                second.inputs[1] in (first.outputs[0], softmax.outputs[0]):
+            continue
+        fused[id(second)] = dataclasses.replace(
+            second, op_type="Attention(MatMul+Div+Softmax+MatMul)",
+            fn=FloatAttention(first.fn, softmax.fn, second.fn, threads),
+            inputs=(*first.inputs, second.inputs[1]),
+            nodes=first.nodes + softmax.nodes + second.nodes,
+            hidden=first.outputs + softmax.hidden + softmax.outputs + second.hidden,
+            kernel="ops/cpu/attention.py: one pass per (batch, head), scores kept in cache "
+                   "(checked against the three steps on a shape's first call)",
+            gpu=None)
+        dropped.update((id(first), id(softmax)))
+    return [fused.get(id(s), s) for s in steps if id(s) not in dropped]
 
 
 class _SameInputsSameResult:

@@ -118,10 +118,15 @@ def test_thread_counts_agree_bit_for_bit_and_equal_the_reference(dynamic_models)
     from_writer = [s for s in one.steps if s.inputs and s.inputs[0].endswith("::range")]
     writers = {s.op_type for s in one.steps if s.attrs.get("with_range")}
     assert len(from_writer) >= 2 and writers == {"Gelu(Erf)", "Add+LayerNormalization"}
+    # Attention's MatMul -> Div -> Softmax -> MatMul is one step; its first call checks the one
+    # pass against the three steps, later calls run the one pass (tests/test_graph_attention.py).
+    attention = [s for s in one.steps if s.op_type.startswith("Attention(")]
+    assert len(attention) == 1 and not any(s.op_type == "Div+Softmax" for s in one.steps)
     feeds = _feeds(one, np.random.default_rng(6), batch=3, seq=64)
     (ref,) = ReferenceEvaluator(path).run(None, feeds)
-    np.testing.assert_array_equal(one.run(None, feeds)[0], ref)
-    np.testing.assert_array_equal(three.run(None, feeds)[0], ref)
+    for session in (one, three):
+        for _ in range(2):
+            np.testing.assert_array_equal(session.run(None, feeds)[0], ref)
 
 
 def test_float_model_matches_onnxruntime(dynamic_models):

@@ -328,7 +328,7 @@ def _divide_by_row_sum_parallel(e, workers, block):
 
 
 @njit(error_model="numpy", cache=True, nogil=True)
-def _softmax_steps_rows(x, out, lo, hi, divisor, divide, in_place):
+def softmax_steps_rows(x, out, lo, hi, divisor, divide, in_place):
     """Rows lo:hi, each in one pass while it sits in L1: [t = x / divisor,] m = max, e = exp(t - m)
     with numpy_exp_f32 (numpy's exp, bit for bit), s = pairwise_sum(e), e / s. Compiled without
     fast-math flags: each float32 operation rounds as numpy's does. (Each loop reads one array and
@@ -358,13 +358,13 @@ def _softmax_steps_rows(x, out, lo, hi, divisor, divide, in_place):
 
 
 @njit(error_model="numpy", cache=True, parallel=True)
-def _softmax_steps_rows_parallel(x, out, divisor, divide, in_place, workers, block):
+def softmax_steps_rows_parallel(x, out, divisor, divide, in_place, workers, block):
     rows = x.shape[0]
     counter = np.zeros(1, np.int64)
     for _ in prange(workers):
         lo, hi = take_block(counter, block, rows)
         while lo < hi:
-            _softmax_steps_rows(x, out, lo, hi, divisor, divide, in_place)
+            softmax_steps_rows(x, out, lo, hi, divisor, divide, in_place)
             lo, hi = take_block(counter, block, rows)
 
 
@@ -382,9 +382,9 @@ def softmax_float32_steps(x: np.ndarray, out: np.ndarray, threads, divide_by=Non
     if matches_numpy():
         in_place = x2.ctypes.data == out2.ctypes.data   # (partial overlaps are refused earlier)
         if workers == 1:
-            _softmax_steps_rows(x2, out2, 0, x2.shape[0], divisor, divide, in_place)
+            softmax_steps_rows(x2, out2, 0, x2.shape[0], divisor, divide, in_place)
         else:
-            _softmax_steps_rows_parallel(x2, out2, divisor, divide, in_place, workers, block)
+            softmax_steps_rows_parallel(x2, out2, divisor, divide, in_place, workers, block)
         return out
     # numpy computes exp another way here: three passes, numpy's exp in the middle.
     if divide:

@@ -1,0 +1,141 @@
+"""Attention's MatMul -> Div -> Softmax -> MatMul in one pass (ops/cpu/attention.py,
+graph/float_attention.py): its products add as a chain of fused multiply-adds in k order, it
+equals the three numpy steps bit for bit where numpy's BLAS adds in that order, and the graph
+falls back to the three steps where it does not."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from graph.float_attention import FloatAttention
+from graph.float_matmul import FloatMatMul
+from graph.float_softmax import FloatSoftmax
+from ops.cpu import attention as kernel
+from ops.cpu.numpy_exp import matches_numpy
+
+FINITE = st.floats(-30, 30, width=32)
+
+
+def fma_chain(a, b):
+    """a @ b with each output accumulated in k order, every step one fused multiply-add: float64
+    holds each float32 product exactly, and one rounding of the sum to float32 is the fma's."""
+    c = np.zeros((a.shape[0], b.shape[1]), np.float32)
+    for k in range(a.shape[1]):
+        c = (c.astype(np.float64) + np.outer(a[:, k].astype(np.float64),
+                                             b[k].astype(np.float64))).astype(np.float32)
+    return c
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.data())
+def test_products_are_fma_chains_in_k_order(data):
+    """Every register block, the single-vector columns and the scalar tail: rows 1..9 (not a
+    multiple of the tile's 4 everywhere), columns 1..150 (tails of 64, 16 and 8), k 0..70, A as a
+    transposed view."""
+    m, k, n = (data.draw(st.integers(1, 9)), data.draw(st.integers(0, 70)),
+               data.draw(st.integers(1, 150)))
+    a = data.draw(hnp.arrays(np.float32, (m, k), elements=FINITE))
+    if data.draw(st.booleans()):
+        a = np.ascontiguousarray(a.T).T
+    b = data.draw(hnp.arrays(np.float32, (k, n), elements=FINITE))
+    c = np.full((m, n), np.nan, np.float32)
+    kernel.matmul_fma_chain(a, b, c)
+    np.testing.assert_array_equal(c, fma_chain(a, b))
+
+
+def heads(rng, batch, heads_, seq, d, scale=1.0):
+    """q, k^T and v as a transformer's graph has them: views of one (batch, seq, 3 x width)
+    projection, reshaped to heads and transposed."""
+    x = (rng.standard_normal((batch, seq, 3 * heads_ * d)) * scale).astype(np.float32)
+    w = heads_ * d
+    q = x[..., :w].reshape(batch, seq, heads_, d).transpose(0, 2, 1, 3)
+    kt = x[..., w:2 * w].reshape(batch, seq, heads_, d).transpose(0, 2, 3, 1)
+    v = x[..., 2 * w:].reshape(batch, seq, heads_, d).transpose(0, 2, 1, 3)
+    return q, kt, v
+
+
+def three_steps(q, kt, v, divisor):
+    s = np.matmul(q, kt)
+    if divisor is not None:
+        s = s / divisor
+    e = np.exp(s - s.max(axis=-1, keepdims=True))
+    return np.matmul(e / e.sum(axis=-1, keepdims=True), v)
+
+
+def fma_three_steps(q, kt, v, divisor):
+    """The three steps with the products as fma chains: what the one pass must give anywhere."""
+    b, h = q.shape[:2]
+    s = np.stack([np.stack([fma_chain(q[i, j], kt[i, j]) for j in range(h)]) for i in range(b)])
+    if divisor is not None:
+        s = s / divisor
+    e = np.exp(s - s.max(axis=-1, keepdims=True))
+    p = e / e.sum(axis=-1, keepdims=True)
+    return np.stack([np.stack([fma_chain(p[i, j], v[i, j]) for j in range(h)]) for i in range(b)])
+
+
+@pytest.mark.skipif(not matches_numpy(), reason="numpy's exp is not the routine ops/cpu/numpy_exp "
+                    "replicates on this machine; the one pass is not used here")
+@settings(max_examples=25, deadline=None)
+@given(st.integers(1, 3), st.integers(1, 3), st.integers(1, 40), st.integers(1, 20),
+       st.sampled_from([None, np.float32(8.0), np.float32(0.3)]), st.integers(1, 3),
+       st.integers(0, 2**32 - 1))
+def test_one_pass_equals_the_steps_with_fma_products(b, h, s, d, divisor, workers, seed):
+    q, kt, v = heads(np.random.default_rng(seed), b, h, s, d, scale=3.0)
+    out = np.empty(q.shape, np.float32)
+    kernel.attention(q, kt, v, out, divisor, workers, 1)
+    np.testing.assert_array_equal(out, fma_three_steps(q, kt, v, divisor))
+
+
+def fused(threads=2):
+    matmul = FloatMatMul(threads)
+    return FloatAttention(matmul, FloatSoftmax(threads, np.float32(8.0)), matmul, threads)
+
+
+@pytest.mark.skipif(not matches_numpy(), reason="numpy's exp is not the routine ops/cpu/numpy_exp "
+                    "replicates on this machine; the one pass is not used here")
+def test_attention_shapes_take_the_one_pass_and_equal_numpy():
+    """(16, 4, 128, 64), the encoder's: the first call compares the one pass with the three
+    steps; from then on the one pass runs, and its results are numpy's, bit for bit."""
+    q, kt, v = heads(np.random.default_rng(0), 16, 4, 128, 64)
+    step = fused()
+    first = step(q, kt, v)
+    np.testing.assert_array_equal(first, three_steps(q, kt, v, np.float32(8.0)))
+    if not all(step.verdicts.values()):
+        pytest.skip("this numpy's BLAS adds attention's products in another order than a "
+                    "k-ordered fma chain: the graph keeps the three steps here (as it should)")
+    q2, kt2, v2 = heads(np.random.default_rng(1), 16, 4, 128, 64)
+    calls = []
+    step.unfused = lambda *args: calls.append(args) or three_steps(*args, np.float32(8.0))
+    second = step(q2, kt2, v2)
+    assert calls == []   # the one pass ran
+    np.testing.assert_array_equal(second, three_steps(q2, kt2, v2, np.float32(8.0)))
+
+
+def test_a_shape_whose_check_fails_keeps_the_three_steps():
+    """Where the one pass and the steps differ in a bit on the first call, every later call of
+    that shape runs the steps."""
+    q, kt, v = heads(np.random.default_rng(0), 2, 2, 16, 8)
+    step = fused()
+    expected = three_steps(q, kt, v, np.float32(8.0))
+    real = step.unfused
+    step.unfused = lambda *args: real(*args) + np.float32(1e-3)   # a BLAS that adds otherwise
+    np.testing.assert_array_equal(step(q, kt, v), expected + np.float32(1e-3))
+    assert list(step.verdicts.values()) == [False]
+    np.testing.assert_array_equal(step(q, kt, v), expected + np.float32(1e-3))
+
+
+def test_calls_outside_its_scope_run_the_steps():
+    """float64, 3-D stacks, a V whose rows are strided: the steps, with numpy's results."""
+    rng = np.random.default_rng(0)
+    step = fused()
+    q, kt, v = heads(rng, 2, 2, 8, 4)
+    cases = [(q.astype(np.float64), kt.astype(np.float64), v.astype(np.float64)),
+             (q[0], kt[0], v[0]),
+             (q, kt, np.asfortranarray(v))]
+    for args in cases:
+        np.testing.assert_allclose(step(*args), three_steps(*args, np.float32(8.0)), rtol=1e-6)
+    assert step.verdicts == {}
