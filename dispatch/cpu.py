@@ -12,6 +12,27 @@ import functools
 import os
 import platform
 
+# How many times numba's OpenMP threads spin (a `pause` each, ~30 ns here) at the end of a
+# parallel region and while they wait for the next one, before they sleep in the kernel.
+# A sleeping thread is expensive to wake on a virtual machine: the wake-up goes through the
+# hypervisor, and after the guest has idled for a while it costs each region 100 us or more (a
+# 2-thread kernel of 50 us took 130-180 us when 50-200 us of Python ran between calls, with
+# 1000 spins; 53-56 us with 30000). A model run or a translation step is a sequence of
+# kernels with Python between them, so the threads must still be awake for the next one: with
+# 1000 spins the int8 encoder of graph.bench took 48-53 ms after a pause, with 30000 29-32 ms
+# (2 threads, medians of 25 runs in alternating processes). The price: while another process
+# keeps a core busy, a spinning thread holds the core the thread it waits for needs; a small
+# 2-thread GEMM (8 x 512 x 2048) then took 77 us at the median but 5.4 ms at the 90th
+# percentile with 30000 (283 / 340 us with 1000). On cores shared with other busy work, use
+# threads=1 or set GOMP_SPINCOUNT=1000 yourself. (onnxruntime spins by default too.)
+OPENMP_SPIN_COUNT = "30000"
+
+
+def set_openmp_spin_default() -> None:
+    """GOMP_SPINCOUNT = OPENMP_SPIN_COUNT unless the user set it. OpenMP reads it once, when
+    numba first starts its threads: modules that run parallel kernels call this on import."""
+    os.environ.setdefault("GOMP_SPINCOUNT", OPENMP_SPIN_COUNT)
+
 
 class IsaLevel(enum.IntEnum):
     """CPU paths in order of preference: the highest one the machine has is chosen."""

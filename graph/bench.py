@@ -4,8 +4,9 @@ onnxruntime on the same int8 model and on the float32 model, side by side.
     python -m graph.bench --width 256 --layers 2 --batch 16 --seq 128 --threads 2
 
 Medians of interleaved repeats (graph/run.py's time_interleaved; onnxruntime with the same
-thread count and spinning off). Also prints the largest difference from onnx's reference
-evaluator on the first two sequences. Needs onnxruntime.
+thread count, its other settings its defaults), twice: each run after a 0.1 s pause, and each
+run after 0.3 s of untimed runs of its own (back to back, as in a busy server). Also prints the
+largest difference from onnx's reference evaluator on the first two sequences. Needs onnxruntime.
 
     python -m graph.bench --gpu            # width 512, 2 layers, batch 64 x 128, all CPU threads
 
@@ -65,22 +66,26 @@ def main(argv=None) -> int:
         few = {"x": x[:2]}
         (ref,) = ReferenceEvaluator(int8_path).run(None, few)
         (ours,) = session.run(None, few)
-        medians = time_interleaved({
+        contenders = {
             "i8gemm int8": lambda: session.run(None, feeds),
             "onnxruntime int8": ort_runner(int8_path, feeds, args.threads),
             "onnxruntime float32": ort_runner(float_path, feeds, args.threads),
-        }, args.repeats)
+        }
+        medians = time_interleaved(contenders, args.repeats)
+        warm = time_interleaved(contenders, args.repeats, warm_up=0.3)
         print(f"encoder width {args.width}, {args.layers} layers, batch {args.batch} x "
               f"{args.seq} tokens, {args.threads} threads, "
               f"{'per-channel' if args.per_channel else 'per-tensor'} weights")
         print(f"max |i8gemm - onnx.reference| / max |reference| = "
               f"{np.abs(ours - ref).max() / np.abs(ref).max():.2e}")
         print(timing_table(session, feeds, 3))
+        print(f"{'':>20}  {'after a pause':>14} {'back to back':>13}")
         for name, t in medians.items():
-            print(f"{name:>20}: {t * 1e3:8.2f} ms")
-        base = medians["i8gemm int8"]
-        print(f"i8gemm / onnxruntime int8    = {base / medians['onnxruntime int8']:.2f}")
-        print(f"i8gemm / onnxruntime float32 = {base / medians['onnxruntime float32']:.2f}")
+            print(f"{name:>20}: {t * 1e3:11.2f} ms {warm[name] * 1e3:10.2f} ms")
+        for other in ("int8", "float32"):
+            paused = medians["i8gemm int8"] / medians[f"onnxruntime {other}"]
+            busy = warm["i8gemm int8"] / warm[f"onnxruntime {other}"]
+            print(f"i8gemm / onnxruntime {other:<7} = {paused:.2f} after a pause, {busy:.2f} back to back")
     return 0
 
 

@@ -22,18 +22,12 @@ Work is split into blocks of (m_block rows x p_block panels); blocks run on numb
 from __future__ import annotations
 
 import dataclasses
-import os
 
-# numba's OpenMP pool spins ~300k iterations after each parallel region by default, and a thread
-# waiting at a region's end spins as long before it sleeps. While another process keeps one core
-# busy, a waiting thread spins away the time the thread it waits for would need that core for:
-# on 2 cores with one busy, every 2-thread call took about 0.1 us x GOMP_SPINCOUNT longer (300k:
-# a 40 us call took 8 ms; 20000: 8x512x2048 took 2.0 ms instead of 76 us). With no spin at all a
-# thread sleeps at once, and on a quiet machine waking it costs every call 70-80 us (32x512x512:
-# 118 us instead of 33). 1000 spins keep back-to-back calls as fast as 20000 did on a quiet
-# machine (33 us) and cost ~0.1 ms at most on a busy one (175 us there). Effective only if OpenMP
-# is not yet loaded; a user's own setting wins.
-os.environ.setdefault("GOMP_SPINCOUNT", "1000")
+# How long numba's OpenMP threads spin before they sleep: dispatch/cpu.py's OPENMP_SPIN_COUNT
+# says why. Set before OpenMP loads (it reads the setting once); a user's own setting wins.
+from dispatch.cpu import set_openmp_spin_default  # noqa: E402
+
+set_openmp_spin_default()
 
 import numba  # noqa: E402  (after the OpenMP setting)
 import numpy as np  # noqa: E402

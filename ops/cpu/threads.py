@@ -20,12 +20,10 @@ thread count or on timing. The pattern, with (workers, block) from `split()`:
 
 from __future__ import annotations
 
-import os
+# OpenMP's spin before a thread sleeps, as the GEMM driver sets it (dispatch/cpu.py says why).
+from dispatch.cpu import set_openmp_spin_default  # noqa: E402
 
-# A short OpenMP spin after a parallel region, the same as gemm/cpu/driver.py's (why: see there;
-# whichever module loads first sets it, so the two must agree). Effective only if OpenMP is not
-# yet loaded; a user's own setting wins.
-os.environ.setdefault("GOMP_SPINCOUNT", "1000")
+set_openmp_spin_default()
 
 import numba  # noqa: E402  (after the OpenMP setting)
 from numba import njit  # noqa: E402
