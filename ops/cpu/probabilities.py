@@ -30,7 +30,14 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from .mathfuncs import EXACT_FLAGS, REDUCE_FLAGS, exp_f32, exp_sum_term_f32, fmax_f32
+from .mathfuncs import (
+    EXACT_FLAGS,
+    REDUCE_FLAGS,
+    exp_f32,
+    exp_sum_term_f32,
+    fmax_f32,
+    vector_min_max,
+)
 from .numpy_exp import matches_numpy, numpy_exp_f32
 from .pairwise import pairwise_sum
 from .threads import split, take_block, threads_for
@@ -43,12 +50,18 @@ _NEG_INF = np.float32(-np.inf)
 # loops over range(lo, hi) do not (numba's negative-index wrap-around cannot be proven dead).
 
 
-@njit(error_model="numpy", fastmath=REDUCE_FLAGS, cache=True, nogil=True)
+@njit(error_model="numpy", cache=True, nogil=True)
 def chunk_max(x):
-    """max(x) ignoring NaN (-inf when empty or all NaN)."""
+    """max(x) ignoring NaN (-inf when empty or all NaN). (A loop of fmax_f32 stayed a scalar
+    chain: 1.2 ns per value, more than the exp after it; vector_min_max runs 32 values a step.)"""
+    n = x.shape[0]
+    groups = n // 32
     m = _NEG_INF
-    for i in range(x.shape[0]):
-        m = fmax_f32(m, x[i])
+    if groups:
+        m = vector_min_max(x, groups)[1]
+    for i in range(32 * groups, n):
+        v = x[i]
+        m = v if v > m else m
     return m
 
 
@@ -342,7 +355,10 @@ def softmax_steps_rows(x, out, lo, hi, divisor, divide, in_place):
         o = out[r]
         xr = x[r]
         if divide or in_place:
-            if divide:
+            if divide and in_place:
+                for i in range(n):
+                    o[i] = o[i] / divisor
+            elif divide:
                 for i in range(n):
                     o[i] = xr[i] / divisor
             m = chunk_max(o)

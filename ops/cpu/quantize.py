@@ -17,11 +17,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from llvmlite import ir
-from numba import njit, prange, types
-from numba.core import cgutils
-from numba.extending import intrinsic
+from numba import njit, prange
 
+from .mathfuncs import vector_min_max
 from .threads import split, take_block, threads_for
 
 
@@ -163,64 +161,6 @@ def dequantize_last_axis(q, scale, zp, out, workers, block):
             lo, hi = take_block(counter, block, rows)
 
 
-@intrinsic
-def _vector_min_max(typingctx, x, groups):
-    """(min, max, 1.0 if any NaN else 0.0) of x[:32 * groups] (groups >= 1), NaN left out of
-    min and max. Two pairs of 16-lane vectors of running minima and maxima, each updated by
-    select(v < lo, v, lo) -- one vminps (vmaxps) per 16 values, the instructions' own semantics
-    -- and an or of unordered compares for NaN. (As a loop of minnum/maxnum with a second loop
-    for finiteness, LLVM emitted a compare and a blend per minimum too: 0.14 ns per value.)"""
-    if not (isinstance(x, types.Array) and x.ndim == 1 and x.layout == "C"
-            and x.dtype == types.float32 and isinstance(groups, types.Integer)):
-        return None
-
-    def codegen(context, builder, sig, args):
-        f32 = ir.FloatType()
-        lanes = ir.VectorType(f32, 16)
-        flags = ir.VectorType(ir.IntType(1), 16)
-        i64 = ir.IntType(64)
-        data = context.make_array(sig.args[0])(context, builder, args[0]).data
-        count = context.cast(builder, args[1], sig.args[1], types.int64)
-        first = builder.bitcast(data, lanes.as_pointer())
-        state = [cgutils.alloca_once(builder, lanes) for _ in range(4)]
-        nan = cgutils.alloca_once(builder, flags)
-        for i, slot in enumerate(state):
-            builder.store(ir.Constant(lanes, [float("inf") if i < 2 else float("-inf")] * 16),
-                          slot)
-        builder.store(ir.Constant(flags, [0] * 16), nan)
-        with cgutils.for_range(builder, count) as loop:
-            seen = builder.load(nan)
-            for half in range(2):
-                at = builder.add(builder.mul(loop.index, ir.Constant(i64, 2)),
-                                 ir.Constant(i64, half))
-                v = builder.load(builder.gep(first, [at]), align=4)
-                lo, hi = state[half], state[2 + half]
-                old = builder.load(lo)
-                builder.store(builder.select(builder.fcmp_ordered("<", v, old), v, old), lo)
-                old = builder.load(hi)
-                builder.store(builder.select(builder.fcmp_ordered(">", v, old), v, old), hi)
-                seen = builder.or_(seen, builder.fcmp_unordered("uno", v, v))
-            builder.store(seen, nan)
-
-        def reduce(a, b, op):
-            u, w = builder.load(a), builder.load(b)
-            m = builder.select(builder.fcmp_ordered(op, u, w), u, w)
-            best = builder.extract_element(m, ir.Constant(ir.IntType(32), 0))
-            for i in range(1, 16):
-                e = builder.extract_element(m, ir.Constant(ir.IntType(32), i))
-                best = builder.select(builder.fcmp_ordered(op, e, best), e, best)
-            return best
-
-        any_nan = builder.icmp_unsigned("!=", builder.bitcast(builder.load(nan), ir.IntType(16)),
-                                        ir.Constant(ir.IntType(16), 0))
-        flag = builder.select(any_nan, ir.Constant(f32, 1.0), ir.Constant(f32, 0.0))
-        return context.make_tuple(builder, sig.return_type,
-                                  [reduce(state[0], state[1], "<"),
-                                   reduce(state[2], state[3], ">"), flag])
-
-    return types.UniTuple(types.float32, 3)(x, groups), codegen
-
-
 @njit(error_model="numpy", cache=True)
 def _count_bad(x):
     bad = 0
@@ -238,7 +178,7 @@ def _min_max_bad(x):
     lo = np.float32(np.inf)
     nan = False
     if groups:
-        lo, hi, flag = _vector_min_max(x, groups)
+        lo, hi, flag = vector_min_max(x, groups)
         nan = flag != np.float32(0.0)
     for i in range(32 * groups, n):
         v = x[i]
