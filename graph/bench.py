@@ -71,6 +71,8 @@ def main(argv=None) -> int:
             "onnxruntime int8": ort_runner(int8_path, feeds, args.threads),
             "onnxruntime float32": ort_runner(float_path, feeds, args.threads),
         }
+        # The per-op table first: onnxruntime's threads spin on for some 50 ms after its runs.
+        table = timing_table(session, feeds, 3)
         medians = time_interleaved(contenders, args.repeats)
         warm = time_interleaved(contenders, args.repeats, warm_up=0.3)
         print(f"encoder width {args.width}, {args.layers} layers, batch {args.batch} x "
@@ -78,7 +80,7 @@ def main(argv=None) -> int:
               f"{'per-channel' if args.per_channel else 'per-tensor'} weights")
         print(f"max |i8gemm - onnx.reference| / max |reference| = "
               f"{np.abs(ours - ref).max() / np.abs(ref).max():.2e}")
-        print(timing_table(session, feeds, 3))
+        print(table)
         print(f"{'':>20}  {'after a pause':>14} {'back to back':>13}")
         for name, t in medians.items():
             print(f"{name:>20}: {t * 1e3:11.2f} ms {warm[name] * 1e3:10.2f} ms")
