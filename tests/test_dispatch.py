@@ -249,6 +249,22 @@ def test_every_cpu_path_declares_a_tuning_space():
         assert impl.default_params((64, 256, 1024), threads=1)["tile"] == tiles[0]
 
 
+def test_many_rows_take_the_paths_tall_tile():
+    """A path's many_rows_tile is the heuristic's choice from MANY_ROWS rows on, the default
+    tile below; the blocking follows the tile (whole tiles of rows per block)."""
+    from gemm.cpu.driver import MANY_ROWS
+    tall = [impl for impl in cpu_impls() if impl.entry.many_rows_tile is not None]
+    assert [impl.path for impl in tall] == ["avx512vnni"]
+    for impl in tall:
+        for threads in (1, 2):
+            few = impl.default_params((MANY_ROWS - 1, 256, 1024), threads=threads)
+            many = impl.default_params((MANY_ROWS, 256, 1024), threads=threads)
+            assert few["tile"] == impl.entry.default_tile
+            assert many["tile"] == impl.entry.many_rows_tile
+            if many["m_block"] < MANY_ROWS:
+                assert many["m_block"] % many["tile"].mr == 0
+
+
 def test_tile_widths():
     lanes = {"generic": 8, "avx2": 8, "avx2-i16": 8, "avxvnni": 8, "avx512bw": 16,
              "avx512vnni": 16}

@@ -68,9 +68,14 @@ class CpuPath:
     # Whether `dispatch` picks this path for its ISA level when none is named; a level may have
     # other paths (AVX2: the sign trick beside the preferred avx2-i16), run only when named.
     preferred: bool = True
+    # The heuristic's tile from MANY_ROWS rows on, if not the default (a taller tile, which
+    # reads each B vector for more rows, where there are rows enough to fill it).
+    many_rows_tile: Tile | None = None
 
     def __post_init__(self):
         k4_bytes = B_LAYOUTS[self.b_layout]
+        if self.many_rows_tile is not None and self.many_rows_tile not in self.tiles:
+            raise ValueError(f"many_rows_tile: {self.many_rows_tile} is not one of the tiles")
         for tile in self.tiles:
             if tile.b_k4_bytes != k4_bytes:
                 raise ValueError(f"tiles: {tile} reads {tile.b_k4_bytes} bytes per k4 group, "
@@ -210,10 +215,14 @@ def tuning_space(path: CpuPath) -> dispatch.TuningSpace:
     )
 
 
+# From this many rows of A on, the heuristic takes a path's many_rows_tile.
+MANY_ROWS = 1024
+
+
 def heuristic_config(path: CpuPath, shape, threads: int) -> dict:
     """The heuristic choice of tile and blocking for an (M, K, N) call with `threads` threads."""
     m, k, n = shape
-    tile = path.default_tile
+    tile = path.many_rows_tile if path.many_rows_tile and m >= MANY_ROWS else path.default_tile
     name = tile_name(tile)
     panels = -(-n // tile.nr)
     threads = 1 if m * k * n < SERIAL_WORK else threads
