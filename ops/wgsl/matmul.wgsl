@@ -38,7 +38,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
   let c_off = batch * p.m * p.n;
   let row0 = wid.y * TILE;
   let col0 = wid.x * TILE;
-  var acc: array<f32, 16>;
+  // Row i of the invocation's 4 x 4 outputs in accs[i] (vec4s, which a compiler keeps in
+  // registers; a 16-element array indexed in loops was kept in memory: 12x slower on an H200).
+  var acc0 = vec4<f32>(0.0);
+  var acc1 = vec4<f32>(0.0);
+  var acc2 = vec4<f32>(0.0);
+  var acc3 = vec4<f32>(0.0);
   for (var k0 = 0u; k0 < p.k; k0 = k0 + TK) {
     for (var t = 0u; t < 4u; t = t + 1u) {
       let e = li + 256u * t;
@@ -56,23 +61,25 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     }
     workgroupBarrier();
     for (var kk = 0u; kk < TK; kk = kk + 1u) {
-      let av = vec4<f32>(sa[kk * TILE + 4u * lid.y], sa[kk * TILE + 4u * lid.y + 1u],
-                         sa[kk * TILE + 4u * lid.y + 2u], sa[kk * TILE + 4u * lid.y + 3u]);
+      let ar = kk * TILE + 4u * lid.y;
       let bv = vec4<f32>(sb[kk * TILE + lid.x], sb[kk * TILE + lid.x + 16u],
                          sb[kk * TILE + lid.x + 32u], sb[kk * TILE + lid.x + 48u]);
-      for (var i = 0u; i < 4u; i = i + 1u) {
-        for (var j = 0u; j < 4u; j = j + 1u) {
-          acc[4u * i + j] = acc[4u * i + j] + av[i] * bv[j];
-        }
-      }
+      acc0 = acc0 + sa[ar] * bv;
+      acc1 = acc1 + sa[ar + 1u] * bv;
+      acc2 = acc2 + sa[ar + 2u] * bv;
+      acc3 = acc3 + sa[ar + 3u] * bv;
     }
     workgroupBarrier();
   }
-  for (var i = 0u; i < 4u; i = i + 1u) {
-    let row = row0 + 4u * lid.y + i;
-    for (var j = 0u; j < 4u; j = j + 1u) {
-      let col = col0 + lid.x + 16u * j;
-      if (row < p.m && col < p.n) { c[c_off + row * p.n + col] = acc[4u * i + j]; }
-    }
+  store_row(c_off, row0 + 4u * lid.y, col0 + lid.x, acc0);
+  store_row(c_off, row0 + 4u * lid.y + 1u, col0 + lid.x, acc1);
+  store_row(c_off, row0 + 4u * lid.y + 2u, col0 + lid.x, acc2);
+  store_row(c_off, row0 + 4u * lid.y + 3u, col0 + lid.x, acc3);
+}
+
+fn store_row(c_off: u32, row: u32, col: u32, v: vec4<f32>) {
+  if (row >= p.m) { return; }
+  for (var j = 0u; j < 4u; j = j + 1u) {
+    if (col + 16u * j < p.n) { c[c_off + row * p.n + col + 16u * j] = v[j]; }
   }
 }
