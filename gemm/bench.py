@@ -66,8 +66,9 @@ def _ort_matmul_integer(k: int, n: int, threads: int):
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
-    # Its pool would otherwise spin-wait after each run and starve the next contender's threads.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    # Its other settings are its defaults: its pool spins while it waits for work, as i8gemm's
+    # OpenMP threads do (dispatch/cpu.py); with spinning off its calls were up to 1.4x slower
+    # here. It spins on for some 50 ms after a call; the pause before each sample covers that.
     return ort.InferenceSession(model.SerializeToString(), options,
                                 providers=["CPUExecutionProvider"])
 
