@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+from numba import njit
 
 from graph.float_attention import FloatAttention
 from graph.float_matmul import FloatMatMul
@@ -45,6 +46,28 @@ def test_products_are_fma_chains_in_k_order(data):
     c = np.full((m, n), np.nan, np.float32)
     kernel.matmul_fma_chain(a, b, c)
     np.testing.assert_array_equal(c, fma_chain(a, b))
+
+
+@pytest.mark.parametrize("vectors, lanes", [(4, 16), (2, 8), (1, 8)],
+                         ids=["avx512_block", "avx2_block", "one_vector"])
+def test_each_register_block_is_an_fma_chain(vectors, lanes):
+    """The tiles of both register blocks, whichever this machine uses: every row count 1-4, a
+    strided A, a column offset, k = 37."""
+    rng = np.random.default_rng(vectors * lanes)
+    width = vectors * lanes
+    a = rng.standard_normal((37, 6)).astype(np.float32).T   # 6 x 37, a strided view
+    b = rng.standard_normal((37, width + 5)).astype(np.float32)
+    for rows in range(1, 5):
+        tile = kernel.fma_tile(rows, vectors, lanes)
+
+        @njit
+        def run(a, b, c, tile=tile):
+            tile(a, b, c, 1, 5, b.shape[0])
+
+        c = np.full((6, width + 5), np.nan, np.float32)
+        run(a, b, c)
+        np.testing.assert_array_equal(c[1:1 + rows, 5:], fma_chain(a[1:1 + rows], b[:, 5:]))
+        assert np.isnan(c[0]).all() and np.isnan(c[1 + rows:]).all() and np.isnan(c[:, :5]).all()
 
 
 def heads(rng, batch, heads_, seq, d, scale=1.0):

@@ -109,28 +109,28 @@ def fma_tile(rows: int, vectors: int, lanes: int):
     return tile
 
 
-def _register_block() -> tuple[int, int, int]:
-    """(rows, vectors, lanes) of the tile: 4 x 4 zmm accumulators with AVX-512, 4 x 2 ymm with
-    AVX2 (half of each file, leaving room for B's row and the broadcasts)."""
+def _register_block() -> tuple[int, int]:
+    """(vectors, lanes) of the tile's rows: 4 zmm per row with AVX-512 (4 x 4 accumulators), 2
+    ymm with AVX2 (4 x 2: half of the register file, leaving room for B's row and the
+    broadcasts)."""
     from dispatch.cpu import host_features
     if host_features().get("avx512f"):
-        return 4, 4, 16
-    return 4, 2, 8
+        return 4, 16
+    return 2, 8
 
 
-MR, NV, LANES = _register_block()
-_WIDE = tuple(fma_tile(r, NV, LANES) for r in range(1, MR + 1))
-_ONE = tuple(fma_tile(r, 1, LANES) for r in range(1, MR + 1))
-_W1, _W2, _W3, _W4 = _WIDE
-_O1, _O2, _O3, _O4 = _ONE
+MR = 4   # rows per tile; _rows_wide and _rows_one below are written for it
+NV, LANES = _register_block()
+_W1, _W2, _W3, _W4 = (fma_tile(r, NV, LANES) for r in range(1, MR + 1))
+_O1, _O2, _O3, _O4 = (fma_tile(r, 1, LANES) for r in range(1, MR + 1))
 
 
 @njit(error_model="numpy", cache=True, nogil=True)
 def _rows_wide(a, b, c, m, j, k):
     i = 0
-    while i + 4 <= m:
+    while i + MR <= m:
         _W4(a, b, c, i, j, k)
-        i += 4
+        i += MR
     r = m - i
     if r == 3:
         _W3(a, b, c, i, j, k)
@@ -143,9 +143,9 @@ def _rows_wide(a, b, c, m, j, k):
 @njit(error_model="numpy", cache=True, nogil=True)
 def _rows_one(a, b, c, m, j, k):
     i = 0
-    while i + 4 <= m:
+    while i + MR <= m:
         _O4(a, b, c, i, j, k)
-        i += 4
+        i += MR
     r = m - i
     if r == 3:
         _O3(a, b, c, i, j, k)
