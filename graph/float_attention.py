@@ -7,6 +7,8 @@ memory and reading it back twice, and runs on the same threads as the int8 kerne
 add in the order numpy's BLAS does for attention's shapes (the kernel module's docstring); that
 order is the BLAS's choice, so the first call of each shape and layout runs both ways and compares
 every bit. Where they differ (another BLAS, another k extent), that shape keeps the three steps.
+The check is per matrix shape and layout, not per batch: a translation pipeline's changing batch
+sizes do not repeat it.
 
 The output is written in (batch, seq, heads, d) memory order and returned as its (batch, heads,
 seq, d) view: the graph's next steps, Transpose(0, 2, 1, 3) and Reshape to (batch, seq, width),
@@ -29,7 +31,7 @@ class FloatAttention:
     def __init__(self, first, softmax, second, threads):
         self.first, self.softmax, self.second = first, softmax, second
         self.threads = threads
-        self.verdicts: dict[tuple, bool] = {}   # shape and layout -> the one pass agreed
+        self.verdicts: dict[tuple, bool] = {}   # matrix shapes and layout -> the one pass agreed
 
     def unfused(self, q, kt, v):
         return self.second(self.softmax(self.first(q, kt)), v)
@@ -61,7 +63,10 @@ class FloatAttention:
         if self.softmax.axis % 4 != 3 or not self.softmax._divisor_is_float32 or \
                 not matches_numpy():
             return None
-        return tuple((a.shape, a.strides) for a in arrays)
+        # The order in which a BLAS adds can depend on each product's extents and on which of
+        # its operands are transposed (unit stride along rows or columns), not on how many
+        # products there are: a new batch size reuses the verdict of its matrix shapes.
+        return tuple((a.shape[2:], a.strides[3] == 4, a.strides[2] == 4) for a in arrays)
 
     def _one_pass(self, q, kt, v):
         b, h, s, _ = q.shape

@@ -138,6 +138,27 @@ def test_attention_shapes_take_the_one_pass_and_equal_numpy():
     np.testing.assert_array_equal(second, three_steps(q2, kt2, v2, np.float32(8.0)))
 
 
+@pytest.mark.skipif(not matches_numpy(), reason="numpy's exp is not the routine ops/cpu/numpy_exp "
+                    "replicates on this machine; the one pass is not used here")
+def test_the_check_is_per_matrix_shape_not_per_batch():
+    """A pipeline's batch size changes from call to call: the check runs once per matrix shape
+    and layout; a new sequence length is a new shape and is checked again."""
+    step = fused()
+    calls = []
+    real = step.unfused
+    step.unfused = lambda *args: calls.append(args[0].shape) or real(*args)
+    for batch in (3, 5, 1):
+        q, kt, v = heads(np.random.default_rng(batch), batch, 2, 16, 8)
+        np.testing.assert_array_equal(step(q, kt, v), three_steps(q, kt, v, np.float32(8.0)))
+    if not all(step.verdicts.values()):
+        pytest.skip("this numpy's BLAS adds these products in another order: each call runs the "
+                    "three steps")
+    assert calls == [(3, 2, 16, 8)] and len(step.verdicts) == 1
+    q, kt, v = heads(np.random.default_rng(9), 3, 2, 24, 8)
+    step(q, kt, v)
+    assert calls == [(3, 2, 16, 8), (3, 2, 24, 8)] and len(step.verdicts) == 2
+
+
 def test_a_shape_whose_check_fails_keeps_the_three_steps():
     """Where the one pass and the steps differ in a bit on the first call, every later call of
     that shape runs the steps."""
