@@ -703,7 +703,7 @@ def _fuse_attention(steps: list[Step], graph_outputs: set[str], threads) -> list
             nodes=first.nodes + softmax.nodes + second.nodes,
             hidden=first.outputs + softmax.hidden + softmax.outputs + second.hidden,
             kernel="ops/cpu/attention.py: one pass per (batch, head), scores kept in cache "
-                   "(checked against the three steps on a shape's first call)",
+                   "(checked against the three steps on each matrix shape's first call)",
             gpu=None)
         dropped.update((id(first), id(softmax)))
     return [fused.get(id(s), s) for s in steps if id(s) not in dropped]
