@@ -34,7 +34,7 @@ from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from .numpy_exp import fma_f32
+from .mathfuncs import fma
 from .probabilities import softmax_steps_rows
 from .threads import take_block
 
@@ -173,7 +173,7 @@ def matmul_fma_chain(a, b, c):
         for jj in range(j, n):
             acc = np.float32(0.0)
             for kk in range(k):
-                acc = fma_f32(a[i, kk], b[kk, jj], acc)
+                acc = fma(a[i, kk], b[kk, jj], acc)
             c[i, jj] = acc
 
 

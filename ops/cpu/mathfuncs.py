@@ -49,6 +49,22 @@ REDUCE_FLAGS = {"contract", "reassoc"}
 
 
 @intrinsic
+def fma(typingctx, a, b, c):
+    """a * b + c rounded once (llvm.fma: vfmadd on x86 with FMA), float32 or float64, whatever the
+    fast-math flags (which leave a * b + c written out as a multiplication and an addition)."""
+    if not (a == b == c and a in (types.float32, types.float64)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        kind = F32 if sig.args[0] == types.float32 else ir.DoubleType()
+        name = "llvm.fma.f32" if kind == F32 else "llvm.fma.f64"
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(kind, [kind] * 3), name)
+        return builder.call(fn, args)
+
+    return a(a, b, c), codegen
+
+
+@intrinsic
 def pow2_f32(typingctx, n):
     """2.0**n as float32 for an integer -126 <= n <= 127, built from its exponent bits."""
     if not isinstance(n, types.Integer):
@@ -310,23 +326,21 @@ def erf_f64(x):
     xc = ERF_X_MAX if x > ERF_X_MAX else x
     xc = -ERF_X_MAX if xc < -ERF_X_MAX else xc
     s = xc * xc
-    p = _P7
-    p = p * s + _P6
-    p = p * s + _P5
-    p = p * s + _P4
-    p = p * s + _P3
-    p = p * s + _P2
-    p = p * s + _P1
-    p = p * s + _P0
-    q = _Q8
-    q = q * s + _Q7
-    q = q * s + _Q6
-    q = q * s + _Q5
-    q = q * s + _Q4
-    q = q * s + _Q3
-    q = q * s + _Q2
-    q = q * s + _Q1
-    q = q * s + _Q0
+    p = fma(_P7, s, _P6)
+    p = fma(p, s, _P5)
+    p = fma(p, s, _P4)
+    p = fma(p, s, _P3)
+    p = fma(p, s, _P2)
+    p = fma(p, s, _P1)
+    p = fma(p, s, _P0)
+    q = fma(_Q8, s, _Q7)
+    q = fma(q, s, _Q6)
+    q = fma(q, s, _Q5)
+    q = fma(q, s, _Q4)
+    q = fma(q, s, _Q3)
+    q = fma(q, s, _Q2)
+    q = fma(q, s, _Q1)
+    q = fma(q, s, _Q0)
     return xc * p / q
 
 

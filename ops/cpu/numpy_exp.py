@@ -21,12 +21,9 @@ from __future__ import annotations
 import functools
 
 import numpy as np
-from llvmlite import ir
-from numba import njit, types
-from numba.core import cgutils
-from numba.extending import intrinsic
+from numba import njit
 
-from .mathfuncs import F32, pow2_f32
+from .mathfuncs import fma, pow2_f32
 
 # The constants of numpy's routine, as float32 bit patterns: the values are numpy's (its
 # npy_simd_data / npy_math constants and the two range limits written in the routine).
@@ -43,20 +40,6 @@ _X_MIN = np.uint32(0xC2CFF1B5).view(np.float32)        # -103.97208404541015625:
 _ZERO = np.float32(0.0)
 _INF = np.float32(np.inf)
 _NAN = np.float32(np.nan)
-
-
-@intrinsic
-def fma_f32(typingctx, a, b, c):
-    """a * b + c rounded once (llvm.fma: vfmadd on x86 with FMA), whatever the fast-math flags."""
-    if not (a == b == c == types.float32):
-        return None
-
-    def codegen(context, builder, sig, args):
-        fnty = ir.FunctionType(F32, [F32, F32, F32])
-        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.fma.f32")
-        return builder.call(fn, args)
-
-    return types.float32(a, b, c), codegen
 
 
 @njit(error_model="numpy", inline="always", cache=True)
@@ -82,15 +65,15 @@ def numpy_exp_f32(x):
     k = xs * _LOG2E
     k = k + _RINT_MAGIC
     k = k - _RINT_MAGIC
-    r = fma_f32(k, _LN2_HI, xs)
-    r = fma_f32(k, _LN2_LO, r)
-    num = fma_f32(_P5, r, _P4)
-    num = fma_f32(num, r, _P3)
-    num = fma_f32(num, r, _P2)
-    num = fma_f32(num, r, _P1)
-    num = fma_f32(num, r, _P0)
-    den = fma_f32(_Q2, r, _Q1)
-    den = fma_f32(den, r, _Q0)
+    r = fma(k, _LN2_HI, xs)
+    r = fma(k, _LN2_LO, r)
+    num = fma(_P5, r, _P4)
+    num = fma(num, r, _P3)
+    num = fma(num, r, _P2)
+    num = fma(num, r, _P1)
+    num = fma(num, r, _P0)
+    den = fma(_Q2, r, _Q1)
+    den = fma(den, r, _Q0)
     y = _scale_by_pow2(num / den, k)
     y = _NAN if nan else y
     y = _INF if big else y
