@@ -186,8 +186,10 @@ def _attention_units(q, kt, v, out, divisor, divide, lo, hi, scores, kt_rows):
         bi = u // heads
         h = u - bi * heads
         ktu = kt[bi, h]
-        for i in range(ktu.shape[0]):          # K^T's rows made contiguous for the tile's loads
-            for j in range(ktu.shape[1]):
+        # K^T's rows made contiguous for the tile's loads, reading K's rows (K^T's columns) in
+        # turn: 5.6 instead of 6.9 us a unit when K's rows lie a whole Q|K|V row apart.
+        for j in range(ktu.shape[1]):
+            for i in range(ktu.shape[0]):
                 kt_rows[i, j] = ktu[i, j]
         matmul_fma_chain(q[bi, h], kt_rows, scores)
         softmax_steps_rows(scores, scores, 0, scores.shape[0], divisor, divide, True)
