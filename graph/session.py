@@ -145,8 +145,8 @@ class Session:
         if backend == "cpu" and fuse:
             self._steps = _quantize_inside_gemms(self._steps, graph_outputs, self.threads)
             self._steps = _merge_sibling_gemms(self._steps, graph_outputs, self.threads)
-            self._steps = _ranges_from_producers(self._steps)
             self._steps = _fuse_attention(self._steps, graph_outputs, self.threads)
+            self._steps = _ranges_from_producers(self._steps)
         if backend == "cpu":
             self._steps = _reuse_shape_results(self._steps, set(constants), graph_outputs)
         self._constants = constants
@@ -641,18 +641,27 @@ def _merge_sibling_gemms(steps: list[Step], graph_outputs: set[str], threads) ->
     return [merged.get(id(s), s) for s in steps if id(s) not in dropped]
 
 
+# Steps whose output holds the values of their first input, rearranged: a tensor's range is its
+# source's.
+_SAME_VALUES = {"Reshape", "Transpose", "Identity", "Squeeze", "Unsqueeze", "Flatten"}
+
+
 def _ranges_from_producers(steps: list[Step]) -> list[Step]:
-    """The steps with each DynamicQuantizeLinear(scale) whose input a fused Gelu or LayerNorm
-    step writes taking that input's min and max from the writer, which finds them block by block
-    while the block is still in cache, instead of reading the whole tensor again afterwards."""
+    """The steps with each DynamicQuantizeLinear(scale) whose input a fused Gelu, LayerNorm or
+    attention step writes (or writes and a Reshape or Transpose rearranges) taking that input's
+    min and max from the writer, which finds them block by block while the block is still in
+    cache, instead of reading the whole tensor again afterwards."""
     writer = {name: step for step in steps for name in step.outputs}
     rewritten = {}
     for step in steps:
         if step.op_type != "DynamicQuantizeLinear(scale)" or step.fn.of_range:
             continue
         source = writer.get(step.inputs[0])
+        while source is not None and source.op_type in _SAME_VALUES and source.inputs:
+            source = writer.get(source.inputs[0])
         if source is None or not isinstance(source.fn, (fusion.GeluSteps,
-                                                        fusion.ResidualLayerNorm)) \
+                                                        fusion.ResidualLayerNorm,
+                                                        FloatAttention)) \
                 or len(source.outputs) != 1 or id(source) in rewritten:
             continue
         range_name = f"{source.outputs[0]}::range"
@@ -702,7 +711,7 @@ def _fuse_attention(steps: list[Step], graph_outputs: set[str], threads) -> list
             inputs=(*first.inputs, second.inputs[1]),
             nodes=first.nodes + softmax.nodes + second.nodes,
             hidden=first.outputs + softmax.hidden + softmax.outputs + second.hidden,
-            kernel="ops/cpu/attention.py: one pass per (batch, head), scores kept in cache "
+            kernel="ops/cpu/attention_pass.py: one pass per (batch, head), scores kept in cache "
                    "(checked against the three steps on each matrix shape's first call)",
             gpu=None)
         dropped.update((id(first), id(softmax)))

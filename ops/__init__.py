@@ -8,6 +8,7 @@
     h = ops.layer_norm(h, gamma, beta, 1e-5)
     q, s, z = ops.dynamic_quantize_linear(h)        # ONNX DynamicQuantizeLinear, bit for bit
     c = ops.matmul(a, b)                            # float32, batched: np.matmul's semantics
+    o = ops.attention(q, kt, v, divide_by=8.0)      # softmax(q @ kt / 8) @ v, one pass per head
     t = ops.transpose(x, (0, 2, 1, 3))              # also concat, slice_axes, expand (32-bit types)
 
 Each front end checks its arguments (errors name the argument), then calls the backend that
@@ -21,9 +22,9 @@ the GPU's).
 from .backends import register_array_type
 from .elementwise import add, bias_add, erf, exp, gelu, mul, relu, sigmoid, tanh
 from .layout import concat, expand, slice_axes, transpose
-from .linalg import matmul
+from .linalg import attention, matmul
 from .norm import layer_norm
-from .probabilities import log_softmax_topk, logsoftmax, softmax
+from .probabilities import log_softmax_topk, logsoftmax, replicates_numpy_exp, softmax
 from .quantize import (
     ValueRange,
     dequantize_linear,
@@ -34,9 +35,9 @@ from .quantize import (
 )
 
 __all__ = [
-    "add", "bias_add", "concat", "dequantize_linear", "dynamic_quantize_linear",
+    "add", "attention", "bias_add", "concat", "dequantize_linear", "dynamic_quantize_linear",
     "dynamic_quantize_params", "erf", "exp",
     "expand", "gelu", "layer_norm", "log_softmax_topk", "logsoftmax", "matmul", "mul",
-    "quantize_linear", "register_array_type", "relu", "sigmoid", "slice_axes", "softmax", "tanh",
-    "transpose", "value_range", "ValueRange",
+    "quantize_linear", "register_array_type", "relu", "replicates_numpy_exp", "sigmoid",
+    "slice_axes", "softmax", "tanh", "transpose", "value_range", "ValueRange",
 ]

@@ -43,3 +43,57 @@ def matmul(a, b, *, out=None, threads: int | None = None):
     result = output(backend, out, shape, np.float32, (a, b))
     backend.matmul(a2, b2, result.reshape(*batch, m, n), threads)
     return result
+
+
+def attention(q, kt, v, *, divide_by=None, with_range: bool = False, threads: int | None = None):
+    """softmax(q @ kt / divide_by) @ v over the last two axes of 4-D float32 numpy arrays, in one
+    pass per (batch, head) (CPU): attention's MatMul -> Div -> Softmax -> MatMul with each head's
+    scores kept in cache.
+
+    q (B, H, S, D), kt (B, H, D, T), v (B, H, T, E), any strides. Returns the (B, H, S, E) result
+    as a view of a C-contiguous (B, S, H, E) array, so that its transpose to (B, S, H, E) -- what
+    a transformer does next -- copies nothing; with with_range, (result, ops.ValueRange of it),
+    each (batch, head)'s range taken while it is in cache (for a DynamicQuantizeLinear next).
+
+    Numerics: each element of both products is a chain of fused multiply-adds in k order from
+    +0.0; the division is float32, as an ONNX Div node's; each softmax row is
+    ops.softmax(float32_steps=True)'s steps with ops' replica of numpy's exp (which is numpy's
+    exp bit for bit where ops.replicates_numpy_exp() is true). So wherever numpy's BLAS adds in
+    k order too -- OpenBLAS at attention's shapes, on this project's machines -- the result
+    equals np.matmul -> / -> numpy's softmax steps -> np.matmul bit for bit; that is the BLAS's
+    choice, so a caller that needs it (graph.Session) compares the two once per shape."""
+    backend = backend_for(q=q, kt=kt, v=v)
+    for name, x in (("q", q), ("kt", kt), ("v", v)):
+        check_float32(x, name)
+        if x.ndim != 4:
+            raise ValueError(f"{name}: expected 4 dimensions (batch, heads, rows, columns), got "
+                             f"shape {x.shape}")
+    check_threads(threads)
+    b, h, s, d = q.shape
+    if kt.shape[:3] != (b, h, d):
+        raise ValueError(f"kt: expected shape ({b}, {h}, {d}, T) for q of shape {q.shape}, got "
+                         f"{kt.shape}")
+    if v.shape[:3] != (b, h, kt.shape[3]):
+        raise ValueError(f"v: expected shape ({b}, {h}, {kt.shape[3]}, E) for kt of shape "
+                         f"{kt.shape}, got {v.shape}")
+    if divide_by is not None:
+        if isinstance(divide_by, bool) or not isinstance(divide_by, (int, float, np.number)) \
+                or np.ndim(divide_by) != 0:
+            raise TypeError(f"divide_by: expected a number, got {divide_by!r}")
+        divide_by = np.float32(divide_by)
+    if getattr(backend, "attention", None) is None:
+        raise TypeError("q: attention takes numpy arrays (on the GPU: ops.matmul, ops.softmax, "
+                        "ops.matmul)")
+    if v.shape[3] and v.strides[3] != v.itemsize:
+        v = np.ascontiguousarray(v)   # the tile loads whole rows of v
+    if kt.shape[3] == 0 and b * h * s:
+        raise ValueError("kt: no columns (T = 0): a softmax over no values is undefined")
+    if 0 in (b, h, s, v.shape[3]):
+        out = np.empty((b, s, h, v.shape[3]), np.float32).transpose(0, 2, 1, 3)
+        found = backend.min_max(out, threads) if with_range else None
+    else:
+        out, found = backend.attention(q, kt, v, divide_by, with_range, threads)
+    if with_range:
+        from .quantize import ValueRange
+        return out, ValueRange(*found)
+    return out

@@ -93,3 +93,12 @@ def log_softmax_topk(x, k: int, *, out=None, threads: int | None = None):
     values = output(backend, out_v, shape, np.float32, (x,), "out[0]")
     indices = output(backend, out_i, shape, backend.INDEX_DTYPE, (x,), "out[1]")
     return backend.log_softmax_topk(x, int(k), values, indices, threads)
+
+
+def replicates_numpy_exp() -> bool:
+    """Whether ops' replica of numpy's float32 exp (ops/cpu/numpy_exp.py) is numpy's exp bit for
+    bit here: float32_steps kernels that compute exp inside their own loop (ops.attention) are
+    numpy's steps exactly only then. (ops.softmax(float32_steps=True) itself falls back to
+    numpy's exp where it is not.) Checked once per process on a probe of values."""
+    from .cpu.numpy_exp import matches_numpy
+    return matches_numpy()

@@ -1,7 +1,7 @@
-"""Attention's MatMul -> Div -> Softmax -> MatMul in one pass (ops/cpu/attention.py,
-graph/float_attention.py): its products add as a chain of fused multiply-adds in k order, it
-equals the three numpy steps bit for bit where numpy's BLAS adds in that order, and the graph
-falls back to the three steps where it does not."""
+"""Attention's MatMul -> Div -> Softmax -> MatMul in one pass (ops.attention,
+ops/cpu/attention_pass.py, graph/float_attention.py): its products add as chains of fused
+multiply-adds in k order, it equals the three numpy steps bit for bit where numpy's BLAS adds in
+that order, and the graph falls back to the three steps where it does not."""
 
 from __future__ import annotations
 
@@ -12,11 +12,13 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from numba import njit
 
+import ops
 from graph.float_attention import FloatAttention
 from graph.float_matmul import FloatMatMul
 from graph.float_softmax import FloatSoftmax
-from ops.cpu import attention as kernel
-from ops.cpu.numpy_exp import matches_numpy
+from ops.cpu import attention_pass as kernel
+
+matches_numpy = ops.replicates_numpy_exp
 
 FINITE = st.floats(-30, 30, width=32)
 
@@ -108,9 +110,11 @@ def fma_three_steps(q, kt, v, divisor):
        st.integers(0, 2**32 - 1))
 def test_one_pass_equals_the_steps_with_fma_products(b, h, s, d, divisor, workers, seed):
     q, kt, v = heads(np.random.default_rng(seed), b, h, s, d, scale=3.0)
-    out = np.empty(q.shape, np.float32)
-    kernel.attention(q, kt, v, out, divisor, workers, 1)
-    np.testing.assert_array_equal(out, fma_three_steps(q, kt, v, divisor))
+    out = np.empty((b, s, h, d), np.float32)
+    found = kernel.run_units(q, kt, v, out, divisor, workers, 1, with_range=True)
+    result = out.transpose(0, 2, 1, 3)
+    np.testing.assert_array_equal(result, fma_three_steps(q, kt, v, divisor))
+    assert found == (result.min(), result.max(), 0)
 
 
 def fused(threads=2):
@@ -183,3 +187,44 @@ def test_calls_outside_its_scope_run_the_steps():
     for args in cases:
         np.testing.assert_allclose(step(*args), three_steps(*args, np.float32(8.0)), rtol=1e-6)
     assert step.verdicts == {}
+
+
+@pytest.mark.skipif(not matches_numpy(), reason="numpy's exp is not the routine ops/cpu/numpy_exp "
+                    "replicates on this machine")
+def test_ops_attention_result_layout_and_range():
+    """ops.attention: the (B, H, S, E) result is a view of a (B, S, H, E) array, so the
+    transformer's transpose back is contiguous; its range is the result's; thread counts agree."""
+    q, kt, v = heads(np.random.default_rng(3), 4, 4, 64, 32, scale=2.0)
+    one = ops.attention(q, kt, v, divide_by=np.float32(8.0), threads=1)
+    out, found = ops.attention(q, kt, v, divide_by=8.0, with_range=True, threads=2)
+    np.testing.assert_array_equal(one, out)
+    np.testing.assert_array_equal(out, fma_three_steps(q, kt, v, np.float32(8.0)))
+    assert out.transpose(0, 2, 1, 3).flags.c_contiguous
+    assert found == ops.ValueRange(out.min(), out.max(), 0)
+    # A V with strided rows is copied for the tile's loads; the values are the same.
+    np.testing.assert_array_equal(ops.attention(q, kt, np.asfortranarray(v), divide_by=8.0), out)
+    # D = 0: zero scores, a uniform softmax; no rows: an empty result.
+    qz, ktz = q[..., :0], kt[:, :, :0]
+    uniform = ops.attention(qz, ktz, v)
+    np.testing.assert_array_equal(uniform, fma_three_steps(qz, ktz, v, None))
+    np.testing.assert_allclose(uniform, np.broadcast_to(v.mean(axis=2, keepdims=True), out.shape),
+                               rtol=1e-5, atol=1e-6)
+    assert ops.attention(q[:, :, :0], kt, v).shape == (4, 4, 0, 32)
+
+
+def test_ops_attention_errors_name_the_argument():
+    q, kt, v = heads(np.random.default_rng(0), 1, 2, 4, 8)
+    with pytest.raises(TypeError, match="q: "):
+        ops.attention(q.astype(np.float64), kt, v)
+    with pytest.raises(ValueError, match="v: expected 4 dimensions"):
+        ops.attention(q, kt, v[0])
+    with pytest.raises(ValueError, match="kt: expected shape"):
+        ops.attention(q, kt[:, :, :3], v)
+    with pytest.raises(ValueError, match="v: expected shape"):
+        ops.attention(q, kt, v[:, :, :2])
+    with pytest.raises(ValueError, match="kt: no columns"):
+        ops.attention(q, kt[..., :0], v[:, :, :0])
+    with pytest.raises(TypeError, match="divide_by: "):
+        ops.attention(q, kt, v, divide_by="8")
+    with pytest.raises(ValueError, match="threads"):
+        ops.attention(q, kt, v, threads=0)

@@ -113,11 +113,13 @@ def test_thread_counts_agree_bit_for_bit_and_equal_the_reference(dynamic_models)
     # input themselves (gemm_i8's a_scale) and the op is reduced to its scale and zero point.
     kinds = [s.op_type for s in one.steps]
     assert "DynamicQuantizeLinear(scale)" in kinds and "DynamicQuantizeLinear" not in kinds
-    # Where a fused Gelu or LayerNorm writes that input, it reports the input's range as it
-    # writes it, and the op reads no tensor at all.
+    # Where a fused Gelu, LayerNorm or attention writes that input (attention's through a
+    # Transpose and a Reshape), it reports the input's range as it writes it, and the op reads
+    # no tensor at all: all but the DynamicQuantizeLinear of the model's input.
     from_writer = [s for s in one.steps if s.inputs and s.inputs[0].endswith("::range")]
     writers = {s.op_type for s in one.steps if s.attrs.get("with_range")}
-    assert len(from_writer) >= 2 and writers == {"Gelu(Erf)", "Add+LayerNormalization"}
+    assert writers == {"Gelu(Erf)", "Add+LayerNormalization", "Attention(MatMul+Div+Softmax+MatMul)"}
+    assert len(from_writer) == sum(s.op_type == "DynamicQuantizeLinear(scale)" for s in one.steps) - 1
     # Attention's MatMul -> Div -> Softmax -> MatMul is one step; its first call checks the one
     # pass against the three steps, later calls run the one pass (tests/test_graph_attention.py).
     attention = [s for s in one.steps if s.op_type.startswith("Attention(")]

@@ -13,20 +13,21 @@ Contract of a backend module (this one; ops/wgsl/ for GPU arrays will offer the 
     quantize_linear(x, scale, zero_point, axis, out, threads) -> NaN count
     dequantize_linear(q, scale, zero_point, axis, out, threads), min_max(x, threads)
     matmul(a, b, out, threads)   (a, b at least 2-D, out shaped (*batch, m, n))
+    optional: attention(q, kt, v, divide_by, with_range, threads) -> (out, range or None)
     transpose(x, perm), concat(arrays, axis), slice_axes(x, index), expand(x, shape)
     scalar(value), INDEX_DTYPE (log_softmax_topk's index dtype)
     optional: dynamic_quantize_linear(x, out) when the backend computes the parameters itself
 Arguments arrive validated: dtypes and shapes checked, axis normalised, `out` allocated or
 checked. One module per job: probabilities.py (logsoftmax, softmax), topk.py, elementwise.py,
-norm.py, quantize.py, layout.py (numpy's matmul and data movement); the vectorisable maths
-they share is in mathfuncs.py, the thread policy in
-threads.py. (No module is named like a function exported here, so `ops.cpu.<name>` is never
-ambiguous.)
+norm.py, quantize.py, layout.py (numpy's matmul and data movement), attention_pass.py; the
+vectorisable maths they share is in mathfuncs.py, the thread policy in threads.py. (No module
+is named like a function exported here, so `ops.cpu.<name>` is never ambiguous.)
 """
 
 import numpy as np
 
 from .arrays import check_out, empty
+from .attention_pass import attention
 from .elementwise import UNARY_CODES, apply_binary, apply_unary, apply_unary_ranged, bias_add
 from .layout import concat, expand, matmul, slice_axes, transpose
 from .norm import layer_norm
@@ -44,6 +45,7 @@ def scalar(value: np.ndarray) -> np.ndarray:
 
 __all__ = [
     "INDEX_DTYPE", "NAME", "UNARY_CODES", "apply_binary", "apply_unary", "apply_unary_ranged",
+    "attention",
     "bias_add", "check_out",
     "concat", "dequantize_linear", "empty", "expand", "layer_norm", "log_softmax_topk",
     "logsoftmax", "matmul", "min_max", "quantize_linear", "scalar", "slice_axes", "softmax",

@@ -409,3 +409,64 @@ def vector_min_max(typingctx, x, groups):
                                    reduce(state[2], state[3], ">"), flag])
 
     return types.UniTuple(types.float32, 3)(x, groups), codegen
+
+
+@intrinsic
+def rows_min_max(typingctx, x, groups):
+    """vector_min_max over every row of a 2-D array whose rows are contiguous (any row stride):
+    (min, max, 1.0 if any NaN else 0.0) of x[:, :32 * groups], the running vectors carried from
+    row to row and reduced once at the end (reduced per row, short rows cost as much again)."""
+    if not (isinstance(x, types.Array) and x.ndim == 2 and x.dtype == types.float32
+            and isinstance(groups, types.Integer)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        f32 = ir.FloatType()
+        lanes = ir.VectorType(f32, 16)
+        flags = ir.VectorType(ir.IntType(1), 16)
+        i64 = ir.IntType(64)
+        arr = context.make_array(sig.args[0])(context, builder, args[0])
+        rows, _ = cgutils.unpack_tuple(builder, arr.shape, 2)
+        row_stride, _ = cgutils.unpack_tuple(builder, arr.strides, 2)
+        base = builder.ptrtoint(arr.data, i64)
+        count = context.cast(builder, args[1], sig.args[1], types.int64)
+        state = [cgutils.alloca_once(builder, lanes) for _ in range(4)]
+        nan = cgutils.alloca_once(builder, flags)
+        for i, slot in enumerate(state):
+            builder.store(ir.Constant(lanes, [float("inf") if i < 2 else float("-inf")] * 16),
+                          slot)
+        builder.store(ir.Constant(flags, [0] * 16), nan)
+        with cgutils.for_range(builder, rows) as row_loop:
+            address = builder.add(base, builder.mul(row_loop.index, row_stride))
+            first = builder.inttoptr(address, lanes.as_pointer())
+            with cgutils.for_range(builder, count) as loop:
+                seen = builder.load(nan)
+                for half in range(2):
+                    at = builder.add(builder.mul(loop.index, ir.Constant(i64, 2)),
+                                     ir.Constant(i64, half))
+                    v = builder.load(builder.gep(first, [at]), align=4)
+                    lo, hi = state[half], state[2 + half]
+                    old = builder.load(lo)
+                    builder.store(builder.select(builder.fcmp_ordered("<", v, old), v, old), lo)
+                    old = builder.load(hi)
+                    builder.store(builder.select(builder.fcmp_ordered(">", v, old), v, old), hi)
+                    seen = builder.or_(seen, builder.fcmp_unordered("uno", v, v))
+                builder.store(seen, nan)
+
+        def reduce(a, b, op):
+            u, w = builder.load(a), builder.load(b)
+            m = builder.select(builder.fcmp_ordered(op, u, w), u, w)
+            best = builder.extract_element(m, ir.Constant(ir.IntType(32), 0))
+            for i in range(1, 16):
+                e = builder.extract_element(m, ir.Constant(ir.IntType(32), i))
+                best = builder.select(builder.fcmp_ordered(op, e, best), e, best)
+            return best
+
+        any_nan = builder.icmp_unsigned("!=", builder.bitcast(builder.load(nan), ir.IntType(16)),
+                                        ir.Constant(ir.IntType(16), 0))
+        flag = builder.select(any_nan, ir.Constant(f32, 1.0), ir.Constant(f32, 0.0))
+        return context.make_tuple(builder, sig.return_type,
+                                  [reduce(state[0], state[1], "<"),
+                                   reduce(state[2], state[3], ">"), flag])
+
+    return types.UniTuple(types.float32, 3)(x, groups), codegen

@@ -34,9 +34,10 @@ from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from .mathfuncs import fma
+from .mathfuncs import fma, rows_min_max
 from .probabilities import softmax_steps_rows
-from .threads import take_block
+from .quantize import combine_ranges
+from .threads import split, take_block, threads_for
 
 F32 = ir.FloatType()
 I64 = ir.IntType(64)
@@ -178,9 +179,39 @@ def matmul_fma_chain(a, b, c):
 
 
 @njit(error_model="numpy", cache=True, nogil=True)
-def _attention_units(q, kt, v, out, divisor, divide, lo, hi, scores, kt_rows):
+def _unit_range(out, bi, h):
+    """(min, max, count of NaN and inf) of out[bi, :, h, :] (min and max leave NaN out): the
+    rows' first 32-multiple of values through rows_min_max, the rest one by one. (A plain loop
+    of the three reductions ran scalar, 1.1 ns a value; vector_min_max row by row spent as much
+    on reducing its vectors at each short row.)"""
+    block = out[bi, :, h, :]
+    n = block.shape[1]
+    groups = n // 32
+    lo = np.float32(np.inf)
+    hi = np.float32(-np.inf)
+    nan = False
+    if groups:
+        lo, hi, flag = rows_min_max(block, groups)
+        nan = flag != np.float32(0.0)
+    for i in range(block.shape[0]):
+        for j in range(32 * groups, n):
+            v = block[i, j]
+            lo = v if v < lo else lo
+            hi = v if v > hi else hi
+            nan |= v != v
+    bad = 0
+    if nan or lo == -np.inf or hi == np.inf:
+        for i in range(block.shape[0]):
+            for j in range(n):
+                bad += not abs(block[i, j]) < np.float32(np.inf)
+    return lo, hi, bad
+
+
+@njit(error_model="numpy", cache=True, nogil=True)
+def _attention_units(q, kt, v, out, divisor, divide, lo, hi, scores, kt_rows, lohi, bads):
     """Units lo:hi of the flattened (batch, head) axis; scores: (s_q, s_k), kt_rows: (d, s_k)
-    scratch of this thread."""
+    scratch of this thread; out in (batch, seq, heads, e) order. With lohi (units x 2) and bads
+    (units) not empty, each unit's output range while it is in cache."""
     heads = q.shape[1]
     for u in range(lo, hi):
         bi = u // heads
@@ -193,11 +224,13 @@ def _attention_units(q, kt, v, out, divisor, divide, lo, hi, scores, kt_rows):
                 kt_rows[i, j] = ktu[i, j]
         matmul_fma_chain(q[bi, h], kt_rows, scores)
         softmax_steps_rows(scores, scores, 0, scores.shape[0], divisor, divide, True)
-        matmul_fma_chain(scores, v[bi, h], out[bi, h])
+        matmul_fma_chain(scores, v[bi, h], out[bi, :, h, :])
+        if bads.shape[0]:
+            lohi[u, 0], lohi[u, 1], bads[u] = _unit_range(out, bi, h)
 
 
 @njit(error_model="numpy", cache=True, parallel=True)
-def _attention_parallel(q, kt, v, out, divisor, divide, workers, block):
+def _attention_parallel(q, kt, v, out, divisor, divide, workers, block, lohi, bads):
     units = q.shape[0] * q.shape[1]
     counter = np.zeros(1, np.int64)
     for _ in prange(workers):
@@ -205,22 +238,38 @@ def _attention_parallel(q, kt, v, out, divisor, divide, workers, block):
         kt_rows = np.empty((kt.shape[2], kt.shape[3]), np.float32)
         lo, hi = take_block(counter, block, units)
         while lo < hi:
-            _attention_units(q, kt, v, out, divisor, divide, lo, hi, scores, kt_rows)
+            _attention_units(q, kt, v, out, divisor, divide, lo, hi, scores, kt_rows, lohi, bads)
             lo, hi = take_block(counter, block, units)
 
 
-def attention(q: np.ndarray, kt: np.ndarray, v: np.ndarray, out: np.ndarray, divisor, workers: int,
-              block: int) -> np.ndarray:
-    """out[b, h] = softmax(q[b, h] @ kt[b, h] / divisor) @ v[b, h] for 4-D float32 q (B, H, S, D),
-    kt (B, H, D, T), v (B, H, T, E) of any strides except v's and out's last (contiguous), out
-    (B, H, S, E); divisor None for no division. Units of work: (b, h) pairs, `block` at a time,
-    on `workers` threads (1: this one)."""
+def run_units(q, kt, v, out, divisor, workers: int, block: int, with_range: bool = False):
+    """softmax(q[b, h] @ kt[b, h] / divisor) @ v[b, h] for 4-D float32 q (B, H, S, D),
+    kt (B, H, D, T), v (B, H, T, E) of any strides except v's last (contiguous), written to out,
+    a C-contiguous (B, S, H, E) array (so out.transpose(0, 2, 1, 3) is the result);
+    divisor None for no division. Units of work: (b, h) pairs, `block` at a time, on `workers`
+    threads (1: this one). With with_range, also the output's (min, max, count of NaN and inf),
+    each unit's taken while it is in cache."""
     divide = divisor is not None
     d = np.float32(1.0 if divisor is None else divisor)
+    units = q.shape[0] * q.shape[1]
+    lohi = np.empty((units if with_range else 0, 2), np.float32)
+    bads = np.empty(units if with_range else 0, np.int64)
     if workers <= 1:
         scores = np.empty((q.shape[2], kt.shape[3]), np.float32)
         kt_rows = np.empty((kt.shape[2], kt.shape[3]), np.float32)
-        _attention_units(q, kt, v, out, d, divide, 0, q.shape[0] * q.shape[1], scores, kt_rows)
+        _attention_units(q, kt, v, out, d, divide, 0, units, scores, kt_rows, lohi, bads)
     else:
-        _attention_parallel(q, kt, v, out, d, divide, workers, block)
-    return out
+        _attention_parallel(q, kt, v, out, d, divide, workers, block, lohi, bads)
+    return combine_ranges(lohi, bads) if with_range else None
+
+
+def attention(q, kt, v, divide_by, with_range: bool, threads):
+    """The backend entry (ops.attention): arguments validated there, v's rows contiguous. Returns
+    the (B, H, S, E) result (a view of a (B, S, H, E) array) and, with with_range, its range."""
+    b, h, s, _ = q.shape
+    out = np.empty((b, s, h, v.shape[3]), np.float32)
+    units = b * h
+    work = units * s * kt.shape[3]
+    workers, block = split(units, s * kt.shape[3], threads_for(work, units, threads))
+    found = run_units(q, kt, v, out, divide_by, workers, block, with_range)
+    return out.transpose(0, 2, 1, 3), found
