@@ -228,3 +228,22 @@ def test_ops_attention_errors_name_the_argument():
         ops.attention(q, kt, v, divide_by="8")
     with pytest.raises(ValueError, match="threads"):
         ops.attention(q, kt, v, threads=0)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 3), st.integers(1, 9), st.integers(1, 3), st.integers(1, 100), st.data())
+def test_unit_range_of_strided_rows(b, s, h, e, data):
+    """The range a (batch, head) reports: min and max leaving NaN out, NaN and inf counted, for
+    every row width (whole groups of 32 and the rest) and rows a (heads x width) stride apart."""
+    out = data.draw(hnp.arrays(np.float32, (b, s, h, e), elements=st.one_of(
+        FINITE, FINITE, FINITE, st.just(np.nan), st.just(np.inf), st.just(-np.inf))))
+    for bi in range(b):
+        for hi in range(h):
+            block = out[bi, :, hi, :]
+            lo, top, bad = kernel._unit_range(out, bi, hi)
+            assert bad == np.count_nonzero(~np.isfinite(block))
+            numbers = block[~np.isnan(block)]
+            if numbers.size:
+                assert (lo, top) == (numbers.min(), numbers.max())
+            else:
+                assert lo > top
