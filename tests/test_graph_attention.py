@@ -5,6 +5,8 @@ that order, and the graph falls back to the three steps where it does not."""
 
 from __future__ import annotations
 
+from fractions import Fraction
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -17,20 +19,50 @@ from graph.float_attention import FloatAttention
 from graph.float_matmul import FloatMatMul
 from graph.float_softmax import FloatSoftmax
 from ops.cpu import attention_pass as kernel
+from ops.cpu.mathfuncs import fma
 
 matches_numpy = ops.replicates_numpy_exp
 
 FINITE = st.floats(-30, 30, width=32)
 
 
+@njit(error_model="numpy")
+def _fma_chain(a, b, c):
+    for i in range(a.shape[0]):
+        for j in range(b.shape[1]):
+            acc = np.float32(0.0)
+            for k in range(a.shape[1]):
+                acc = fma(a[i, k], b[k, j], acc)
+            c[i, j] = acc
+
+
 def fma_chain(a, b):
-    """a @ b with each output accumulated in k order, every step one fused multiply-add: float64
-    holds each float32 product exactly, and one rounding of the sum to float32 is the fma's."""
-    c = np.zeros((a.shape[0], b.shape[1]), np.float32)
-    for k in range(a.shape[1]):
-        c = (c.astype(np.float64) + np.outer(a[:, k].astype(np.float64),
-                                             b[k].astype(np.float64))).astype(np.float32)
+    """a @ b with each output a chain of single-rounding fused multiply-adds in k order from +0.0,
+    one output at a time: what the tiles must equal. (Emulating the fma in float64 rounds twice:
+    hypothesis found a tie that float64 broke the other way.)"""
+    c = np.empty((a.shape[0], b.shape[1]), np.float32)
+    _fma_chain(a, b, c)
     return c
+
+
+def test_each_step_rounds_once():
+    """A product exactly halfway between two float32 values, plus a tiny earlier sum: one
+    rounding (a fused multiply-add) sees the tiny sum and rounds up; a multiplication and an
+    addition would round the tie to even first. Both the tile and the scalar tail round once."""
+    x = np.float32(22.055859)
+    half_way = Fraction(float(x)) * Fraction(3, 2)
+    assert float(np.float32(float(half_way))) != float(half_way)   # not a float32 itself
+    for n in (1, 64):   # the scalar tail, a full tile row
+        a = np.array([[1.0, x, 0.0]], np.float32)
+        b = np.tile(np.array([[3.9097292e-32], [1.5], [1.5]], np.float32), (1, n))
+        c = np.empty((1, n), np.float32)
+        kernel.matmul_fma_chain(a, b, c)
+        exact = Fraction(float(np.float32(3.9097292e-32))) + half_way
+        above = np.nextafter(np.float32(float(half_way)), np.float32(np.inf))
+        below = np.nextafter(above, np.float32(0))
+        nearest = above if exact - Fraction(float(below)) > Fraction(float(above)) - exact \
+            else below
+        assert (c == nearest).all() and nearest == above
 
 
 @settings(max_examples=60, deadline=None)
