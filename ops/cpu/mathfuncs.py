@@ -353,44 +353,45 @@ def erf_guard(y, x):
     return near | ((a < _F32_SUBNORMAL_END) & (a != 0.0))
 
 
-@intrinsic
-def vector_min_max(typingctx, x, groups):
-    """(min, max, 1.0 if any NaN else 0.0) of x[:32 * groups] (groups >= 1), NaN left out of
-    min and max. Two pairs of 16-lane vectors of running minima and maxima, each updated by
-    select(v < lo, v, lo) -- one vminps (vmaxps) per 16 values, the instructions' own semantics
-    -- and an or of unordered compares for NaN. (As a loop of minnum/maxnum with a second loop
-    for finiteness, LLVM emitted a compare and a blend per minimum too: 0.14 ns per value.)"""
-    if not (isinstance(x, types.Array) and x.ndim == 1 and x.layout == "C"
-            and x.dtype == types.float32 and isinstance(groups, types.Integer)):
-        return None
+class _RunningMinMax:
+    """The running state of vector_min_max and rows_min_max, in LLVM IR: two pairs of 16-lane
+    vectors of minima and maxima, each updated by select(v < lo, v, lo) -- one vminps (vmaxps)
+    per 16 values, the instructions' own semantics -- and an or of unordered compares for NaN;
+    reduced to (min, max, 1.0 if any NaN else 0.0) once at the end."""
 
-    def codegen(context, builder, sig, args):
-        f32 = ir.FloatType()
-        lanes = ir.VectorType(f32, 16)
+    def __init__(self, builder):
+        self.builder = builder
+        self.f32 = ir.FloatType()
+        self.lanes = ir.VectorType(self.f32, 16)
         flags = ir.VectorType(ir.IntType(1), 16)
-        i64 = ir.IntType(64)
-        data = context.make_array(sig.args[0])(context, builder, args[0]).data
-        count = context.cast(builder, args[1], sig.args[1], types.int64)
-        first = builder.bitcast(data, lanes.as_pointer())
-        state = [cgutils.alloca_once(builder, lanes) for _ in range(4)]
-        nan = cgutils.alloca_once(builder, flags)
-        for i, slot in enumerate(state):
-            builder.store(ir.Constant(lanes, [float("inf") if i < 2 else float("-inf")] * 16),
+        self.state = [cgutils.alloca_once(builder, self.lanes) for _ in range(4)]
+        self.nan = cgutils.alloca_once(builder, flags)
+        for i, slot in enumerate(self.state):
+            builder.store(ir.Constant(self.lanes, [float("inf") if i < 2 else float("-inf")] * 16),
                           slot)
-        builder.store(ir.Constant(flags, [0] * 16), nan)
-        with cgutils.for_range(builder, count) as loop:
-            seen = builder.load(nan)
+        builder.store(ir.Constant(flags, [0] * 16), self.nan)
+
+    def update(self, data, groups):
+        """Take in the 32 * groups float32 values from the pointer `data` (groups: i64)."""
+        builder = self.builder
+        i64 = ir.IntType(64)
+        first = builder.bitcast(data, self.lanes.as_pointer())
+        with cgutils.for_range(builder, groups) as loop:
+            seen = builder.load(self.nan)
             for half in range(2):
                 at = builder.add(builder.mul(loop.index, ir.Constant(i64, 2)),
                                  ir.Constant(i64, half))
                 v = builder.load(builder.gep(first, [at]), align=4)
-                lo, hi = state[half], state[2 + half]
+                lo, hi = self.state[half], self.state[2 + half]
                 old = builder.load(lo)
                 builder.store(builder.select(builder.fcmp_ordered("<", v, old), v, old), lo)
                 old = builder.load(hi)
                 builder.store(builder.select(builder.fcmp_ordered(">", v, old), v, old), hi)
                 seen = builder.or_(seen, builder.fcmp_unordered("uno", v, v))
-            builder.store(seen, nan)
+            builder.store(seen, self.nan)
+
+    def result(self, context, return_type):
+        builder = self.builder
 
         def reduce(a, b, op):
             u, w = builder.load(a), builder.load(b)
@@ -401,12 +402,29 @@ def vector_min_max(typingctx, x, groups):
                 best = builder.select(builder.fcmp_ordered(op, e, best), e, best)
             return best
 
-        any_nan = builder.icmp_unsigned("!=", builder.bitcast(builder.load(nan), ir.IntType(16)),
+        any_nan = builder.icmp_unsigned("!=", builder.bitcast(builder.load(self.nan),
+                                                              ir.IntType(16)),
                                         ir.Constant(ir.IntType(16), 0))
-        flag = builder.select(any_nan, ir.Constant(f32, 1.0), ir.Constant(f32, 0.0))
-        return context.make_tuple(builder, sig.return_type,
-                                  [reduce(state[0], state[1], "<"),
-                                   reduce(state[2], state[3], ">"), flag])
+        flag = builder.select(any_nan, ir.Constant(self.f32, 1.0), ir.Constant(self.f32, 0.0))
+        return context.make_tuple(builder, return_type,
+                                  [reduce(self.state[0], self.state[1], "<"),
+                                   reduce(self.state[2], self.state[3], ">"), flag])
+
+
+@intrinsic
+def vector_min_max(typingctx, x, groups):
+    """(min, max, 1.0 if any NaN else 0.0) of x[:32 * groups] (groups >= 1), NaN left out of
+    min and max (_RunningMinMax). (As a loop of minnum/maxnum with a second loop for finiteness,
+    LLVM emitted a compare and a blend per minimum too: 0.14 ns per value.)"""
+    if not (isinstance(x, types.Array) and x.ndim == 1 and x.layout == "C"
+            and x.dtype == types.float32 and isinstance(groups, types.Integer)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        running = _RunningMinMax(builder)
+        running.update(context.make_array(sig.args[0])(context, builder, args[0]).data,
+                       context.cast(builder, args[1], sig.args[1], types.int64))
+        return running.result(context, sig.return_type)
 
     return types.UniTuple(types.float32, 3)(x, groups), codegen
 
@@ -421,52 +439,16 @@ def rows_min_max(typingctx, x, groups):
         return None
 
     def codegen(context, builder, sig, args):
-        f32 = ir.FloatType()
-        lanes = ir.VectorType(f32, 16)
-        flags = ir.VectorType(ir.IntType(1), 16)
         i64 = ir.IntType(64)
         arr = context.make_array(sig.args[0])(context, builder, args[0])
         rows, _ = cgutils.unpack_tuple(builder, arr.shape, 2)
         row_stride, _ = cgutils.unpack_tuple(builder, arr.strides, 2)
         base = builder.ptrtoint(arr.data, i64)
         count = context.cast(builder, args[1], sig.args[1], types.int64)
-        state = [cgutils.alloca_once(builder, lanes) for _ in range(4)]
-        nan = cgutils.alloca_once(builder, flags)
-        for i, slot in enumerate(state):
-            builder.store(ir.Constant(lanes, [float("inf") if i < 2 else float("-inf")] * 16),
-                          slot)
-        builder.store(ir.Constant(flags, [0] * 16), nan)
+        running = _RunningMinMax(builder)
         with cgutils.for_range(builder, rows) as row_loop:
             address = builder.add(base, builder.mul(row_loop.index, row_stride))
-            first = builder.inttoptr(address, lanes.as_pointer())
-            with cgutils.for_range(builder, count) as loop:
-                seen = builder.load(nan)
-                for half in range(2):
-                    at = builder.add(builder.mul(loop.index, ir.Constant(i64, 2)),
-                                     ir.Constant(i64, half))
-                    v = builder.load(builder.gep(first, [at]), align=4)
-                    lo, hi = state[half], state[2 + half]
-                    old = builder.load(lo)
-                    builder.store(builder.select(builder.fcmp_ordered("<", v, old), v, old), lo)
-                    old = builder.load(hi)
-                    builder.store(builder.select(builder.fcmp_ordered(">", v, old), v, old), hi)
-                    seen = builder.or_(seen, builder.fcmp_unordered("uno", v, v))
-                builder.store(seen, nan)
-
-        def reduce(a, b, op):
-            u, w = builder.load(a), builder.load(b)
-            m = builder.select(builder.fcmp_ordered(op, u, w), u, w)
-            best = builder.extract_element(m, ir.Constant(ir.IntType(32), 0))
-            for i in range(1, 16):
-                e = builder.extract_element(m, ir.Constant(ir.IntType(32), i))
-                best = builder.select(builder.fcmp_ordered(op, e, best), e, best)
-            return best
-
-        any_nan = builder.icmp_unsigned("!=", builder.bitcast(builder.load(nan), ir.IntType(16)),
-                                        ir.Constant(ir.IntType(16), 0))
-        flag = builder.select(any_nan, ir.Constant(f32, 1.0), ir.Constant(f32, 0.0))
-        return context.make_tuple(builder, sig.return_type,
-                                  [reduce(state[0], state[1], "<"),
-                                   reduce(state[2], state[3], ">"), flag])
+            running.update(builder.inttoptr(address, ir.FloatType().as_pointer()), count)
+        return running.result(context, sig.return_type)
 
     return types.UniTuple(types.float32, 3)(x, groups), codegen
