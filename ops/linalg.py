@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from .backends import backend_for
+from .quantize import ValueRange
 from .validate import check_float32, check_threads, output
 
 MAX_BATCH_DIMS = 4
@@ -93,7 +94,4 @@ def attention(q, kt, v, *, divide_by=None, with_range: bool = False, threads: in
         found = backend.min_max(out, threads) if with_range else None
     else:
         out, found = backend.attention(q, kt, v, divide_by, with_range, threads)
-    if with_range:
-        from .quantize import ValueRange
-        return out, ValueRange(*found)
-    return out
+    return (out, ValueRange(*found)) if with_range else out

@@ -36,7 +36,7 @@ from numba.extending import intrinsic
 
 from .mathfuncs import fma, rows_min_max
 from .probabilities import softmax_steps_rows
-from .quantize import combine_ranges
+from .quantize import combine_ranges, count_bad
 from .threads import split, take_block, threads_for
 
 F32 = ir.FloatType()
@@ -202,8 +202,7 @@ def _unit_range(out, bi, h):
     bad = 0
     if nan or lo == -np.inf or hi == np.inf:
         for i in range(block.shape[0]):
-            for j in range(n):
-                bad += not abs(block[i, j]) < np.float32(np.inf)
+            bad += count_bad(block[i])
     return lo, hi, bad
 
 

@@ -162,7 +162,8 @@ def dequantize_last_axis(q, scale, zp, out, workers, block):
 
 
 @njit(error_model="numpy", cache=True)
-def _count_bad(x):
+def count_bad(x):
+    """How many of x's values are NaN or infinite."""
     bad = 0
     for i in range(x.shape[0]):
         bad += not abs(x[i]) < np.float32(np.inf)
@@ -186,7 +187,7 @@ def _min_max_bad(x):
         hi = v if v > hi else hi
         nan |= v != v
     if nan or lo == -np.inf or hi == np.inf:
-        return lo, hi, _count_bad(x)
+        return lo, hi, count_bad(x)
     return lo, hi, 0
 
 
