@@ -341,6 +341,10 @@ def pack_rows(src, mode, scale, zero_point, shift, m0, m1, packed, a_stride, row
     float32 A held NaN (PACK_SYMMETRIC: also an infinity), leaving those rows undefined."""
     k = src.shape[1]
     finite = True
+    # int32 throughout: numba widens int32 + int32 to int64, and the loops then ran on 64-bit
+    # lanes, half as many per vector (float32 A: 0.24 ns per value against 0.07 in int32).
+    sh = np.int32(shift)
+    zp = np.int32(zero_point)
     for i in range(m0, m1):
         row = src[i]
         out = packed[i * a_stride:(i + 1) * a_stride]
@@ -350,8 +354,8 @@ def pack_rows(src, mode, scale, zero_point, shift, m0, m1, packed, a_stride, row
         if mode == PACK_COPY:
             for x in range(k):
                 v = np.int32(row[x])
-                s += v
-                out[x] = v + shift
+                s = np.int32(s + v)
+                out[x] = np.int32(v + sh)
         elif mode == PACK_SYMMETRIC:
             lo = np.float32(-127.0)
             hi = np.float32(127.0)
@@ -359,8 +363,8 @@ def pack_rows(src, mode, scale, zero_point, shift, m0, m1, packed, a_stride, row
                 v = row[x]
                 finite &= (v - v) == np.float32(0.0)
                 q = np.int32(np.rint(min(max(v * scale, lo), hi)))
-                s += q
-                out[x] = q + shift
+                s = np.int32(s + q)
+                out[x] = np.int32(q + sh)
         else:
             # As ops.quantize_linear: rint first, then the clamp to [-zp, 255 - zp] in float32
             # (saturating values beyond int32 and infinities), then the zero point, exactly.
@@ -371,9 +375,9 @@ def pack_rows(src, mode, scale, zero_point, shift, m0, m1, packed, a_stride, row
                 finite &= q == q
                 q = lo if q < lo else q
                 q = hi if q > hi else q
-                v = np.int32(q) + zero_point
-                s += v
-                out[x] = v + shift
+                v = np.int32(np.int32(q) + zp)
+                s = np.int32(s + v)
+                out[x] = np.int32(v + sh)
         rowsum[i] = s
         for x in range(k, a_stride):
             out[x] = 0
