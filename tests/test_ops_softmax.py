@@ -201,12 +201,36 @@ def test_softmax_float32_steps_divide_by_equals_div_then_reference(data):
     x = data.draw(hnp.arrays(np.float32, (rows, n), elements=WITH_SPECIALS
                              if data.draw(st.booleans()) else FINITE))
     d = data.draw(st.sampled_from([np.float32(8.0), np.float32(np.sqrt(48)), np.float32(-3.5),
-                                   np.float32(1e-30)]))
+                                   np.float32(1e-30), np.float32(-0.25), np.float32(2.0**-126),
+                                   np.float32(2.0**127), np.float32(2.0**-149)]))
     with np.errstate(over="ignore", invalid="ignore"):
         expected = _reference_softmax(x / d)
     threads = data.draw(st.sampled_from([1, 2]))
     np.testing.assert_array_equal(
         ops.softmax(x, float32_steps=True, divide_by=d, threads=threads), expected)
+
+
+def test_division_by_a_power_of_two_is_the_multiplication_the_softmax_uses():
+    """The one-pass softmax multiplies by 1 / d where power_of_two_reciprocal(d) holds: that must
+    be x / d bit for bit, subnormal results and infinities included; elsewhere it divides."""
+    from ops.cpu.probabilities import power_of_two_reciprocal
+    rng = np.random.default_rng(5)
+    x = np.concatenate([
+        rng.integers(0, 1 << 32, 1 << 18, dtype=np.uint64).astype(np.uint32).view(np.float32),
+        np.array([0.0, -0.0, np.inf, -np.inf, 2.0**-149, 3 * 2.0**-149, 2.0**-126, 3.4e38],
+                 np.float32)])
+    x = x[~np.isnan(x)]
+    for e in range(-149, 128):
+        for sign in (1, -1):
+            d = np.float32(sign * 2.0**e)
+            assert power_of_two_reciprocal(d) == (-126 <= e <= 126), d
+            if power_of_two_reciprocal(d):
+                with np.errstate(all="ignore"):
+                    np.testing.assert_array_equal((x * (np.float32(1) / d)).view(np.uint32),
+                                                  (x / d).view(np.uint32))
+    for d in (np.float32(3.0), np.float32(np.sqrt(48)), np.float32(1.5), np.float32(0.0),
+              np.float32(np.inf), np.float32(np.nan)):
+        assert not power_of_two_reciprocal(d), d
 
 
 def test_numpy_exp_replica_equals_np_exp_over_the_float32_range():

@@ -35,6 +35,7 @@ from .mathfuncs import (
     REDUCE_FLAGS,
     exp_f32,
     exp_sum_term_f32,
+    f64_bits,
     fmax_f32,
     vector_min_max,
 )
@@ -340,6 +341,19 @@ def _divide_by_row_sum_parallel(e, workers, block):
             lo, hi = take_block(counter, block, rows)
 
 
+_ONE = np.float32(1.0)
+_F64_FRACTION = (1 << 52) - 1
+
+
+@njit(error_model="numpy", inline="always", cache=True)
+def power_of_two_reciprocal(d):
+    """Whether x / d == x * (1 / d) for every float32 x: d = +-2**e with 1 / d a normal float32
+    too, so that 1 / d is exact and both sides round the same real number once. (Attention
+    divides its scores by sqrt(64) = 8: a multiplication instead of a division per score.)"""
+    a = abs(np.float64(d))
+    return ((f64_bits(a) & _F64_FRACTION) == 0) & (a >= 2.0**-126) & (a <= 2.0**126)
+
+
 @njit(error_model="numpy", cache=True, nogil=True)
 def softmax_steps_rows(x, out, lo, hi, divisor, divide, in_place):
     """Rows lo:hi, each in one pass while it sits in L1: [t = x / divisor,] m = max, e = exp(t - m)
@@ -351,11 +365,19 @@ def softmax_steps_rows(x, out, lo, hi, divisor, divide, in_place):
     scratch = np.empty(64, np.float32)
     stack = np.empty((64, 3), np.int64)
     n = x.shape[1]
+    by_power_of_two = divide and power_of_two_reciprocal(divisor)
+    reciprocal = _ONE / divisor
     for r in range(lo, hi):
         o = out[r]
         xr = x[r]
         if divide or in_place:
-            if divide and in_place:
+            if by_power_of_two and in_place:
+                for i in range(n):
+                    o[i] = o[i] * reciprocal
+            elif by_power_of_two:
+                for i in range(n):
+                    o[i] = xr[i] * reciprocal
+            elif divide and in_place:
                 for i in range(n):
                     o[i] = o[i] / divisor
             elif divide:
