@@ -342,7 +342,8 @@ def pack_rows(src, mode, scale, zero_point, shift, m0, m1, packed, a_stride, row
     k = src.shape[1]
     finite = True
     # int32 throughout: numba widens int32 + int32 to int64, and the loops then ran on 64-bit
-    # lanes, half as many per vector (float32 A: 0.24 ns per value against 0.07 in int32).
+    # lanes, half as many per vector (2048 x 256 on one Zen 4 core, ns per value before/after:
+    # float32 A 0.25 / 0.15, the divide-by-scale form 0.29 / 0.19, int8 A 0.10 / 0.07).
     sh = np.int32(shift)
     zp = np.int32(zero_point)
     for i in range(m0, m1):
