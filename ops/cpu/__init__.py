@@ -7,7 +7,9 @@ Contract of a backend module (this one; ops/wgsl/ for GPU arrays will offer the 
     log_softmax_topk(x, k, out_values, out_indices, threads)
     apply_unary(x, op, out, threads), apply_binary(x, y, op, out, threads)
     optional: apply_unary_ranged(x, op, out, threads) -> (out, (min, max, NaN/inf count)), and
-              layer_norm(..., with_range=True) likewise (for DynamicQuantizeLinear next)
+              layer_norm(..., with_range=True) likewise (for DynamicQuantizeLinear next);
+              gelu_for_quantizing(x, out, threads, scale_of_range) -> (out, range), Gelu
+              exact only where DynamicQuantizeLinear with that range's scale can tell
     bias_add(x, bias, residual, act, axis, out, threads)
     layer_norm(x, weight, bias, epsilon, axis, out, threads, residual=None, float32_steps=False)
     quantize_linear(x, scale, zero_point, axis, out, threads) -> NaN count
@@ -19,7 +21,8 @@ Contract of a backend module (this one; ops/wgsl/ for GPU arrays will offer the 
     optional: dynamic_quantize_linear(x, out) when the backend computes the parameters itself
 Arguments arrive validated: dtypes and shapes checked, axis normalised, `out` allocated or
 checked. One module per job: probabilities.py (logsoftmax, softmax), topk.py, elementwise.py,
-norm.py, quantize.py, layout.py (numpy's matmul and data movement), attention_pass.py; the
+norm.py, quantize.py, layout.py (numpy's matmul and data movement), attention_pass.py,
+gelu_quantizing.py; the
 vectorisable maths they share is in mathfuncs.py, the thread policy in threads.py. (No module
 is named like a function exported here, so `ops.cpu.<name>` is never ambiguous.)
 """
@@ -29,6 +32,7 @@ import numpy as np
 from .arrays import check_out, empty
 from .attention_pass import attention
 from .elementwise import UNARY_CODES, apply_binary, apply_unary, apply_unary_ranged, bias_add
+from .gelu_quantizing import gelu_for_quantizing
 from .layout import concat, expand, matmul, slice_axes, transpose
 from .norm import layer_norm
 from .probabilities import logsoftmax, softmax, softmax_float32_steps
@@ -47,7 +51,7 @@ __all__ = [
     "INDEX_DTYPE", "NAME", "UNARY_CODES", "apply_binary", "apply_unary", "apply_unary_ranged",
     "attention",
     "bias_add", "check_out",
-    "concat", "dequantize_linear", "empty", "expand", "layer_norm", "log_softmax_topk",
+    "concat", "dequantize_linear", "empty", "expand", "gelu_for_quantizing", "layer_norm", "log_softmax_topk",
     "logsoftmax", "matmul", "min_max", "quantize_linear", "scalar", "slice_axes", "softmax",
     "softmax_float32_steps", "transpose",
 ]

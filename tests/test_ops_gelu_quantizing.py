@@ -1,0 +1,163 @@
+"""ops.gelu(quantized_only=True): the exact range, and every value quantizing to the same integer
+as the exact float32 steps' value under DynamicQuantizeLinear's scale and zero point from that
+range. Here: the close Gelu's error against the bound the argument assumes (the module's comment
+records the exhaustive check), hypothesis over shapes and values, inputs built to land on the
+quantizer's rounding midpoints and on Gelu's flat minimum -- where the close values alone would
+quantize differently, so these tests fail if either fix-up step is skipped -- and the errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+from numba import njit
+
+import ops
+from ops.cpu import gelu_quantizing
+from ops.cpu.gelu_quantizing import CLOSE_PER_X, gelu_close_f32
+from ops.quantize import dynamic_scale_and_zero_point
+
+
+@njit(cache=False)
+def _close(x):
+    out = np.empty_like(x)
+    for i in range(x.shape[0]):
+        out[i] = gelu_close_f32(x[i])
+    return out
+
+
+def _exact(x):
+    return ops.gelu(x, float32_steps=True)
+
+
+def _quantized(y, scale, zero_point):
+    """DynamicQuantizeLinear's integers of y (as ops.quantize_linear computes them)."""
+    return ops.quantize_linear(y, np.float32(scale), np.uint8(zero_point))
+
+
+def _check(x, threads=None):
+    """quantized_only's range equals the exact one and its values quantize identically."""
+    exact, exact_range = ops.gelu(x, float32_steps=True, with_range=True, threads=threads)
+    y, found = ops.gelu(x, float32_steps=True, with_range=True, quantized_only=True,
+                        threads=threads)
+    assert y.shape == x.shape and y.dtype == np.float32
+    assert found.non_finite == exact_range.non_finite
+    if found.non_finite:   # no scale exists; then every value is exact
+        np.testing.assert_array_equal(y, exact)
+        return y
+    assert (found.min, found.max) == (exact_range.min, exact_range.max) or x.size == 0
+    if x.size:
+        scale, zero_point = dynamic_scale_and_zero_point(found.min, found.max)
+        np.testing.assert_array_equal(_quantized(y, scale, zero_point),
+                                      _quantized(exact, scale, zero_point))
+    return y
+
+
+def test_close_gelu_error_is_within_the_bound_on_a_dense_sweep():
+    """Every 512th float32 in [-8, 8] and 2**20 random bit patterns: |y~ - y| <= CLOSE_PER_X |x|,
+    and y~ == y where both erfs are +-1 (|x| >= 5.558), infinities included."""
+    top = np.array(8.0, np.float32).view(np.uint32)
+    bits = np.arange(0, int(top), 512, dtype=np.uint32)
+    x = np.concatenate([bits.view(np.float32), -bits.view(np.float32),
+                        np.random.default_rng(0).integers(0, 2**32, 2**20, dtype=np.uint64)
+                        .astype(np.uint32).view(np.float32)])
+    x = x[np.isfinite(x)]
+    close, exact = _close(x), _exact(x)
+    far = np.abs(x) >= np.float32(5.558)
+    np.testing.assert_array_equal(close[far], exact[far])
+    x, close, exact = x[~far], close[~far], exact[~far]
+    error = np.abs(close.astype(np.float64) - exact.astype(np.float64))
+    assert np.all(error <= CLOSE_PER_X * np.abs(x.astype(np.float64)))
+    # The bound is not slack beyond reason: the close values do differ, by up to a third of it.
+    assert np.max(error / np.maximum(np.abs(x), 1e-30)) > CLOSE_PER_X / 3
+
+
+@settings(max_examples=60, deadline=None)
+@given(x=hnp.arrays(np.float32, hnp.array_shapes(min_dims=1, max_dims=3, max_side=70),
+                    elements=st.floats(-12, 12, width=32)),
+       scale=st.sampled_from([1e-30, 1e-3, 0.1, 1.0, 3.0, 100.0]),
+       threads=st.sampled_from([1, 2]))
+def test_any_shape_and_values_quantize_as_the_exact_values(x, scale, threads):
+    _check((x * np.float32(scale)).astype(np.float32), threads)
+
+
+def test_large_normal_input_on_several_threads():
+    x = np.random.default_rng(1).standard_normal((700, 1000)).astype(np.float32)
+    _check(x, threads=2)
+    _check(x * np.float32(1.7), threads=3)
+
+
+def test_values_on_the_quantizers_rounding_midpoints():
+    """x whose exact Gelu lies within 1e-7 of a rounding midpoint of the final scale (found by a
+    search over dense float32 grids), among values that fix the range. Some of them the close
+    values alone would quantize to the other integer; the result must not."""
+    rng = np.random.default_rng(2)
+    ends = np.array([-0.7518, 4.0], np.float32)       # Gelu's minimum, and the max
+    scale, zero_point = dynamic_scale_and_zero_point(*[_exact(ends)[i] for i in (0, 1)])
+    grid = np.linspace(-4.0, 4.0, 2_000_001, dtype=np.float32)
+    exact = _exact(grid)
+    r = exact.astype(np.float64) / np.float64(scale)
+    near = grid[np.abs(r - np.floor(r) - 0.5) < 2e-4]
+    assert near.size > 100
+    x = np.concatenate([ends, near, rng.standard_normal(5000).astype(np.float32) * 1.3])
+    x = np.clip(x, -4.0, 4.0).astype(np.float32)
+    rng.shuffle(x)
+    # The test has teeth: quantizing the close values alone gets some of these wrong.
+    assert np.any(_quantized(_close(x), scale, zero_point) !=
+                  _quantized(_exact(x), scale, zero_point))
+    y = _check(x)
+    found = ops.gelu(x, float32_steps=True, with_range=True, quantized_only=True)[1]
+    assert dynamic_scale_and_zero_point(found.min, found.max) == (scale, zero_point)
+    assert np.any(y != _exact(x))   # and it is not merely the exact path
+
+
+def test_range_is_exact_where_gelu_is_flat_at_its_minimum():
+    """Thousands of x around Gelu's minimum (x = -0.7518): y~ alone misplaces the minimum."""
+    x = (np.float32(-0.7518) + np.linspace(-3e-3, 3e-3, 40_001, dtype=np.float32)).astype(
+        np.float32)
+    x = np.concatenate([x, np.array([2.5], np.float32)])
+    np.random.default_rng(3).shuffle(x)
+    assert _close(x).min() != _exact(x).min()   # has teeth
+    _check(x)
+    _check(x.reshape(1, -1), threads=2)
+
+
+@pytest.mark.parametrize("special", [np.nan, np.inf, -np.inf])
+def test_nan_and_infinity_give_the_exact_values_and_count(special):
+    x = np.random.default_rng(4).standard_normal(50_000).astype(np.float32)
+    x[1234] = special
+    y = _check(x, threads=2)
+    np.testing.assert_array_equal(y, _exact(x))
+
+
+def test_every_value_equal_gives_the_exact_values():
+    """A zero scale (every y the same): nothing to quantize by, so every value is exact."""
+    for value in (0.0, -30.0, 7.0):
+        x = np.full(3000, value, np.float32)
+        y, found = ops.gelu(x, float32_steps=True, with_range=True, quantized_only=True)
+        np.testing.assert_array_equal(y, _exact(x))
+
+
+def test_empty():
+    y, found = ops.gelu(np.zeros((0, 4), np.float32), float32_steps=True, with_range=True,
+                        quantized_only=True)
+    assert y.shape == (0, 4) and found.min > found.max and found.non_finite == 0
+
+
+def test_arguments():
+    x = np.ones((4, 4), np.float32)
+    with pytest.raises(ValueError, match="quantized_only"):
+        ops.gelu(x, quantized_only=True, with_range=True)
+    with pytest.raises(ValueError, match="quantized_only"):
+        ops.gelu(x, float32_steps=True, quantized_only=True)
+    with pytest.raises(ValueError, match="out"):
+        ops.gelu(x, float32_steps=True, with_range=True, quantized_only=True, out=x)
+    y = np.empty_like(x)
+    assert ops.gelu(x, float32_steps=True, with_range=True, quantized_only=True, out=y)[0] is y
+
+
+def test_rounding_tolerances_cover_the_error_and_the_roundings():
+    inv_scale, tol0, tol1 = gelu_quantizing.rounding_tolerances(0.02)
+    assert tol0 >= gelu_quantizing.CLOSE_ERROR / 0.02 and tol1 >= 2.0**-22
