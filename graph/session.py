@@ -660,8 +660,9 @@ def _ranges_from_producers(steps: list[Step], graph_outputs: set[str]) -> list[S
     cache, instead of reading the whole tensor again afterwards.
 
     A fused Gelu whose output only GEMMs read, each quantizing it with that scale and zero point
-    as it packs it, runs as ops.gelu(quantized_only=True): exact where the quantization can tell
-    and three times cheaper (run_until still returns the exact tensor)."""
+    as it packs it, runs as ops.gelu(quantized_only=True): exact where the quantization can tell,
+    with a third of the arithmetic (1.8 -> 1.6 ms for the encoder's 2048 x 1024 at 2 threads, the
+    rest being memory traffic). run_until still returns the exact tensor."""
     writer = {name: step for step in steps for name in step.outputs}
     readers: dict[str, list[Step]] = {}
     for step in steps:

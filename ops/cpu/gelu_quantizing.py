@@ -1,5 +1,5 @@
 """Gelu for a tensor that is only ever quantized next (DynamicQuantizeLinear -> MatMulInteger):
-exact where quantization can tell, and three times cheaper than exact everywhere.
+exact where quantization can tell, with a third of the arithmetic of exact everywhere.
 
 ONNX's integer results after a Gelu depend on its float32 output only through
 DynamicQuantizeLinear: the scale and zero point from the output's min and max, then
@@ -23,6 +23,12 @@ for a normally distributed x of 2 million values about 0.2% in step 1 (Gelu is f
 minimum) and 0.03% in step 3. The result's floats are within CLOSE_ERROR of the exact ones, not
 equal to them: this is for a tensor nothing else reads (graph/session.py checks that), and ops
 only offers it together with the range (ops.gelu(quantized_only=True)).
+
+Time: step 1 computes y~ at 0.37 ns a value on one Zen 4 core against the exact kernel's 1.2,
+but the two passes then move 24 bytes a value (x in, y~ out, y~ in again) against 8, and on the
+machines measured memory traffic sets the pace: 2048 x 1024 values at 2 threads took 1.6 ms
+against 1.8 exact on a 2-core Zen 4 VM (the encoder's Gelu, inside graph.Session), 1.38 against
+1.56 on the device's Xeon pinned to 2 cores, 2.6 against 3.1 ms there on one.
 """
 
 from __future__ import annotations
