@@ -229,16 +229,21 @@ def _rounding_block(x, y, inv_scale, tol0, tol1, flags, words, where, xs, ys):
         _make_exact(x, y, where, count, xs, ys)
 
 
+@njit(error_model="numpy", cache=True)
+def _scratch(block):
+    """One thread's working arrays: a chunk's flags (and their uint64 view, for _collect), and
+    room for a block's noted indices and their gathered inputs and exact values."""
+    words = np.empty(CHUNK // 8, np.uint64)
+    return (words.view(np.uint8), words, np.empty(block, np.int64), np.empty(block, np.float32),
+            np.empty(block, np.float32))
+
+
 @njit(error_model="numpy", cache=True, parallel=True)
 def _range_pass(x, y, workers, block, lohi, bads):
     n = x.shape[0]
     counter = np.zeros(1, np.int64)
     for _ in prange(workers):
-        words = np.empty(CHUNK // 8, np.uint64)
-        flags = words.view(np.uint8)
-        where = np.empty(block, np.int64)
-        xs = np.empty(block, np.float32)
-        ys = np.empty(block, np.float32)
+        flags, words, where, xs, ys = _scratch(block)
         lo, hi = take_block(counter, block, n)
         while lo < hi:
             b = lo // block
@@ -252,11 +257,7 @@ def _rounding_pass(x, y, inv_scale, tol0, tol1, workers, block):
     n = x.shape[0]
     counter = np.zeros(1, np.int64)
     for _ in prange(workers):
-        words = np.empty(CHUNK // 8, np.uint64)
-        flags = words.view(np.uint8)
-        where = np.empty(block, np.int64)
-        xs = np.empty(block, np.float32)
-        ys = np.empty(block, np.float32)
+        flags, words, where, xs, ys = _scratch(block)
         lo, hi = take_block(counter, block, n)
         while lo < hi:
             _rounding_block(x[lo:hi], y[lo:hi], inv_scale, tol0, tol1, flags, words,
