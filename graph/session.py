@@ -685,8 +685,9 @@ def _ranges_from_producers(steps: list[Step], graph_outputs: set[str]) -> list[S
         kernel = source.kernel + "; reports its output's range for the quantizing next"
         if _only_quantized_by(source, step, readers, graph_outputs):
             attrs["quantized_only"] = True
-            kernel += ("; exact only where that quantization can tell "
-                       "(ops.gelu(quantized_only=True))")
+            kernel = ("ops.gelu(float32_steps=True, quantized_only=True): a close erf, exact "
+                      "where the quantizing next can tell (two passes); reports its output's "
+                      "range for that quantizing")
         rewritten[id(source)] = dataclasses.replace(source, outputs=(*source.outputs, range_name),
                                                     attrs=attrs, kernel=kernel)
         params = fusion.DynamicQuantizeParams(of_range=True)
