@@ -22,9 +22,9 @@ Contract of a backend module (this one; ops/wgsl/ for GPU arrays will offer the 
 Arguments arrive validated: dtypes and shapes checked, axis normalised, `out` allocated or
 checked. One module per job: probabilities.py (logsoftmax, softmax), topk.py, elementwise.py,
 norm.py, quantize.py, layout.py (numpy's matmul and data movement), attention_pass.py,
-gelu_quantizing.py; the
-vectorisable maths they share is in mathfuncs.py, the thread policy in threads.py. (No module
-is named like a function exported here, so `ops.cpu.<name>` is never ambiguous.)
+gelu_quantizing.py; the vectorisable maths they share is in mathfuncs.py, the thread policy in
+threads.py. (No module is named like a function exported here, so `ops.cpu.<name>` is never
+ambiguous.)
 """
 
 import numpy as np
@@ -49,9 +49,7 @@ def scalar(value: np.ndarray) -> np.ndarray:
 
 __all__ = [
     "INDEX_DTYPE", "NAME", "UNARY_CODES", "apply_binary", "apply_unary", "apply_unary_ranged",
-    "attention",
-    "bias_add", "check_out",
-    "concat", "dequantize_linear", "empty", "expand", "gelu_for_quantizing", "layer_norm", "log_softmax_topk",
-    "logsoftmax", "matmul", "min_max", "quantize_linear", "scalar", "slice_axes", "softmax",
-    "softmax_float32_steps", "transpose",
+    "attention", "bias_add", "check_out", "concat", "dequantize_linear", "empty", "expand",
+    "gelu_for_quantizing", "layer_norm", "log_softmax_topk", "logsoftmax", "matmul", "min_max",
+    "quantize_linear", "scalar", "slice_axes", "softmax", "softmax_float32_steps", "transpose",
 ]

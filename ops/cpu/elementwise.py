@@ -79,19 +79,31 @@ def _erf_block(x, out, flags, gelu):
 
 
 @njit(error_model="numpy", cache=True)
-def _erf_fix(x, out, flags, m, gelu):
-    """The flagged values of out[:m] from the C library's erf (float64, rounded once). flags
-    (ERF_CHUNK long) is read eight at a time: a flag is rare, and bytes past m are stale."""
+def flagged_positions(flags, m, base, at, where):
+    """Appends base + i for each i < m whose flags[i] is set to where[at:]; returns the new
+    length. flags (a multiple of 8 bytes long; bytes past m are ignored) is read eight at a
+    time: few are set."""
     words = flags.view(np.uint64)
     for w in range((m + 7) // 8):
         if words[w]:
             for i in range(8 * w, min(8 * w + 8, m)):
                 if flags[i]:
-                    if gelu:
-                        v = x[i]
-                        out[i] = _gelu_steps(v, np.float32(math.erf(np.float64(v / _SQRT2_F32))))
-                    else:
-                        out[i] = np.float32(math.erf(np.float64(x[i])))
+                    where[at] = base + i
+                    at += 1
+    return at
+
+
+@njit(error_model="numpy", cache=True)
+def _erf_fix(x, out, flags, m, gelu, where):
+    """The flagged values of out[:m] from the C library's erf (float64, rounded once); where:
+    room for ERF_CHUNK positions."""
+    for j in range(flagged_positions(flags, m, 0, 0, where)):
+        i = where[j]
+        if gelu:
+            v = x[i]
+            out[i] = _gelu_steps(v, np.float32(math.erf(np.float64(v / _SQRT2_F32))))
+        else:
+            out[i] = np.float32(math.erf(np.float64(x[i])))
 
 
 @njit(error_model="numpy", fastmath=EXACT_FLAGS, cache=True)
@@ -108,6 +120,7 @@ def erf_chunks(x, out, gelu):
     n = x.shape[0]
     xs = np.empty(ERF_CHUNK, np.float32)
     flags = np.empty(ERF_CHUNK, np.bool_)
+    where = np.empty(ERF_CHUNK, np.int64)
     # In place, each chunk is copied first: _erf_block must not write over its input, and the
     # fix-up needs the inputs of the flagged values.
     in_place = x.ctypes.data == out.ctypes.data
@@ -119,7 +132,7 @@ def erf_chunks(x, out, gelu):
             _copy(src, xs[:m])
             src = xs[:m]
         if _erf_block(src, out[lo:hi], flags[:m], gelu):
-            _erf_fix(src, out[lo:hi], flags, m, gelu)
+            _erf_fix(src, out[lo:hi], flags, m, gelu, where)
 
 
 # nogil on the serial entry points: a caller may run blocks of one array on its own threads.

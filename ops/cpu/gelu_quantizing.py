@@ -38,7 +38,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from .elementwise import erf_chunks
+from .elementwise import erf_chunks, flagged_positions
 from .mathfuncs import EXACT_FLAGS, fma
 from .quantize import EMPTY_RANGE, combine_ranges, min_max_bad_serial
 from .threads import BLOCK_VALUES, split, take_block, threads_for
@@ -91,7 +91,7 @@ def gelu_close_f32(v):
     return (v * (e + _ONE)) * _HALF
 
 
-# Values per chunk: a chunk's y~, flags and gathered values stay in L1 between the passes over it.
+# Values per chunk: a chunk's y~ and flags stay in L1 between the passes over it.
 CHUNK = 1024
 
 
@@ -133,20 +133,6 @@ def _flag_near_half(y, inv_scale, tol0, tol1, flags):
 
 
 @njit(error_model="numpy", cache=True)
-def _collect(flags, words, m, base, at, where):
-    """Appends base + i for each flagged i < m to where[at:]; returns the new length. flags is
-    read eight at a time, through `words`, its uint64 view (made once: a view made per call
-    cost 0.5 us): few are set."""
-    for w in range((m + 7) // 8):
-        if words[w]:
-            for i in range(8 * w, min(8 * w + 8, m)):
-                if flags[i]:
-                    where[at] = base + i
-                    at += 1
-    return at
-
-
-@njit(error_model="numpy", cache=True)
 def _make_exact(x, y, where, count, xs, ys):
     """y[i] = the exact Gelu steps of x[i] for i in where[:count]: gathered, computed by the exact
     kernel in one vectorised call, scattered back. Returns (min, max, count of NaN) of those
@@ -180,7 +166,7 @@ def _bound_down(v):
 
 
 @njit(error_model="numpy", cache=True, nogil=True)
-def _range_block(x, y, flags, words, where, xs, ys):
+def _range_block(x, y, flags, where, xs, ys):
     """Step 1 on one block: y~, then (min, max, count of NaN and inf) of the exact y (NaN makes
     the caller recompute everything exactly).
 
@@ -207,7 +193,7 @@ def _range_block(x, y, flags, words, where, xs, ys):
             _close_chunk(xc, yc)
         _flag_outside(yc, xc, lo, hi, flags)
         was = count
-        count = _collect(flags, words, end - start, start, count, where)
+        count = flagged_positions(flags, end - start, start, count, where)
         for j in range(was, count):
             v, bound = np.float64(y[where[j]]), CLOSE_PER_X * abs(np.float64(x[where[j]]))
             lo = min(lo, _bound_up(v + bound))
@@ -216,7 +202,7 @@ def _range_block(x, y, flags, words, where, xs, ys):
 
 
 @njit(error_model="numpy", cache=True, nogil=True)
-def _rounding_block(x, y, inv_scale, tol0, tol1, flags, words, where, xs, ys):
+def _rounding_block(x, y, inv_scale, tol0, tol1, flags, where, xs, ys):
     """Step 3 on one block."""
     n = x.shape[0]
     count = 0
@@ -224,17 +210,16 @@ def _rounding_block(x, y, inv_scale, tol0, tol1, flags, words, where, xs, ys):
         end = min(start + CHUNK, n)
         if _count_near_half(y[start:end], inv_scale, tol0, tol1):
             _flag_near_half(y[start:end], inv_scale, tol0, tol1, flags)
-            count = _collect(flags, words, end - start, start, count, where)
+            count = flagged_positions(flags, end - start, start, count, where)
     if count:
         _make_exact(x, y, where, count, xs, ys)
 
 
 @njit(error_model="numpy", cache=True)
 def _scratch(block):
-    """One thread's working arrays: a chunk's flags (and their uint64 view, for _collect), and
-    room for a block's noted indices and their gathered inputs and exact values."""
-    words = np.empty(CHUNK // 8, np.uint64)
-    return (words.view(np.uint8), words, np.empty(block, np.int64), np.empty(block, np.float32),
+    """One thread's working arrays: a chunk's flags, and room for a block's noted positions and
+    their gathered inputs and exact values."""
+    return (np.empty(CHUNK, np.uint8), np.empty(block, np.int64), np.empty(block, np.float32),
             np.empty(block, np.float32))
 
 
@@ -243,12 +228,12 @@ def _range_pass(x, y, workers, block, lohi, bads):
     n = x.shape[0]
     counter = np.zeros(1, np.int64)
     for _ in prange(workers):
-        flags, words, where, xs, ys = _scratch(block)
+        flags, where, xs, ys = _scratch(block)
         lo, hi = take_block(counter, block, n)
         while lo < hi:
             b = lo // block
-            lohi[b, 0], lohi[b, 1], bads[b] = _range_block(x[lo:hi], y[lo:hi], flags, words, where,
-                                                           xs, ys)
+            lohi[b, 0], lohi[b, 1], bads[b] = _range_block(x[lo:hi], y[lo:hi], flags, where, xs,
+                                                           ys)
             lo, hi = take_block(counter, block, n)
 
 
@@ -257,11 +242,10 @@ def _rounding_pass(x, y, inv_scale, tol0, tol1, workers, block):
     n = x.shape[0]
     counter = np.zeros(1, np.int64)
     for _ in prange(workers):
-        flags, words, where, xs, ys = _scratch(block)
+        flags, where, xs, ys = _scratch(block)
         lo, hi = take_block(counter, block, n)
         while lo < hi:
-            _rounding_block(x[lo:hi], y[lo:hi], inv_scale, tol0, tol1, flags, words,
-                            where, xs, ys)
+            _rounding_block(x[lo:hi], y[lo:hi], inv_scale, tol0, tol1, flags, where, xs, ys)
             lo, hi = take_block(counter, block, n)
 
 
