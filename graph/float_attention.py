@@ -66,7 +66,7 @@ class FloatAttention:
         if kt.shape[:3] != (b, h, d) or v.shape[:3] != (b, h, kt.shape[3]) or \
                 v.strides[3] != 4 or 0 in q.shape or 0 in v.shape or kt.shape[3] == 0:
             return None
-        if self.softmax.axis % 4 != 3 or not self.softmax._divisor_is_float32 or \
+        if self.softmax.axis % 4 != 3 or not self.softmax.divisor_is_float32 or \
                 not ops.replicates_numpy_exp():
             return None
         # The order in which a BLAS adds can depend on each product's extents and on which of

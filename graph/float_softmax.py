@@ -28,12 +28,12 @@ class FloatSoftmax:
         self.divisor = divisor
         self.axis = axis
         # ops.softmax divides in float32: right for the float32 Div an ONNX graph has.
-        self._divisor_is_float32 = divisor is None or np.asarray(divisor).dtype == np.float32
+        self.divisor_is_float32 = divisor is None or np.asarray(divisor).dtype == np.float32
 
     def __call__(self, x, axis=None):
         axis = self.axis if axis is None else axis
         if x.ndim == 0 or x.size == 0 or axis % x.ndim != x.ndim - 1 or x.dtype != np.float32 \
-                or not self._divisor_is_float32:
+                or not self.divisor_is_float32:
             return self._numpy(x, axis)
         return ops.softmax(x, float32_steps=True, divide_by=self.divisor,
                            threads=parallel.resolve(self.threads))
