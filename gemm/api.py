@@ -153,7 +153,7 @@ def gemm_i8(a: np.ndarray, b, *, a_quant_mult=None, bias=None, relu: bool = Fals
         bias = np.ascontiguousarray(bias)
 
     if out is None:
-        out = np.empty((m, n), out_dtype)
+        out = driver.aligned_empty((m, n), out_dtype)
     else:
         if not isinstance(out, np.ndarray) or out.dtype != out_dtype:
             got = out.dtype if isinstance(out, np.ndarray) else type(out).__name__
@@ -209,8 +209,9 @@ def gemm_i8(a: np.ndarray, b, *, a_quant_mult=None, bias=None, relu: bool = Fals
     if not in_blocks:
         finite = driver.pack_rows(src, mode, mult, za, shift, 0, m, packed_a, a_stride, rowsum)
     pack = (src, mode, mult, za, shift, in_blocks)
+    streaming = bool(params.get("streaming")) and driver.can_stream_into(out)
     args = (tile, packed_a, a_stride, k4, m, b_panels, n, out, rowsum, colterm, zb, inv_qa, inv_qb,
-            bias, bool(relu))
+            bias, bool(relu), streaming)
     key = (tile, path.a_encoding, out_dtype, src.dtype)
     if params["threads"] == 1:
         finite &= driver.call_compiled(driver.run_serial, ("serial", *key), *args, m_block, pack)

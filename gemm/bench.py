@@ -123,8 +123,9 @@ def bench_shape(shape, threads: int, repeats: int, rng) -> dict:
     a_i8 = gemm.quantize(a_f, qa)
     b_i8 = pb.quantized()
     a_u8 = (a_i8.astype(np.int16) + 128).astype(np.uint8)
-    out_i = np.empty((m, n), np.int32)
-    out_f = np.empty((m, n), np.float32)
+    # Aligned, as gemm_i8's own results are, so that large results may stream (driver.py).
+    out_i = gemm.aligned_empty((m, n), np.int32)
+    out_f = gemm.aligned_empty((m, n), np.float32)
 
     fns = {
         "i8_int32": lambda: gemm.gemm_i8(a_i8, pb, out=out_i, threads=threads),

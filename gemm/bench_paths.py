@@ -34,7 +34,7 @@ def bench_paths_shape(shape, paths: list[str], threads: int, repeats: int, rng) 
     a = rng.integers(-127, 128, (m, k), dtype=np.int8)
     b = rng.integers(-127, 128, (k, n), dtype=np.int8)
     pb = gemm.prepare_b_quantized(b)
-    out = np.empty((m, n), np.int32)
+    out = gemm.aligned_empty((m, n), np.int32)
     fns = {path: (lambda path=path: gemm.gemm_i8(a, pb, out=out, backend=f"cpu:{path}",
                                                  threads=threads))
            for path in paths}

@@ -238,9 +238,10 @@ def test_select_threads_above_threshold(clean_env):
 def test_every_cpu_path_declares_a_tuning_space():
     for impl in cpu_impls():
         space = impl.tuning_space
-        assert set(space.params) == {"tile", "threads", "m_block", "p_block"}, impl.path
-        tiles = [space.realize({"tile": name, "threads": 1, "m_block": "all",
-                                "p_block": "all"})["tile"] for name in space.params["tile"]]
+        assert set(space.params) == {"tile", "threads", "m_block", "p_block", "c_stores"}, \
+            impl.path
+        tiles = [space.realize({"tile": name, "threads": 1, "m_block": "all", "p_block": "all",
+                                "c_stores": "cached"})["tile"] for name in space.params["tile"]]
         assert len(tiles) >= 1
         assert all(isinstance(t, Tile) and t.isa == impl.path for t in tiles)
         assert tiles == list(impl.entry.tiles)
@@ -263,6 +264,18 @@ def test_many_rows_take_the_paths_tall_tile():
             assert many["tile"] == impl.entry.many_rows_tile
             if many["m_block"] < MANY_ROWS:
                 assert many["m_block"] % many["tile"].mr == 0
+
+
+def test_heuristic_streams_only_large_results():
+    """C of STREAMING_C_BYTES or more is stored non-temporally (it would not stay in the cache
+    anyway), smaller C with ordinary stores (its reader finds it in the cache)."""
+    from gemm.cpu.driver import STREAMING_C_BYTES
+    rows = STREAMING_C_BYTES // (4 * 1024)
+    for impl in cpu_impls():
+        for threads in (1, 2):
+            assert impl.default_params((rows, 256, 1024), threads=threads)["streaming"]
+            assert not impl.default_params((rows - 1, 256, 1024), threads=threads)["streaming"]
+            assert not impl.default_params((1, 512, 32000), threads=threads)["streaming"]
 
 
 def test_tile_widths():

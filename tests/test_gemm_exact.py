@@ -226,6 +226,57 @@ def test_driver_ragged_blocks(cpu_path, threads, m_block_tiles, p_block):
     np.testing.assert_array_equal(c, ref(a, b))
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("float_out", [False, True])
+def test_streaming_stores_are_exact_and_need_aligned_rows(cpu_path, threads, float_out):
+    """c_stores="streaming" writes C with non-temporal stores into aligned rows (gemm_i8's own
+    results, gemm.aligned_empty) and falls back to ordinary stores where C is not aligned for
+    them (a misaligned start, or rows whose stride is not a multiple of 64 bytes): the product
+    is the same bits either way, with partial last panels and rows past the last whole tile."""
+    from gemm.cpu import driver
+
+    rng = np.random.default_rng(12)
+    k = 45
+    cases = {"aligned rows": 211 + 13, "odd row stride": 211}   # 224 * 4 bytes = 14 * 64
+    for name, n in cases.items():
+        m = 29
+        a = rng.integers(-128, 128, (m, k), dtype=np.int8)
+        b = rng.integers(b_low(cpu_path), 128, (k, n), dtype=np.int8)
+        pb = gemm.prepare_b_quantized(b)
+        bias = rng.standard_normal(n).astype(np.float32)
+        kwargs = dict(backend=backend_of(cpu_path), threads=threads)
+        if float_out:
+            kwargs.update(out_scale=rng.uniform(0.001, 0.01, n).astype(np.float32), bias=bias)
+        dtype = np.float32 if float_out else np.int32
+        plain = gemm.gemm_i8(a, pb, _params={"streaming": False, "threads": threads}, **kwargs)
+        if not float_out:
+            np.testing.assert_array_equal(plain, ref(a, b), err_msg=name)
+        aligned = gemm.aligned_empty((m, n), dtype)
+        assert driver.can_stream_into(aligned) == (name == "aligned rows")
+        shifted = np.empty(m * n + 1, dtype)[1:].reshape(m, n)   # 4 bytes past numpy's start
+        assert not driver.can_stream_into(shifted)
+        for out in (aligned, shifted):
+            out.fill(-1)
+            got = gemm.gemm_i8(a, pb, out=out, _params={"streaming": True, "threads": threads},
+                               **kwargs)
+            assert got is out
+            np.testing.assert_array_equal(out, plain, err_msg=name)
+
+
+def test_aligned_empty():
+    from gemm.cpu.driver import STREAMING_ALIGNMENT
+    for shape, dtype in [((3, 5), np.float32), ((0, 7), np.int32), ((1000, 64), np.int32),
+                         ((17,), np.int8)]:
+        x = gemm.aligned_empty(shape, dtype)
+        assert x.shape == shape and x.dtype == dtype and x.flags.c_contiguous
+        assert x.flags.writeable
+        assert x.size == 0 or x.ctypes.data % STREAMING_ALIGNMENT == 0
+    rng = np.random.default_rng(13)
+    a = rng.integers(-128, 128, (64, 32), dtype=np.int8)
+    c = gemm.gemm_i8(a, gemm.prepare_b_quantized(rng.integers(-127, 128, (32, 48), np.int8)))
+    assert c.ctypes.data % STREAMING_ALIGNMENT == 0     # gemm_i8's own results are aligned
+
+
 def test_every_candidate_tile_is_exact(cpu_path):
     """Each register tile a path offers the autotuner computes the same exact product."""
     rng = np.random.default_rng(10)

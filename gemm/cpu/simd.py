@@ -249,14 +249,20 @@ def _emit_rows(builder, ops: IsaOps, rows: int, nv: int, nr: int, a_base, a_stri
     return new_accs
 
 
-def _store_vectors(builder, values, row_ptr, stride, lanes: int, intp):
-    """values[r][j] -> row_ptr[r * stride + j * lanes ...] (unaligned vector stores)."""
+def _store_vectors(builder, values, row_ptr, stride, lanes: int, intp, streaming=False):
+    """values[r][j] -> row_ptr[r * stride + j * lanes ...]: unaligned vector stores, or with
+    `streaming` non-temporal ones, which need every address aligned to the vector's size."""
     for r, row in enumerate(values):
         for j, v in enumerate(row):
             offset = builder.add(builder.mul(ir.Constant(intp, r), stride),
                                  ir.Constant(intp, j * lanes))
             p = builder.bitcast(builder.gep(row_ptr, [offset]), v.type.as_pointer())
-            builder.store(v, p, align=4)
+            if streaming:
+                store = builder.store(v, p, align=4 * lanes)  # 32-bit lanes
+                store.set_metadata("nontemporal",
+                                   builder.module.add_metadata([ir.Constant(I32, 1)]))
+            else:
+                builder.store(v, p, align=4)
 
 
 def _load_vectors(builder, ptr, vec_t: ir.VectorType, nv: int, intp) -> list:
@@ -310,6 +316,7 @@ class _EpilogueArgs:
     bias: ir.Value | None = None      # float*, bias[j0] (read only where has_bias)
     has_bias: ir.Value | None = None  # i1
     relu: ir.Value | None = None      # i1
+    streaming: ir.Value | None = None  # i1: non-temporal stores into C (see tile_dot_store)
 
 
 def _emit_epilogue(builder, ops: IsaOps, accs: list, nv: int, e: _EpilogueArgs, intp):
@@ -350,8 +357,12 @@ def _emit_epilogue(builder, ops: IsaOps, accs: list, nv: int, e: _EpilogueArgs, 
         flat = _where(builder, e.relu, flat, lambda values: [
             builder.select(builder.fcmp_ordered(">", zero, v), zero, v) for v in values])
 
-    _store_vectors(builder, [flat[r * nv:(r + 1) * nv] for r in range(rows)], e.out,
-                   e.out_stride, lanes, intp)
+    rows_of_c = [flat[r * nv:(r + 1) * nv] for r in range(rows)]
+    with builder.if_else(e.streaming) as (streaming, cached):
+        with streaming:
+            _store_vectors(builder, rows_of_c, e.out, e.out_stride, lanes, intp, streaming=True)
+        with cached:
+            _store_vectors(builder, rows_of_c, e.out, e.out_stride, lanes, intp)
 
 
 def _emit_tile(context, builder, tile: TileType, sa, args, finish):
@@ -413,13 +424,14 @@ def _tile_dot_simd(typingctx, tile, rows, a, a_off, a_stride, b, b_off, k4, acc)
 
 @intrinsic
 def _tile_dot_store_simd(typingctx, tile, rows, a, a_off, a_stride, b, b_off, k4, out, i0, j0,
-                         rowsum, colterm, zb, has_zb, inv_qa, inv_qb, bias, has_bias, relu):
+                         rowsum, colterm, zb, has_zb, inv_qa, inv_qb, bias, has_bias, relu,
+                         streaming):
     """SIMD tile with the epilogue fused: see tile_dot_store."""
     if not _simd_tile(tile):
         return None
     float_out = out.dtype == types.float32
     sig = types.void(tile, rows, a, a_off, a_stride, b, b_off, k4, out, i0, j0, rowsum, colterm,
-                     zb, has_zb, inv_qa, inv_qb, bias, has_bias, relu)
+                     zb, has_zb, inv_qa, inv_qb, bias, has_bias, relu, streaming)
 
     def codegen(context, builder, signature, args):
         ops = ISA_OPS[tile.isa]
@@ -444,7 +456,8 @@ def _tile_dot_store_simd(typingctx, tile, rows, a, a_off, a_stride, b, b_off, k4
             rowsum=data(11, I32, i0_v),
             colterm=data(12, I32, j0_v),
             zb=data(13, I32, j0_v),
-            has_zb=args[14])
+            has_zb=args[14],
+            streaming=args[20])
         if float_out:
             epilogue.inv_qa = context.cast(builder, args[15], sa[15], types.float32)
             epilogue.inv_qb = data(16, ir.FloatType(), j0_v)
@@ -496,23 +509,38 @@ def has_fused_store(tile_type) -> bool:
 
 
 def tile_dot_store(tile, rows, a, a_off, a_stride, b, b_off, k4, out, i0, j0, rowsum, colterm,
-                   zb, inv_qa, inv_qb, bias, relu):
+                   zb, inv_qa, inv_qb, bias, relu, streaming):
     """tile_dot for a whole panel (NR columns of C from column j0), with the driver's epilogue
     (see gemm.cpu.driver.store_tile) applied to the accumulators in registers and the result
     stored straight into C[i0:i0+rows, j0:j0+NR]: no round trip through a tile buffer.
-    SIMD tiles only (has_fused_store)."""
+    SIMD tiles only (has_fused_store).
+
+    streaming: store C with non-temporal stores, which write whole cache lines to memory
+    without first reading them into the cache. The caller guarantees that C's start and row
+    stride are multiples of the vector size, and issues store_fence() before C is read."""
     raise NotImplementedError("tile_dot_store runs only inside numba-jitted code")
 
 
 @overload(tile_dot_store, jit_options={"cache": True})
 def _ov_tile_dot_store(tile, rows, a, a_off, a_stride, b, b_off, k4, out, i0, j0, rowsum, colterm,
-                       zb, inv_qa, inv_qb, bias, relu):
+                       zb, inv_qa, inv_qb, bias, relu, streaming):
     if not _simd_tile(tile):
         return None
 
     def impl(tile, rows, a, a_off, a_stride, b, b_off, k4, out, i0, j0, rowsum, colterm, zb,
-             inv_qa, inv_qb, bias, relu):
+             inv_qa, inv_qb, bias, relu, streaming):
         _tile_dot_store_simd(tile, rows, a, a_off, a_stride, b, b_off, k4, out, i0, j0, rowsum,
                              colterm, zb, zb.shape[0] > 0, inv_qa, inv_qb, bias,
-                             bias.shape[0] > 0, relu)
+                             bias.shape[0] > 0, relu, streaming)
     return impl
+
+
+@intrinsic
+def store_fence(typingctx):
+    """A full memory fence: non-temporal stores before it are visible to every thread after it
+    (they are weakly ordered, and a plain release fence does not order them on x86)."""
+    def codegen(context, builder, signature, args):
+        builder.fence("seq_cst")
+        return context.get_dummy_value()
+
+    return types.void(), codegen
