@@ -266,14 +266,19 @@ def test_many_rows_take_the_paths_tall_tile():
                 assert many["m_block"] % many["tile"].mr == 0
 
 
-def test_heuristic_streams_only_large_results():
-    """C of STREAMING_C_BYTES or more is stored non-temporally (it would not stay in the cache
-    anyway), smaller C with ordinary stores (its reader finds it in the cache)."""
-    from gemm.cpu.driver import STREAMING_C_BYTES
-    rows = STREAMING_C_BYTES // (4 * 1024)
+@pytest.mark.parametrize("microarchitecture", ["znver4", "sapphirerapids"])
+def test_heuristic_streams_only_large_results(monkeypatch, microarchitecture):
+    """Where streaming pays (Zen), C of STREAMING_C_BYTES or more is stored non-temporally (it
+    would not stay in the cache anyway), smaller C with ordinary stores (its reader finds it in
+    the cache); elsewhere every C is stored as usual."""
+    from gemm.cpu import driver
+    monkeypatch.setattr(dispatch.cpu, "cpu_name", lambda: microarchitecture)
+    streams = microarchitecture.startswith("znver")
+    assert driver.streams_large_results() == streams
+    rows = driver.STREAMING_C_BYTES // (4 * 1024)
     for impl in cpu_impls():
         for threads in (1, 2):
-            assert impl.default_params((rows, 256, 1024), threads=threads)["streaming"]
+            assert impl.default_params((rows, 256, 1024), threads=threads)["streaming"] == streams
             assert not impl.default_params((rows - 1, 256, 1024), threads=threads)["streaming"]
             assert not impl.default_params((1, 512, 32000), threads=threads)["streaming"]
 

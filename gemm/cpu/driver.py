@@ -232,8 +232,8 @@ def heuristic_config(path: CpuPath, shape, threads: int) -> dict:
     """The heuristic choice of tile, blocking and C stores for an (M, K, N) call with `threads`
     threads."""
     m, k, n = shape
-    c_stores = STREAMING if m * n * 4 >= STREAMING_C_BYTES else CACHED
-    return {**_heuristic_blocking(path, shape, threads), "c_stores": c_stores}
+    stream = m * n * 4 >= STREAMING_C_BYTES and streams_large_results()
+    return {**_heuristic_blocking(path, shape, threads), "c_stores": STREAMING if stream else CACHED}
 
 
 def _heuristic_blocking(path: CpuPath, shape, threads: int) -> dict:
@@ -260,7 +260,8 @@ def _heuristic_blocking(path: CpuPath, shape, threads: int) -> dict:
     return {"tile": name, "threads": threads, "m_block": fair, "p_block": ALL}
 
 
-# From this many bytes of C on, the heuristic stores C with non-temporal ("streaming") stores.
+# From this many bytes of C on, the heuristic stores C with non-temporal ("streaming") stores,
+# on the micro-architectures where that was measured to pay (streams_large_results).
 # An ordinary store to a line that is not in the cache first reads the line from memory (write
 # allocate); a C of megabytes is not in the cache, so every line of it was read and then written
 # back. Streaming stores write whole lines without the read. Measured on one Zen 4 core, the
@@ -269,9 +270,20 @@ def _heuristic_blocking(path: CpuPath, shape, threads: int) -> dict:
 # The cost falls on the next reader: it finds C in memory, not in the cache, so small outputs,
 # which a cache keeps, stay cached.
 STREAMING_C_BYTES = 2 << 20
+# Micro-architectures (LLVM's names, by prefix) whose large results stream by default. Zen 4:
+# the int8 encoder at 2 threads ran 3-4% faster, its GEMMs 6-8% (in-process, alternating runs).
+# Not Sapphire Rapids: there the GEMMs alone were no faster (within 2%, `i8gemm tune`) and the
+# encoder 5% slower, its readers of C finding it in memory instead of the cache; ordinary stores
+# there seem not to pay the read. Elsewhere untested: the tuner's c_stores decides per machine.
+STREAMING_MICROARCHITECTURES = ("znver",)
 # Streaming stores need each address aligned to the vector (64 bytes for AVX-512); C qualifies
 # when its start and its row stride are multiples of this.
 STREAMING_ALIGNMENT = 64
+
+
+def streams_large_results() -> bool:
+    """Whether the heuristic streams C of STREAMING_C_BYTES or more on this CPU."""
+    return dispatch.cpu.cpu_name().startswith(STREAMING_MICROARCHITECTURES)
 
 
 def can_stream_into(out: np.ndarray) -> bool:
