@@ -272,9 +272,10 @@ def _heuristic_blocking(path: CpuPath, shape, threads: int) -> dict:
 STREAMING_C_BYTES = 2 << 20
 # Micro-architectures (LLVM's names, by prefix) whose large results stream by default. Zen 4:
 # the int8 encoder at 2 threads ran 3-4% faster, its GEMMs 6-8% (in-process, alternating runs).
-# Not Sapphire Rapids: there the GEMMs alone were no faster (within 2%, `i8gemm tune`) and the
-# encoder 5% slower, its readers of C finding it in memory instead of the cache; ordinary stores
-# there seem not to pay the read. Elsewhere untested: the tuner's c_stores decides per machine.
+# Not the device's Emerald Rapids Xeon (2 MB of L2 per core, 300 MB of L3): there the GEMMs
+# alone were no faster (within 2%, `i8gemm tune`) and the encoder 2-3% slower at 2 threads (the
+# same at 1), its readers of C finding it in memory instead of the cache; ordinary stores there
+# seem not to pay the read. Elsewhere untested: the tuner's c_stores decides per machine.
 STREAMING_MICROARCHITECTURES = ("znver",)
 # Streaming stores need each address aligned to the vector (64 bytes for AVX-512); C qualifies
 # when its start and its row stride are multiples of this.
