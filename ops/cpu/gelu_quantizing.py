@@ -104,11 +104,16 @@ def _close_chunk(x, out):
 @njit(error_model="numpy", cache=True)
 def _flag_outside(y, x, lo, hi, flags):
     """flags[i] = 1 where y~ = y[i] of input x[i] could be at or below lo, or at or above hi,
-    exactly (its window of error rounded outwards), or is NaN; else 0."""
+    exactly (its window of error rounded outwards), or is NaN; else 0. Returns whether any is 1
+    (most chunks have none, and their flags need no scan)."""
+    flagged = np.uint8(0)
     for i in range(y.shape[0]):
         v = y[i]
         w = abs(x[i]) * _WINDOW + _TINY
-        flags[i] = np.uint8(not ((v - w > lo) & (v + w < hi)))   # NaN: both compares false
+        f = np.uint8(1) - np.uint8((v - w > lo) & (v + w < hi))   # NaN: both compares false
+        flags[i] = f
+        flagged |= f
+    return flagged
 
 
 @njit(error_model="numpy", fastmath=EXACT_FLAGS, cache=True)
@@ -191,7 +196,8 @@ def _range_block(x, y, flags, where, xs, ys):
         xc, yc = x[start:end], y[start:end]
         if start:
             _close_chunk(xc, yc)
-        _flag_outside(yc, xc, lo, hi, flags)
+        if not _flag_outside(yc, xc, lo, hi, flags):
+            continue
         was = count
         count = flagged_positions(flags, end - start, start, count, where)
         for j in range(was, count):
