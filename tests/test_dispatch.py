@@ -283,6 +283,25 @@ def test_heuristic_streams_only_large_results(monkeypatch, microarchitecture):
             assert not impl.default_params((1, 512, 32000), threads=threads)["streaming"]
 
 
+def test_streamed_results_take_long_row_blocks(monkeypatch):
+    """Row blocks are kept short (a few rows over every panel) so that C is written in whole
+    rows; streamed stores do not read C's lines, so with them a block takes many rows, which
+    keeps each panel of B in L1 for longer: a few blocks per thread, or one block on one."""
+    from gemm.cpu import driver
+    shape = (2048, 256, 1024)   # packed B fits the row-block budget; C is 8 MB
+    for microarchitecture in ("znver4", "sapphirerapids"):
+        monkeypatch.setattr(dispatch.cpu, "cpu_name", lambda m=microarchitecture: m)
+        for impl in cpu_impls():
+            one = impl.default_params(shape, threads=1)
+            two = impl.default_params(shape, threads=2)
+            assert one["streaming"] == two["streaming"] == microarchitecture.startswith("znver")
+            if one["streaming"]:
+                assert one["m_block"] >= shape[0]
+                assert shape[0] // (driver.BLOCKS_PER_THREAD * 2) <= two["m_block"] < shape[0]
+            else:
+                assert one["m_block"] < 64 and two["m_block"] < 64
+
+
 def test_tile_widths():
     lanes = {"generic": 8, "avx2": 8, "avx2-i16": 8, "avxvnni": 8, "avx512bw": 16,
              "avx512vnni": 16}
