@@ -380,13 +380,12 @@ def _dynamic_gemm(fused, xq, out_scale, x_scale, x_zero_point, quantize_a):
     One call on the session's threads: the driver deals its blocks out to whichever thread is
     free. (Row chunks handed out from Python, one single-threaded call each, ran 5-25% slower
     on the encoder's shapes at 2 threads: ~10 us of Python per chunk, under the GIL.)"""
-    a = xq.reshape(-1, fused.k)
-    out = gemm.aligned_empty((a.shape[0], fused.n), np.float32)
-    gemm.gemm_i8(a, fused.prepared, a_zero_point=int(x_zero_point.reshape(-1)[0]),
-                 b_zero_point=fused.b_zero_point, out_scale=out_scale, bias=fused.bias,
-                 a_scale=x_scale.reshape(-1)[0] if quantize_a else None,
-                 threads=parallel.resolve(fused.threads), out=out)
-    return out
+    # gemm_i8's own result: aligned, so that a large one is streamed (gemm/cpu/driver.py).
+    return gemm.gemm_i8(xq.reshape(-1, fused.k), fused.prepared,
+                        a_zero_point=int(x_zero_point.reshape(-1)[0]),
+                        b_zero_point=fused.b_zero_point, out_scale=out_scale, bias=fused.bias,
+                        a_scale=x_scale.reshape(-1)[0] if quantize_a else None,
+                        threads=parallel.resolve(fused.threads))
 
 
 class SiblingDynamicQuantMatMuls:
