@@ -17,6 +17,7 @@ import math
 
 import numpy as np
 from numba import njit, prange
+from numba.cpython.unsafe.numbers import trailing_zeros
 
 from .mathfuncs import (
     EXACT_FLAGS,
@@ -78,18 +79,36 @@ def _erf_block(x, out, flags, gelu):
     return bad
 
 
+@njit(error_model="numpy", inline="always", cache=True)
+def _set_bytes(bits, first, at, where):
+    """Appends first + j for each byte j of the uint64 `bits` that is 1 (bytes 0 or 1)."""
+    while bits:
+        where[at] = first + (np.int64(trailing_zeros(bits)) >> 3)
+        at += 1
+        bits &= bits - np.uint64(1)
+    return at
+
+
 @njit(error_model="numpy", cache=True)
 def flagged_positions(flags, m, base, at, where):
     """Appends base + i for each i < m whose flags[i] is set to where[at:]; returns the new
-    length. flags (a multiple of 8 bytes long; bytes past m are ignored) is read eight at a
-    time: few are set."""
+    length. flags: bytes that are 0 or 1, a multiple of 8 long (bytes past m are ignored). Few
+    are set, so they are read eight at a time, and each set byte of a word is found from its bit
+    (a loop over the word's eight bytes mispredicted a branch per set flag: ~50 ns each); four
+    words at a time, as the most are 0."""
     words = flags.view(np.uint64)
-    for w in range((m + 7) // 8):
-        if words[w]:
-            for i in range(8 * w, min(8 * w + 8, m)):
-                if flags[i]:
-                    where[at] = base + i
-                    at += 1
+    full = m // 8
+    quads = full // 4 * 4
+    for q in range(0, quads, 4):
+        if words[q] | words[q + 1] | words[q + 2] | words[q + 3]:
+            for w in range(q, q + 4):
+                at = _set_bytes(words[w], base + 8 * w, at, where)
+    for w in range(quads, full):
+        at = _set_bytes(words[w], base + 8 * w, at, where)
+    for i in range(8 * full, m):
+        if flags[i]:
+            where[at] = base + i
+            at += 1
     return at
 
 

@@ -9,26 +9,31 @@ the correctly rounded float64 erf for every value (elementwise.erf_chunks, ~1.2 
 Zen 4 core, compute-bound), this computes Gelu's float32 steps with a float32 erf that is close,
 and then makes exact only the values that can matter:
 
-1. Each block of values (in cache): the close Gelu y~ (gelu_close_f32); its min and max; every
-   value within twice the error bound of them recomputed exactly. The exact minimum's value is
-   among those (it is at most the exact value of y~'s minimum, so its own y~ is at most 2 bounds
-   above y~'s minimum), so the block's range, and the whole tensor's, is exact.
+1. The exact min and max of y, from x alone (_range_from_x): for x >= 0, y >= 0 and never falls
+   as x grows, and for x < 0, y <= 0, so the max is the y of the max of x; the min, when some x
+   lies within 1e-3 of Gelu's minimiser (NEAR_MIN), is the least exact y of the x within 2e-3
+   of it (AROUND_MIN, 0.1% of a normally distributed x), a rule checked over every float32. One
+   pass that reads x and computes nothing per value but its min, max and window test.
+   Where the rule does not apply (every x < 0, or none near the minimiser, or NaN, inf or huge
+   values), the general way: each block of values (in cache) gets its close Gelu y~ (written to
+   out), its min and max, and every value within twice the error bound of them recomputed
+   exactly. The exact minimum's value is among those (it is at most the exact value of y~'s
+   minimum, so its own y~ is at most 2 bounds above y~'s minimum), so the range is exact.
 2. From that range, the scale as DynamicQuantizeLinear computes it (the caller's function).
-3. Each block again: every value whose y~ / scale lies within the error bound (plus the
-   roundings of the division) of a half-integer, where rint could go either way, is recomputed
-   exactly. Everywhere else q(y~) = q(y): q is monotone in y and no rounding step lies between.
+3. Each block: y~ (unless the general way wrote it), and every value whose y~ / scale lies
+   within the error bound (plus the roundings of the division) of a half-integer, where rint
+   could go either way, is recomputed exactly. Everywhere else q(y~) = q(y): q is monotone in y
+   and no rounding step lies between.
 
 The values recomputed are gathered and run through the exact kernel (erf_chunks), vectorised:
-for a normally distributed x of 2 million values about 0.2% in step 1 (Gelu is flat near its
-minimum) and 0.03% in step 3. The result's floats are within CLOSE_ERROR of the exact ones, not
-equal to them: this is for a tensor nothing else reads (graph/session.py checks that), and ops
-only offers it together with the range (ops.gelu(quantized_only=True)).
+for a normally distributed x about 0.03% in step 3. The result's floats are within CLOSE_ERROR
+of the exact ones, not equal to them: this is for a tensor nothing else reads (graph/session.py
+checks that), and ops only offers it together with the range (ops.gelu(quantized_only=True)).
 
-Time: step 1 computes y~ at 0.37 ns a value on one Zen 4 core against the exact kernel's 1.2,
-but the two passes then move 24 bytes a value (x in, y~ out, y~ in again) against 8, and on the
-machines measured memory traffic sets the pace: 2048 x 1024 values at 2 threads took 1.6 ms
-against 1.8 exact on a 2-core Zen 4 VM (the encoder's Gelu, inside graph.Session), 1.38 against
-1.56 on the device's Xeon pinned to 2 cores, 2.6 against 3.1 ms there on one.
+Time: y~ costs 0.37 ns a value on one Zen 4 core against the exact kernel's 1.2, and the passes
+wait on memory. 2048 x 1024 values at 2 threads on a 2-core Zen 4 VM, interleaved medians: the
+general way (x in, y~ out, y~ in again) 0.97-1.21 ms, from x alone (x in twice, y~ out)
+0.84-1.02 ms; the exact kernel everywhere ~1.8.
 """
 
 from __future__ import annotations
@@ -207,13 +212,62 @@ def _range_block(x, y, flags, where, xs, ys):
     return _make_exact(x, y, where, count, xs, ys)   # never empty: the first chunk's min
 
 
+# Gelu's float32 steps are lowest, -0.16997123, at x = -0.75168604, and flat around it. Checked
+# over every float32 x < 0 (the largest y in NEAR_MIN is -0.16997093, the least outside
+# AROUND_MIN -0.16997045; tests/test_ops_gelu_quantizing.py checks 2**-10 <= |x| <= 6 again,
+# where it is not evident): every x outside AROUND_MIN has a larger y than every x in NEAR_MIN. So when some x lies in NEAR_MIN, the min of y is the
+# min of the exact y of the x in AROUND_MIN (0.12% of a normally distributed x), and no other y
+# need be computed to find it. (NEAR_MIN is x_min +- 1e-3, AROUND_MIN x_min +- 2e-3: narrower
+# windows fail the check, Gelu being flatter there than float32's steps are fine.)
+NEAR_MIN = (np.float32(-0.752686), np.float32(-0.75068605))
+AROUND_MIN = (np.float32(-0.753686), np.float32(-0.74968606))
+# For x >= 0 each step is monotone in x and y >= 0, and for x < 0, y <= 0: the max of y is the y
+# of the max of x when that is >= 0, and the min of y the y of the min of x when that is >= 0.
+# Beyond 2**126 in magnitude x * (e + 1) can overflow: such x take the general way.
+_X_LARGE = np.float32(2.0**126)
+
+
+@njit(error_model="numpy", cache=True)
+def _flag_around_min(x, flags):
+    """flags[i] = whether x[i] is in AROUND_MIN. (No "any" kept here: numba widens it to 64
+    bits, and the loop then costs twice as much as flagged_positions' scan of the flags.)"""
+    for i in range(x.shape[0]):
+        v = x[i]
+        flags[i] = np.uint8((v >= AROUND_MIN[0]) & (v <= AROUND_MIN[1]))
+
+
 @njit(error_model="numpy", cache=True, nogil=True)
-def _rounding_block(x, y, inv_scale, tol0, tol1, flags, where, xs, ys):
-    """Step 3 on one block."""
+def _x_range_block(x, flags, where, xs, ys):
+    """Step 1 from x alone, on one block (flags: room for its values, rounded up to 8): (min and
+    max of x, whether any is NaN, inf or beyond _X_LARGE, whether any is in NEAR_MIN, the min of
+    the exact y of those in AROUND_MIN (inf if none)). Two passes over the block, the second in
+    cache: per chunk, the calls cost 25% more."""
+    n = x.shape[0]
+    mn, mx, bad = min_max_bad_serial(x)
+    odd = np.uint8((bad != 0) | (mn < -_X_LARGE) | (mx > _X_LARGE))
+    _flag_around_min(x, flags)
+    count = flagged_positions(flags, n, 0, 0, where)
+    near = np.uint8(0)
+    for j in range(count):
+        v = x[where[j]]
+        xs[j] = v
+        near |= np.uint8((v >= NEAR_MIN[0]) & (v <= NEAR_MIN[1]))
+    erf_chunks(xs[:count], ys[:count], True)
+    lowest = np.float32(np.inf)
+    for j in range(count):
+        lowest = min(lowest, ys[j])
+    return mn, mx, odd, near, lowest
+
+
+@njit(error_model="numpy", cache=True, nogil=True)
+def _rounding_block(x, y, inv_scale, tol0, tol1, close, flags, where, xs, ys):
+    """Step 3 on one block; with `close`, y~ is computed here, chunk by chunk, rather than read."""
     n = x.shape[0]
     count = 0
     for start in range(0, n, CHUNK):
         end = min(start + CHUNK, n)
+        if close:
+            _close_chunk(x[start:end], y[start:end])
         if _count_near_half(y[start:end], inv_scale, tol0, tol1):
             _flag_near_half(y[start:end], inv_scale, tol0, tol1, flags)
             count = flagged_positions(flags, end - start, start, count, where)
@@ -244,15 +298,57 @@ def _range_pass(x, y, workers, block, lohi, bads):
 
 
 @njit(error_model="numpy", cache=True, parallel=True)
-def _rounding_pass(x, y, inv_scale, tol0, tol1, workers, block):
+def _x_range_pass(x, workers, block, xlohi, odd, near, lowest):
+    n = x.shape[0]
+    counter = np.zeros(1, np.int64)
+    for _ in prange(workers):
+        where, xs, ys = _scratch(block)[1:]
+        flags = np.empty((block + 7) // 8 * 8, np.uint8)
+        lo, hi = take_block(counter, block, n)
+        while lo < hi:
+            b = lo // block
+            xlohi[b, 0], xlohi[b, 1], odd[b], near[b], lowest[b] = _x_range_block(
+                x[lo:hi], flags, where, xs, ys)
+            lo, hi = take_block(counter, block, n)
+
+
+@njit(error_model="numpy", cache=True, parallel=True)
+def _rounding_pass(x, y, inv_scale, tol0, tol1, close, workers, block):
     n = x.shape[0]
     counter = np.zeros(1, np.int64)
     for _ in prange(workers):
         flags, where, xs, ys = _scratch(block)
         lo, hi = take_block(counter, block, n)
         while lo < hi:
-            _rounding_block(x[lo:hi], y[lo:hi], inv_scale, tol0, tol1, flags, where, xs, ys)
+            _rounding_block(x[lo:hi], y[lo:hi], inv_scale, tol0, tol1, close, flags, where, xs,
+                            ys)
             lo, hi = take_block(counter, block, n)
+
+
+def _exact_gelu(v: np.float32) -> np.float32:
+    one = np.array([v], np.float32)
+    erf_chunks(one, one, True)
+    return one[0]
+
+
+def _range_from_x(xf, workers, block, blocks):
+    """The exact (min, max, 0) of y found from x alone (see NEAR_MIN), or None where that rule
+    does not apply: some x odd, every x < 0, or some x < 0 and none in NEAR_MIN."""
+    xlohi = np.empty((blocks, 2), np.float32)
+    odd = np.empty(blocks, np.uint8)
+    near = np.empty(blocks, np.uint8)
+    lowest = np.empty(blocks, np.float32)
+    _x_range_pass(xf, workers, block, xlohi, odd, near, lowest)
+    x_min, x_max = xlohi[:, 0].min(), xlohi[:, 1].max()
+    if odd.any() or not x_max >= 0:
+        return None
+    if x_min >= 0:
+        y_min = _exact_gelu(x_min)
+    elif near.any():
+        y_min = np.float32(lowest.min())
+    else:
+        return None
+    return y_min, _exact_gelu(x_max), 0
 
 
 def rounding_tolerances(scale: float) -> tuple[np.float32, np.float32, np.float32]:
@@ -279,15 +375,18 @@ def gelu_for_quantizing(x: np.ndarray, out: np.ndarray, threads, scale_of_range)
     workers, block = split(xf.size, 1, threads_for(xf.size, xf.size, threads))
     block = min(block, BLOCK_VALUES)
     blocks = -(-xf.size // block)
-    lohi = np.empty((blocks, 2), np.float32)
-    bads = np.empty(blocks, np.int64)
-    _range_pass(xf, yf, workers, block, lohi, bads)
-    found = combine_ranges(lohi, bads)
+    found = _range_from_x(xf, workers, block, blocks)
+    close_written = found is None
+    if close_written:
+        lohi = np.empty((blocks, 2), np.float32)
+        bads = np.empty(blocks, np.int64)
+        _range_pass(xf, yf, workers, block, lohi, bads)
+        found = combine_ranges(lohi, bads)
     scale = float(scale_of_range(found[0], found[1])) if not found[2] else math.nan
     if not 0.0 < scale < math.inf:
         # NaN or inf in x, or a zero scale (every y the same): exact everywhere.
         erf_chunks(xf, yf, True)
         return out, min_max_bad_serial(yf)
     inv_scale, tol0, tol1 = rounding_tolerances(scale)
-    _rounding_pass(xf, yf, inv_scale, tol0, tol1, workers, block)
+    _rounding_pass(xf, yf, inv_scale, tol0, tol1, not close_written, workers, block)
     return out, found
