@@ -259,6 +259,27 @@ class GeluSteps:
                         with_range=with_range, quantized_only=quantized_only)
 
 
+class GeluDynamicQuantize:
+    """A fused Gelu and the DynamicQuantizeLinear that alone reads it (for GEMMs) as one step:
+    (the uint8 values, scale, zero point, the float32 Gelu). With quantized_only (the plan's
+    setting) ops.gelu_dynamic_quantize_linear, which never writes the float32 Gelu (its output
+    is None); without (run_until's last step) the exact Gelu, then DynamicQuantizeLinear."""
+
+    def __init__(self):
+        self.threads = None
+
+    def __call__(self, x, quantized_only=False):
+        threads = parallel.resolve(self.threads)
+        src = np.ascontiguousarray(x, np.float32)
+        y = None
+        if quantized_only:
+            q, scale, zero_point = ops.gelu_dynamic_quantize_linear(src, threads=threads)
+        else:
+            y = ops.gelu(src, float32_steps=True, threads=threads)
+            q, scale, zero_point = ops.dynamic_quantize_linear(y, threads=threads)
+        return q, np.array(scale, np.float32), np.array(zero_point, np.uint8), y
+
+
 def find_residual_layer_norm_groups(nodes, index: GraphIndex,
                                     float32_tensors: set[str]) -> list[Group]:
     """Add(a, b) read only by a LayerNormalization (one output, constant float32 scale and bias):

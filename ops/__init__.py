@@ -20,7 +20,18 @@ the GPU's).
 """
 
 from .backends import register_array_type
-from .elementwise import add, bias_add, erf, exp, gelu, mul, relu, sigmoid, tanh
+from .elementwise import (
+    add,
+    bias_add,
+    erf,
+    exp,
+    gelu,
+    gelu_dynamic_quantize_linear,
+    mul,
+    relu,
+    sigmoid,
+    tanh,
+)
 from .layout import concat, expand, slice_axes, transpose
 from .linalg import attention, matmul
 from .norm import layer_norm
@@ -37,7 +48,7 @@ from .quantize import (
 __all__ = [
     "add", "attention", "bias_add", "concat", "dequantize_linear", "dynamic_quantize_linear",
     "dynamic_quantize_params", "erf", "exp",
-    "expand", "gelu", "layer_norm", "log_softmax_topk", "logsoftmax", "matmul", "mul",
+    "expand", "gelu", "gelu_dynamic_quantize_linear", "layer_norm", "log_softmax_topk", "logsoftmax", "matmul", "mul",
     "quantize_linear", "register_array_type", "relu", "replicates_numpy_exp", "sigmoid",
     "slice_axes", "softmax", "tanh", "transpose", "value_range", "ValueRange",
 ]

@@ -30,7 +30,13 @@ import math
 import numpy as np
 
 from .backends import backend_for
-from .quantize import ValueRange, check_reports_ranges, dynamic_scale_and_zero_point
+from .quantize import (
+    ValueRange,
+    check_reports_ranges,
+    dynamic_quantize_linear,
+    dynamic_quantize_params,
+    dynamic_scale_and_zero_point,
+)
 from .validate import check_axis, check_float32, check_threads, output
 
 _ADD, _MUL = 0, 1
@@ -120,6 +126,31 @@ def _gelu_quantized_only(x, out, threads, float32_steps, with_range):
     y, found = backend.gelu_for_quantizing(
         x, result, threads, lambda lo, hi: dynamic_scale_and_zero_point(lo, hi)[0])
     return y, ValueRange(*found)
+
+
+def gelu_dynamic_quantize_linear(x, *, out=None, threads: int | None = None):
+    """DynamicQuantizeLinear(Gelu(x)), Gelu in its float32 steps (gelu(float32_steps=True)):
+    (y uint8 of x's shape, scale np.float32, zero_point np.uint8), bit for bit what the two ONNX
+    ops give one after the other, as dynamic_quantize_linear(gelu(x, float32_steps=True)) does.
+
+    On the CPU the float32 Gelu is never written: the exact range comes from x alone, and the
+    integers from a close erf, made exact where rounding could tell (ops/cpu/gelu_quantizing.py;
+    x is read twice, y written as 1 byte a value instead of 4 written and read again). Where that
+    rule does not apply (no x < 0 within 1e-3 of Gelu's minimiser while some x < 0, or NaN,
+    inf, |x| > 2**126), and on the GPU, the two ops run one after the other. NaN or inf in
+    Gelu's result raise ValueError, as dynamic_quantize_linear does."""
+    backend = backend_for(x=x, out=out)
+    check_float32(x, "x")
+    check_threads(threads)
+    q = output(backend, out, x.shape, np.uint8, (x,))
+    fused = getattr(backend, "gelu_dynamic_quantize", None)
+    if fused is not None:
+        done = fused(x, q, threads, lambda lo, hi, bad: dynamic_quantize_params(
+            value_range=ValueRange(lo, hi, bad)))
+        if done is not None:
+            return done
+    y = gelu(x, float32_steps=True, threads=threads)
+    return dynamic_quantize_linear(y, out=q, threads=threads)
 
 
 def erf(x, *, out=None, threads: int | None = None):

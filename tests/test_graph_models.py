@@ -118,11 +118,15 @@ def test_thread_counts_agree_bit_for_bit_and_equal_the_reference(dynamic_models)
     # no tensor at all: all but the DynamicQuantizeLinear of the model's input.
     from_writer = [s for s in one.steps if s.inputs and s.inputs[0].endswith("::range")]
     writers = {s.op_type for s in one.steps if s.attrs.get("with_range")}
-    assert writers == {"Gelu(Erf)", "Add+LayerNormalization", "Attention(MatMul+Div+Softmax+MatMul)"}
+    assert writers == {"Add+LayerNormalization", "Attention(MatMul+Div+Softmax+MatMul)"}
     assert len(from_writer) == sum(s.op_type == "DynamicQuantizeLinear(scale)" for s in one.steps) - 1
-    # Only the next GEMM quantizes Gelu's output, so Gelu is exact only where that can tell
-    # (ops.gelu(quantized_only=True)); the outputs below are still the reference's, bit for bit.
-    assert [s.attrs.get("quantized_only") for s in one.steps if s.op_type == "Gelu(Erf)"] == [True]
+    # Only the next GEMM quantizes Gelu's output, so Gelu and that DynamicQuantizeLinear are one
+    # step (ops.gelu_dynamic_quantize_linear) and the GEMM reads its uint8 values; the outputs
+    # below are still the reference's, bit for bit.
+    (gelu,) = [s for s in one.steps if s.op_type.startswith("Gelu(")]
+    assert gelu.op_type == "Gelu(Erf)+DynamicQuantizeLinear" and gelu.attrs["quantized_only"]
+    (reader,) = [s for s in one.steps if gelu.outputs[0] in s.inputs]
+    assert reader.inputs[:3] == gelu.outputs[:3] and not reader.attrs.get("quantize_a")
     # Attention's MatMul -> Div -> Softmax -> MatMul is one step; its first call checks the one
     # pass against the three steps, later calls run the one pass (tests/test_graph_attention.py).
     attention = [s for s in one.steps if s.op_type.startswith("Attention(")]
@@ -134,15 +138,16 @@ def test_thread_counts_agree_bit_for_bit_and_equal_the_reference(dynamic_models)
             np.testing.assert_array_equal(session.run(None, feeds)[0], ref)
 
 
-def test_run_until_gives_the_exact_tensor_a_quantized_only_step_writes(dynamic_models):
-    """The plan computes Gelu's output exactly only where the quantizing next can tell;
-    run_until, which shows the tensor itself, computes it exactly."""
+def test_run_until_gives_the_tensors_a_quantized_only_step_stands_for(dynamic_models):
+    """The plan's Gelu + DynamicQuantizeLinear step never writes the float32 Gelu; run_until
+    computes it, exactly, and the step's quantized values equal the unfused ops' too."""
     path = dynamic_models["encoder", False]
     session, unfused = graph.Session(path), graph.Session(path, fuse=False)
     (gelu,) = [s for s in session.steps if s.attrs.get("quantized_only")]
     feeds = _feeds(session, np.random.default_rng(7), batch=2, seq=64)
-    np.testing.assert_array_equal(session.run_until(gelu.outputs[0], feeds),
-                                  unfused.run_until(gelu.outputs[0], feeds))
+    for name in (gelu.outputs[0], gelu.outputs[3]):
+        np.testing.assert_array_equal(session.run_until(name, feeds),
+                                      unfused.run_until(name, feeds))
 
 
 def test_float_model_matches_onnxruntime(dynamic_models):

@@ -9,7 +9,9 @@ Contract of a backend module (this one; ops/wgsl/ for GPU arrays will offer the 
     optional: apply_unary_ranged(x, op, out, threads) -> (out, (min, max, NaN/inf count)), and
               layer_norm(..., with_range=True) likewise (for DynamicQuantizeLinear next);
               gelu_for_quantizing(x, out, threads, scale_of_range) -> (out, range), Gelu
-              exact only where DynamicQuantizeLinear with that range's scale can tell
+              exact only where DynamicQuantizeLinear with that range's scale can tell;
+              gelu_dynamic_quantize(x, q, threads, params_of_range) -> (q, scale, zero_point)
+              or None, DynamicQuantizeLinear(Gelu(x)) without the float Gelu
     bias_add(x, bias, residual, act, axis, out, threads)
     layer_norm(x, weight, bias, epsilon, axis, out, threads, residual=None, float32_steps=False)
     quantize_linear(x, scale, zero_point, axis, out, threads) -> NaN count
@@ -32,7 +34,7 @@ import numpy as np
 from .arrays import check_out, empty
 from .attention_pass import attention
 from .elementwise import UNARY_CODES, apply_binary, apply_unary, apply_unary_ranged, bias_add
-from .gelu_quantizing import gelu_for_quantizing
+from .gelu_quantizing import gelu_dynamic_quantize, gelu_for_quantizing
 from .layout import concat, expand, matmul, slice_axes, transpose
 from .norm import layer_norm
 from .probabilities import logsoftmax, softmax, softmax_float32_steps
@@ -50,6 +52,6 @@ def scalar(value: np.ndarray) -> np.ndarray:
 __all__ = [
     "INDEX_DTYPE", "NAME", "UNARY_CODES", "apply_binary", "apply_unary", "apply_unary_ranged",
     "attention", "bias_add", "check_out", "concat", "dequantize_linear", "empty", "expand",
-    "gelu_for_quantizing", "layer_norm", "log_softmax_topk", "logsoftmax", "matmul", "min_max",
+    "gelu_dynamic_quantize", "gelu_for_quantizing", "layer_norm", "log_softmax_topk", "logsoftmax", "matmul", "min_max",
     "quantize_linear", "scalar", "slice_axes", "softmax", "softmax_float32_steps", "transpose",
 ]

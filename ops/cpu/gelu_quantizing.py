@@ -351,6 +351,72 @@ def _range_from_x(xf, workers, block, blocks):
     return y_min, _exact_gelu(x_max), 0
 
 
+@njit(error_model="numpy", fastmath=EXACT_FLAGS, cache=True)
+def _quantize_close(y, inv_scale, zero_point, tol0, tol1, q, flags):
+    """q[i] = saturate(rint(y[i] * inv_scale) + zero_point), flags[i] = whether y[i] * inv_scale
+    lies near a half-integer (_near_half), in one loop."""
+    for i in range(y.shape[0]):
+        r = y[i] * inv_scale
+        v = np.rint(r) + zero_point
+        q[i] = np.uint8(min(max(v, np.float32(0.0)), np.float32(255.0)))
+        flags[i] = np.uint8(abs(r - np.floor(r) - np.float32(0.5)) <= tol0 + tol1 * abs(r))
+
+
+@njit(error_model="numpy", cache=True, nogil=True)
+def _quantizing_block(x, q, scale, inv_scale, zero_point, tol0, tol1, y, flags, where, xs, ys):
+    """Step 3 with DynamicQuantizeLinear's integers as the output, on one block: y~ chunk by
+    chunk into y (a chunk of scratch), q from it; the values flagged then from the exact y, as
+    DynamicQuantizeLinear computes them (a float32 division, not a multiplication)."""
+    n = x.shape[0]
+    count = 0
+    for start in range(0, n, CHUNK):
+        end = min(start + CHUNK, n)
+        m = end - start
+        _close_chunk(x[start:end], y[:m])
+        _quantize_close(y[:m], inv_scale, zero_point, tol0, tol1, q[start:end], flags)
+        count = flagged_positions(flags, m, start, count, where)
+    for j in range(count):
+        xs[j] = x[where[j]]
+    erf_chunks(xs[:count], ys[:count], True)
+    for j in range(count):
+        v = np.rint(ys[j] / scale) + zero_point
+        q[where[j]] = np.uint8(min(max(v, np.float32(0.0)), np.float32(255.0)))
+
+
+@njit(error_model="numpy", cache=True, parallel=True)
+def _quantizing_pass(x, q, scale, inv_scale, zero_point, tol0, tol1, workers, block):
+    n = x.shape[0]
+    counter = np.zeros(1, np.int64)
+    for _ in prange(workers):
+        flags, where, xs, ys = _scratch(block)
+        y = np.empty(CHUNK, np.float32)
+        lo, hi = take_block(counter, block, n)
+        while lo < hi:
+            _quantizing_block(x[lo:hi], q[lo:hi], scale, inv_scale, zero_point, tol0, tol1, y,
+                              flags, where, xs, ys)
+            lo, hi = take_block(counter, block, n)
+
+
+def gelu_dynamic_quantize(x: np.ndarray, q: np.ndarray, threads, params_of_range):
+    """q = DynamicQuantizeLinear's uint8 values of Gelu's float32 steps of x; returns (q, scale,
+    zero_point), with params_of_range(min, max, count of NaN and inf) -> (scale, zero_point) the
+    caller's; or None where the range cannot be found from x alone (see _range_from_x): then
+    nothing is written, and the caller computes the exact Gelu and quantizes it."""
+    if x.size == 0:
+        return None
+    xf, qf = np.ascontiguousarray(x).reshape(-1), q.reshape(-1)
+    workers, block = split(xf.size, 1, threads_for(xf.size, xf.size, threads))
+    block = min(block, BLOCK_VALUES)
+    found = _range_from_x(xf, workers, block, -(-xf.size // block))
+    if found is None:
+        return None
+    scale, zero_point = params_of_range(*found)
+    inv_scale, tol0, tol1 = rounding_tolerances(scale)
+    _quantizing_pass(xf, qf, np.float32(scale), inv_scale, np.float32(zero_point), tol0, tol1,
+                     workers, block)
+    return q, scale, zero_point
+
+
 def rounding_tolerances(scale: float) -> tuple[np.float32, np.float32, np.float32]:
     """(inv_scale, tol0, tol1) of step 3 for a positive finite scale. With r = fl(y~ * inv_scale)
     and y the exact value: |y / scale - y~ / scale| <= CLOSE_ERROR / scale; r is within
