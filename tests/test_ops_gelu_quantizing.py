@@ -226,3 +226,89 @@ def test_arguments():
 def test_rounding_tolerances_cover_the_error_and_the_roundings():
     inv_scale, tol0, tol1 = gelu_quantizing.rounding_tolerances(0.02)
     assert tol0 >= gelu_quantizing.CLOSE_ERROR / 0.02 and tol1 >= 2.0**-22
+
+
+# -- ops.gelu_dynamic_quantize_linear: the uint8 values, scale and zero point --------------------
+
+
+def _check_quantized(x, threads=None):
+    """DynamicQuantizeLinear(Gelu(x)) in one op equals the two ops one after the other."""
+    q, scale, zero_point = ops.gelu_dynamic_quantize_linear(x, threads=threads)
+    q0, scale0, zero_point0 = ops.dynamic_quantize_linear(_exact(x))
+    assert q.shape == x.shape and q.dtype == np.uint8
+    assert (scale, zero_point) == (scale0, zero_point0)
+    assert type(scale) is np.float32 and type(zero_point) is np.uint8
+    np.testing.assert_array_equal(q, q0)
+    return q
+
+
+@settings(max_examples=40, deadline=None)
+@given(x=hnp.arrays(np.float32, st.integers(1, 3000), elements=st.floats(-8, 8, width=32)),
+       near=hnp.arrays(np.float32, st.integers(0, 50),
+                       elements=st.floats(-0.00299072265625, 0.00299072265625, width=32)),
+       scale=st.sampled_from([1e-3, 0.3, 1.0, 40.0]),
+       threads=st.sampled_from([1, 2]))
+def test_quantized_gelu_equals_the_two_ops(x, near, scale, threads):
+    """With and without x near Gelu's minimiser (the range from x alone, or the two ops)."""
+    x = np.concatenate([x * np.float32(scale), np.float32(-0.75168604) + near])
+    _check_quantized(x.astype(np.float32), threads)
+
+
+def test_quantized_gelu_on_the_quantizers_rounding_midpoints():
+    """x whose exact Gelu lies within 1e-7 of a rounding midpoint of the final scale, and values
+    near Gelu's minimiser, so that the range comes from x alone: the close values alone would
+    quantize some of them to the other integer."""
+    rng = np.random.default_rng(12)
+    ends = np.array([-0.7518, 4.0], np.float32)
+    exact_ends = _exact(ends)
+    scale, zero_point = dynamic_scale_and_zero_point(exact_ends.min(), exact_ends.max())
+    grid = np.linspace(-4.0, 4.0, 2_000_001, dtype=np.float32)
+    r = _exact(grid).astype(np.float64) / np.float64(scale)
+    near = grid[np.abs(r - np.floor(r) - 0.5) < 2e-4]
+    x = np.concatenate([ends, near, rng.standard_normal(20_000).astype(np.float32)])
+    x = np.clip(x, -4.0, 4.0).astype(np.float32)
+    rng.shuffle(x)
+    assert np.any(_quantized(_close(x), scale, zero_point) !=
+                  _quantized(_exact(x), scale, zero_point))   # has teeth
+    assert gelu_quantizing._range_from_x(x, 1, x.size, 1) is not None   # the range from x alone
+    _check_quantized(x)
+    _check_quantized(x.reshape(100, -1), threads=2)
+
+
+@pytest.mark.parametrize("case", ["all negative", "none near the minimiser", "all positive",
+                                  "huge", "one value"])
+def test_quantized_gelu_where_the_range_needs_the_values(case):
+    """Inputs the rule from x alone does not cover (the two ops then run), or covers by its
+    other branches (every x >= 0)."""
+    rng = np.random.default_rng(13)
+    x = rng.standard_normal(70_000).astype(np.float32)
+    x = {"all negative": -np.abs(x) - np.float32(0.01),
+         "none near the minimiser": x[np.abs(x + np.float32(0.7517)) > 0.01],
+         "all positive": np.abs(x),
+         "huge": np.append(x, np.float32(3e38)),
+         "one value": np.array([-0.75], np.float32)}[case]
+    if case == "huge":   # Gelu is inf there: no scale represents it, as for the two ops
+        with pytest.raises(ValueError, match="NaN or infinite"):
+            ops.gelu_dynamic_quantize_linear(x)
+        with pytest.raises(ValueError, match="NaN or infinite"):
+            ops.dynamic_quantize_linear(_exact(x))
+        return
+    _check_quantized(x, threads=2)
+
+
+def test_quantized_gelu_nan_empty_and_out():
+    x = np.random.default_rng(14).standard_normal((300, 70)).astype(np.float32)
+    x[5, 5] = np.nan
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        ops.gelu_dynamic_quantize_linear(x)
+    q, scale, zero_point = ops.gelu_dynamic_quantize_linear(np.zeros((0, 3), np.float32))
+    assert q.shape == (0, 3) and (scale, zero_point) == ops.dynamic_quantize_linear(
+        np.zeros((0, 3), np.float32))[1:]
+    x[5, 5] = 0.0
+    out = np.empty(x.shape, np.uint8)
+    assert ops.gelu_dynamic_quantize_linear(x, out=out)[0] is out
+    np.testing.assert_array_equal(out, ops.dynamic_quantize_linear(_exact(x))[0])
+    with pytest.raises(ValueError, match="out"):
+        ops.gelu_dynamic_quantize_linear(x, out=np.empty(x.shape, np.int8))
+    with pytest.raises(TypeError, match="x"):
+        ops.gelu_dynamic_quantize_linear(x.astype(np.float64))

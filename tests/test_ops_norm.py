@@ -127,6 +127,24 @@ def test_pairwise_sum_is_numpys_float32_sum_bit_for_bit():
             assert np.float32(got).view(np.uint32) == np.sum(row).view(np.uint32), n
 
 
+def test_short_rows_summed_side_by_side_are_numpys_sums_bit_for_bit():
+    """short_row_sums (four rows of one pairwise block at a time, for softmax): each equals
+    np.sum of its row, for every length up to 128, rows of -0.0, and rows holding inf and NaN."""
+    from ops.cpu.pairwise import ROWS_AT_ONCE, short_row_sums
+    rng = np.random.default_rng(6)
+    sums = np.empty(ROWS_AT_ONCE, np.float32)
+    for n in range(1, 129):
+        x = (rng.standard_normal((ROWS_AT_ONCE + 3, n)) * 10.0 ** rng.integers(-3, 6, (1, n))
+             ).astype(np.float32)
+        x[4] = -0.0
+        x[5, n // 2] = np.inf
+        x[6, n - 1] = np.nan
+        for row in (0, 3):
+            short_row_sums(x, row, sums)
+            np.testing.assert_array_equal(sums.view(np.uint32),
+                                          np.sum(x[row:row + ROWS_AT_ONCE], axis=1).view(np.uint32))
+
+
 def test_float32_steps_over_several_axes_threads_and_in_place():
     rng = np.random.default_rng(11)
     x = rng.standard_normal((64, 6, 40)).astype(np.float32)

@@ -40,7 +40,7 @@ from .mathfuncs import (
     vector_min_max,
 )
 from .numpy_exp import matches_numpy, numpy_exp_f32
-from .pairwise import pairwise_sum
+from .pairwise import PAIRWISE_BLOCK, ROWS_AT_ONCE, pairwise_sum, short_row_sums
 from .threads import split, take_block, threads_for
 
 CHUNK = 2048
@@ -356,43 +356,62 @@ def power_of_two_reciprocal(d):
 
 @njit(error_model="numpy", cache=True, nogil=True)
 def softmax_steps_rows(x, out, lo, hi, divisor, divide, in_place):
-    """Rows lo:hi, each in one pass while it sits in L1: [t = x / divisor,] m = max, e = exp(t - m)
-    with numpy_exp_f32 (numpy's exp, bit for bit), s = pairwise_sum(e), e / s. Compiled without
+    """Rows lo:hi (out C-contiguous), a few at a time while they sit in L1: [t = x / divisor,]
+    m = max, e = exp(t - m) with numpy_exp_f32 (numpy's exp, bit for bit), s = pairwise_sum(e),
+    e / s. Compiled without
     fast-math flags: each float32 operation rounds as numpy's does. (Each loop reads one array and
     writes another, or works in place on one: a loop reading `t` and writing `o` that may be the
     same row fails LLVM's overlap check at run time and falls back to scalar code, 10x slower:
     in_place says x is out.)"""
     scratch = np.empty(64, np.float32)
     stack = np.empty((64, 3), np.int64)
+    sums = np.empty(ROWS_AT_ONCE, np.float32)
     n = x.shape[1]
     by_power_of_two = divide and power_of_two_reciprocal(divisor)
     reciprocal = _ONE / divisor
-    for r in range(lo, hi):
-        o = out[r]
-        xr = x[r]
-        if divide or in_place:
-            if by_power_of_two and in_place:
-                for i in range(n):
-                    o[i] = o[i] * reciprocal
-            elif by_power_of_two:
-                for i in range(n):
-                    o[i] = xr[i] * reciprocal
-            elif divide and in_place:
-                for i in range(n):
-                    o[i] = o[i] / divisor
-            elif divide:
-                for i in range(n):
-                    o[i] = xr[i] / divisor
-            m = chunk_max(o)
-            for i in range(n):
-                o[i] = numpy_exp_f32(o[i] - m)
+    # Rows of one pairwise block are summed ROWS_AT_ONCE at a time (short_row_sums): alone, a
+    # 128-value row's sum waits on the adder's latency (3.3 -> 1.0 us per 128 rows on Zen 4).
+    together = ROWS_AT_ONCE if n <= PAIRWISE_BLOCK else 1
+    for first in range(lo, hi, together):
+        last = min(first + together, hi)
+        for r in range(first, last):
+            _exp_steps(x[r], out[r], divisor, reciprocal, divide, by_power_of_two, in_place)
+        if last - first == ROWS_AT_ONCE:
+            short_row_sums(out, first, sums)
         else:
-            m = chunk_max(xr)
+            for r in range(first, last):
+                sums[r - first] = pairwise_sum(out[r], scratch, stack)
+        for r in range(first, last):
+            o = out[r]
+            s = sums[r - first]
             for i in range(n):
-                o[i] = numpy_exp_f32(xr[i] - m)
-        s = pairwise_sum(o, scratch, stack)
+                o[i] = o[i] / s
+
+
+@njit(error_model="numpy", cache=True, nogil=True, inline="always")
+def _exp_steps(xr, o, divisor, reciprocal, divide, by_power_of_two, in_place):
+    """One row of softmax_steps_rows up to the sum: o = exp([xr / divisor] - max)."""
+    n = xr.shape[0]
+    if divide or in_place:
+        if by_power_of_two and in_place:
+            for i in range(n):
+                o[i] = o[i] * reciprocal
+        elif by_power_of_two:
+            for i in range(n):
+                o[i] = xr[i] * reciprocal
+        elif divide and in_place:
+            for i in range(n):
+                o[i] = o[i] / divisor
+        elif divide:
+            for i in range(n):
+                o[i] = xr[i] / divisor
+        m = chunk_max(o)
         for i in range(n):
-            o[i] = o[i] / s
+            o[i] = numpy_exp_f32(o[i] - m)
+    else:
+        m = chunk_max(xr)
+        for i in range(n):
+            o[i] = numpy_exp_f32(xr[i] - m)
 
 
 @njit(error_model="numpy", cache=True, parallel=True)
