@@ -25,7 +25,7 @@ import numpy as np
 from numba import njit, prange
 
 from .mathfuncs import REDUCE_FLAGS
-from .pairwise import pairwise_sum
+from .pairwise import ROWS_AT_ONCE, pairwise_sum, short_row_sums, sums_side_by_side
 from .quantize import EMPTY_RANGE, combine_ranges, min_max, min_max_bad_serial
 from .threads import split, take_block, threads_for
 
@@ -151,46 +151,78 @@ def layer_norm_rows_parallel(x, res, w, b, epsilon, out, in_place, workers, bloc
 
 # -- float32 steps (onnx's reference, bit for bit) ---------------------------------------------
 
-@njit(error_model="numpy", cache=True)
-def layer_norm_row_f32(x, w, b, epsilon, out, d, sq, scratch, stack):
-    """One row in float32 steps; d, sq: scratch of the row's length (out may be x); scratch and
-    stack: pairwise_sum's."""
-    n = x.shape[0]
-    nf = np.float32(n)
-    mean = pairwise_sum(x, scratch, stack) / nf
-    for i in range(n):
+@njit(error_model="numpy", cache=True, inline="always")
+def _center(x, mean, d, sq):
+    for i in range(x.shape[0]):
         v = x[i] - mean
         d[i] = v
         sq[i] = v * v
-    var = pairwise_sum(sq, scratch, stack) / nf
+
+
+@njit(error_model="numpy", cache=True, inline="always")
+def _scale_shift(d, var, w, b, epsilon, out):
     rstd = np.float32(1.0) / np.sqrt(var + epsilon)
     if b.shape[0] > 0:
-        for i in range(n):
+        for i in range(d.shape[0]):
             out[i] = (d[i] * rstd) * w[i] + b[i]
     else:
-        for i in range(n):
+        for i in range(d.shape[0]):
             out[i] = (d[i] * rstd) * w[i]
 
 
 @njit(error_model="numpy", cache=True)
+def layer_norm_row_f32(x, w, b, epsilon, out, d, sq, scratch, stack):
+    """One row in float32 steps; d, sq: scratch of the row's length (out may be x); scratch and
+    stack: pairwise_sum's."""
+    nf = np.float32(x.shape[0])
+    _center(x, pairwise_sum(x, scratch, stack) / nf, d, sq)
+    _scale_shift(d, pairwise_sum(sq, scratch, stack) / nf, w, b, epsilon, out)
+
+
+@njit(error_model="numpy", cache=True)
 def _rows_f32(x, res, w, b, epsilon, out, lo, hi, d, sq, s, scratch, stack, lohi, bads):
-    """Rows lo:hi; d, sq, s: scratch of a row's length; scratch, stack: pairwise_sum's. Unless
-    lohi is empty, each output row's (min, max) goes to lohi[r] and its count of NaN and inf to
-    bads[r], read while the row is in L1."""
-    for r in range(lo, hi):
+    """Rows lo:hi; d, sq, s: scratch of ROWS_AT_ONCE rows; scratch, stack: pairwise_sum's.
+    Unless lohi is empty, each output row's (min, max) goes to lohi[r] and its count of NaN and
+    inf to bads[r], read while the row is in L1. Rows that short_row_sums takes go ROWS_AT_ONCE
+    at a time, their sums side by side (alone, each 128-value block's sum waits on the adder's
+    latency); the values are the same."""
+    n = x.shape[1]
+    nf = np.float32(n)
+    sums = np.empty(2 * ROWS_AT_ONCE, np.float32)
+    together = ROWS_AT_ONCE if sums_side_by_side(n) else 1
+    r = lo
+    while r + together <= hi and together > 1:
         if res.shape[0] > 0:
-            _add(x[r], res[r], s)
-            layer_norm_row_f32(s, w, b, epsilon, out[r], d, sq, scratch, stack)
+            for i in range(together):
+                _add(x[r + i], res[r + i], s[i])
+            short_row_sums(s, 0, sums)
+            for i in range(together):
+                _center(s[i], sums[i] / nf, d[i], sq[i])
         else:
-            layer_norm_row_f32(x[r], w, b, epsilon, out[r], d, sq, scratch, stack)
+            short_row_sums(x, r, sums)
+            for i in range(together):
+                _center(x[r + i], sums[i] / nf, d[i], sq[i])
+        short_row_sums(sq, 0, sums)
+        for i in range(together):
+            _scale_shift(d[i], sums[i] / nf, w, b, epsilon, out[r + i])
+            if lohi.shape[0] > 0:
+                lohi[r + i, 0], lohi[r + i, 1], bads[r + i] = min_max_bad_serial(out[r + i])
+        r += together
+    for r in range(r, hi):
+        if res.shape[0] > 0:
+            _add(x[r], res[r], s[0])
+            layer_norm_row_f32(s[0], w, b, epsilon, out[r], d[0], sq[0], scratch, stack)
+        else:
+            layer_norm_row_f32(x[r], w, b, epsilon, out[r], d[0], sq[0], scratch, stack)
         if lohi.shape[0] > 0:
             lohi[r, 0], lohi[r, 1], bads[r] = min_max_bad_serial(out[r])
 
 
 @njit(error_model="numpy", cache=True)
 def _f32_scratch(n):
-    return (np.empty(n, np.float32), np.empty(n, np.float32), np.empty(n, np.float32),
-            np.empty(64, np.float32), np.empty((64, 3), np.int64))
+    return (np.empty((ROWS_AT_ONCE, n), np.float32), np.empty((ROWS_AT_ONCE, n), np.float32),
+            np.empty((ROWS_AT_ONCE, n), np.float32), np.empty(64, np.float32),
+            np.empty((64, 3), np.int64))
 
 
 @njit(error_model="numpy", cache=True, nogil=True)

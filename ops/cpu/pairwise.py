@@ -55,14 +55,14 @@ def _eight_running_sums(typingctx, x, lo, groups):
 
 
 @intrinsic
-def _eight_running_sums_of_rows(typingctx, x, row, groups):
-    """_eight_running_sums over x[row + i, :8 * groups] for i < ROWS_AT_ONCE (groups >= 1; x
+def _eight_running_sums_of_rows(typingctx, x, row, lo, groups):
+    """_eight_running_sums over x[row + i, lo:lo + 8 * groups] for i < ROWS_AT_ONCE (groups >= 1; x
     C-contiguous), the rows' additions interleaved: each row's sums are one chain of
     dependent vector additions, and a 128-value row alone waits on the adder's latency (~45 ns a
     row on Zen 4); four chains side by side keep it busy."""
     if not (isinstance(x, types.Array) and x.ndim == 2 and x.dtype == types.float32
             and x.layout == "C" and isinstance(row, types.Integer)
-            and isinstance(groups, types.Integer)):
+            and isinstance(lo, types.Integer) and isinstance(groups, types.Integer)):
         return None
 
     def codegen(context, builder, sig, args):
@@ -71,9 +71,10 @@ def _eight_running_sums_of_rows(typingctx, x, row, groups):
         i64 = ir.IntType(64)
         arr = context.make_array(sig.args[0])(context, builder, args[0])
         row_stride = cgutils.unpack_tuple(builder, arr.strides, 2)[0]
-        base = builder.ptrtoint(arr.data, i64)
         first_row = context.cast(builder, args[1], sig.args[1], types.int64)
-        count = context.cast(builder, args[2], sig.args[2], types.int64)
+        column = context.cast(builder, args[2], sig.args[2], types.int64)
+        base = builder.ptrtoint(builder.gep(arr.data, [column]), i64)
+        count = context.cast(builder, args[3], sig.args[3], types.int64)
         firsts, accs = [], []
         for i in range(ROWS_AT_ONCE):
             r = builder.add(first_row, ir.Constant(i64, i))
@@ -97,29 +98,54 @@ def _eight_running_sums_of_rows(typingctx, x, row, groups):
                 builder.fadd(builder.fadd(r[4], r[5]), builder.fadd(r[6], r[7]))))
         return context.make_tuple(builder, sig.return_type, results)
 
-    return types.UniTuple(types.float32, ROWS_AT_ONCE)(x, row, groups), codegen
+    return types.UniTuple(types.float32, ROWS_AT_ONCE)(x, row, lo, groups), codegen
 
 
 ROWS_AT_ONCE = 4
 
 
-@njit(error_model="numpy", cache=True, nogil=True)
-def short_row_sums(x, row, out):
-    """out[i] = pairwise_sum(x[row + i]) for i < ROWS_AT_ONCE, rows of at most PAIRWISE_BLOCK
-    values (one block each), the rows summed side by side (_eight_running_sums_of_rows)."""
-    n = x.shape[1]
+@njit(error_model="numpy", cache=True)
+def sums_side_by_side(n):
+    """Whether short_row_sums takes rows of n values: numpy's tree splits them once at most."""
+    half = n // 2
+    return n <= PAIRWISE_BLOCK or n - (half - half % 8) <= PAIRWISE_BLOCK
+
+
+@njit(error_model="numpy", cache=True, nogil=True, inline="always")
+def _blocks_of_rows(x, row, lo, n, out):
+    """_block_sum(x[row + i], lo, n) for i < ROWS_AT_ONCE (n <= PAIRWISE_BLOCK), side by side."""
     if n < 8:
         for i in range(ROWS_AT_ONCE):
-            out[i] = _ZERO + _block_sum(x[row + i], 0, n)
+            out[i] = _block_sum(x[row + i], lo, n)
         return
     m = n // 8
-    sums = _eight_running_sums_of_rows(x, row, m)
+    sums = _eight_running_sums_of_rows(x, row, lo, m)
     for i in range(ROWS_AT_ONCE):
         res = sums[i]
         xr = x[row + i]
-        for j in range(8 * m, n):
+        for j in range(lo + 8 * m, lo + n):
             res += xr[j]
-        out[i] = _ZERO + res
+        out[i] = res
+
+
+@njit(error_model="numpy", cache=True, nogil=True)
+def short_row_sums(x, row, out):
+    """out[i] = pairwise_sum(x[row + i]) for i < ROWS_AT_ONCE, rows that sums_side_by_side takes
+    (numpy's tree has one split at most: up to 256 values), the rows summed side by side
+    (_eight_running_sums_of_rows). out: room for 2 * ROWS_AT_ONCE values."""
+    n = x.shape[1]
+    if n <= PAIRWISE_BLOCK:
+        _blocks_of_rows(x, row, 0, n, out)
+        for i in range(ROWS_AT_ONCE):
+            out[i] = _ZERO + out[i]
+        return
+    half = n // 2
+    half -= half % 8
+    second = out[ROWS_AT_ONCE:]
+    _blocks_of_rows(x, row, 0, half, out)
+    _blocks_of_rows(x, row, half, n - half, second)
+    for i in range(ROWS_AT_ONCE):
+        out[i] = _ZERO + (out[i] + second[i])
 
 
 @njit(error_model="numpy", cache=True, nogil=True)

@@ -40,7 +40,7 @@ from .mathfuncs import (
     vector_min_max,
 )
 from .numpy_exp import matches_numpy, numpy_exp_f32
-from .pairwise import PAIRWISE_BLOCK, ROWS_AT_ONCE, pairwise_sum, short_row_sums
+from .pairwise import ROWS_AT_ONCE, pairwise_sum, short_row_sums, sums_side_by_side
 from .threads import split, take_block, threads_for
 
 CHUNK = 2048
@@ -365,13 +365,13 @@ def softmax_steps_rows(x, out, lo, hi, divisor, divide, in_place):
     in_place says x is out.)"""
     scratch = np.empty(64, np.float32)
     stack = np.empty((64, 3), np.int64)
-    sums = np.empty(ROWS_AT_ONCE, np.float32)
+    sums = np.empty(2 * ROWS_AT_ONCE, np.float32)
     n = x.shape[1]
     by_power_of_two = divide and power_of_two_reciprocal(divisor)
     reciprocal = _ONE / divisor
-    # Rows of one pairwise block are summed ROWS_AT_ONCE at a time (short_row_sums): alone, a
+    # Rows of up to 256 values are summed ROWS_AT_ONCE at a time (short_row_sums): alone, a
     # 128-value row's sum waits on the adder's latency (3.3 -> 1.0 us per 128 rows on Zen 4).
-    together = ROWS_AT_ONCE if n <= PAIRWISE_BLOCK else 1
+    together = ROWS_AT_ONCE if sums_side_by_side(n) else 1
     for first in range(lo, hi, together):
         last = min(first + together, hi)
         for r in range(first, last):
