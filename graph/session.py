@@ -155,6 +155,11 @@ class Session:
         if backend == "gpu":
             self._place_on_gpu()
         self._release_after(graph_outputs)
+        # Steps whose results follow from the input shapes alone are skipped in a run whose
+        # inputs have the last full run's shapes; their results are kept from it (_execute).
+        self._shape_steps_skipped = [s for s in self._steps
+                                     if not isinstance(s.fn, _SameInputsSameResult)]
+        self._shape_results: tuple | None = None   # (input shapes, {name: value})
 
     def gpu_plan(self) -> gpu_plan.GpuPlan:
         """Where each step would run with backend="gpu", and the transfers (a pure plan: nothing
@@ -339,6 +344,17 @@ class Session:
         values.update(self._gpu_constants)
         values.update(feeds)
         steps = self._steps if stop is None else self._steps[:stop + 1]
+        # A full run records the results of the steps that depend on the input shapes alone
+        # (_reuse_shape_results); the next full run with inputs of those shapes starts from them
+        # and runs the other steps only: ~60 Python calls fewer in the int8 encoder.
+        shapes = tuple((name, tuple(v.shape), str(v.dtype)) for name, v in feeds.items())
+        recorded = self._shape_results
+        record = None
+        if stop is None and recorded is not None and recorded[0] == shapes:
+            values.update(recorded[1])
+            steps = self._shape_steps_skipped
+        elif stop is None:
+            record = {}
         if exact_last and steps and steps[-1].attrs.get("quantized_only"):
             last = steps[-1]
             steps = [*steps[:-1], dataclasses.replace(
@@ -356,9 +372,13 @@ class Session:
                 for name, value in zip(step.outputs, result, strict=False):
                     if name:
                         values[name] = value
+            if record is not None and isinstance(step.fn, _SameInputsSameResult):
+                record.update((name, values[name]) for name in step.outputs if name)
             if stop is None:
                 for name in step.release:
                     del values[name]
+        if record is not None:
+            self._shape_results = (shapes, record)
         return values
 
     def _check_feeds(self, feeds: dict) -> dict:
