@@ -272,7 +272,7 @@ def test_quantized_gelu_on_the_quantizers_rounding_midpoints():
                   _quantized(_exact(x), scale, zero_point))   # has teeth
     assert gelu_quantizing._range_from_x(x, 1, x.size, 1) is not None   # the range from x alone
     _check_quantized(x)
-    _check_quantized(x.reshape(100, -1), threads=2)
+    _check_quantized(x.reshape(1, -1), threads=2)
 
 
 @pytest.mark.parametrize("case", ["all negative", "none near the minimiser", "all positive",
@@ -308,7 +308,7 @@ def test_quantized_gelu_nan_empty_and_out():
     out = np.empty(x.shape, np.uint8)
     assert ops.gelu_dynamic_quantize_linear(x, out=out)[0] is out
     np.testing.assert_array_equal(out, ops.dynamic_quantize_linear(_exact(x))[0])
-    with pytest.raises(ValueError, match="out"):
+    with pytest.raises(TypeError, match="out: expected dtype uint8"):
         ops.gelu_dynamic_quantize_linear(x, out=np.empty(x.shape, np.int8))
     with pytest.raises(TypeError, match="x"):
         ops.gelu_dynamic_quantize_linear(x.astype(np.float64))
