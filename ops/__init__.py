@@ -48,7 +48,8 @@ from .quantize import (
 __all__ = [
     "add", "attention", "bias_add", "concat", "dequantize_linear", "dynamic_quantize_linear",
     "dynamic_quantize_params", "erf", "exp",
-    "expand", "gelu", "gelu_dynamic_quantize_linear", "layer_norm", "log_softmax_topk", "logsoftmax", "matmul", "mul",
+    "expand", "gelu", "gelu_dynamic_quantize_linear", "layer_norm", "log_softmax_topk",
+    "logsoftmax", "matmul", "mul",
     "quantize_linear", "register_array_type", "relu", "replicates_numpy_exp", "sigmoid",
     "slice_axes", "softmax", "tanh", "transpose", "value_range", "ValueRange",
 ]

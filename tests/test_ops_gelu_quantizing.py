@@ -131,7 +131,8 @@ def test_the_windows_around_gelus_minimum_hold_for_every_float32():
 @settings(max_examples=40, deadline=None)
 @given(x=hnp.arrays(np.float32, st.integers(1, 3000),
                     elements=st.floats(-8, 8, width=32)),
-       near=hnp.arrays(np.float32, st.integers(1, 50), elements=st.floats(-0.00299072265625, 0.00299072265625, width=32)),
+       near=hnp.arrays(np.float32, st.integers(1, 50),
+                       elements=st.floats(-0.00299072265625, 0.00299072265625, width=32)),
        threads=st.sampled_from([1, 2]))
 def test_values_with_some_near_gelus_minimum(x, near, threads):
     """The range found from x alone (some x within 1e-3 of Gelu's minimiser): exact, and every

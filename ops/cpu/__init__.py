@@ -52,6 +52,7 @@ def scalar(value: np.ndarray) -> np.ndarray:
 __all__ = [
     "INDEX_DTYPE", "NAME", "UNARY_CODES", "apply_binary", "apply_unary", "apply_unary_ranged",
     "attention", "bias_add", "check_out", "concat", "dequantize_linear", "empty", "expand",
-    "gelu_dynamic_quantize", "gelu_for_quantizing", "layer_norm", "log_softmax_topk", "logsoftmax", "matmul", "min_max",
+    "gelu_dynamic_quantize", "gelu_for_quantizing", "layer_norm", "log_softmax_topk", "logsoftmax",
+    "matmul", "min_max",
     "quantize_linear", "scalar", "slice_axes", "softmax", "softmax_float32_steps", "transpose",
 ]

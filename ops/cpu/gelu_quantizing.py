@@ -215,10 +215,11 @@ def _range_block(x, y, flags, where, xs, ys):
 # Gelu's float32 steps are lowest, -0.16997123, at x = -0.75168604, and flat around it. Checked
 # over every float32 x < 0 (the largest y in NEAR_MIN is -0.16997093, the least outside
 # AROUND_MIN -0.16997045; tests/test_ops_gelu_quantizing.py checks 2**-10 <= |x| <= 6 again,
-# where it is not evident): every x outside AROUND_MIN has a larger y than every x in NEAR_MIN. So when some x lies in NEAR_MIN, the min of y is the
-# min of the exact y of the x in AROUND_MIN (0.12% of a normally distributed x), and no other y
-# need be computed to find it. (NEAR_MIN is x_min +- 1e-3, AROUND_MIN x_min +- 2e-3: narrower
-# windows fail the check, Gelu being flatter there than float32's steps are fine.)
+# where it is not evident): every x outside AROUND_MIN has a larger y than every x in NEAR_MIN.
+# So when some x lies in NEAR_MIN, the min of y is the min of the exact y of the x in AROUND_MIN
+# (0.1% of a normally distributed x), and no other y need be computed to find it. (NEAR_MIN is
+# x_min +- 1e-3, AROUND_MIN x_min +- 2e-3: narrower windows fail the check, Gelu being flatter
+# there than float32's steps are fine.)
 NEAR_MIN = (np.float32(-0.752686), np.float32(-0.75068605))
 AROUND_MIN = (np.float32(-0.753686), np.float32(-0.74968606))
 # For x >= 0 each step is monotone in x and y >= 0, and for x < 0, y <= 0: the max of y is the y

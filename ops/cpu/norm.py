@@ -208,14 +208,14 @@ def _rows_f32(x, res, w, b, epsilon, out, lo, hi, d, sq, s, scratch, stack, lohi
             if lohi.shape[0] > 0:
                 lohi[r + i, 0], lohi[r + i, 1], bads[r + i] = min_max_bad_serial(out[r + i])
         r += together
-    for r in range(r, hi):
+    for row in range(r, hi):
         if res.shape[0] > 0:
-            _add(x[r], res[r], s[0])
-            layer_norm_row_f32(s[0], w, b, epsilon, out[r], d[0], sq[0], scratch, stack)
+            _add(x[row], res[row], s[0])
+            layer_norm_row_f32(s[0], w, b, epsilon, out[row], d[0], sq[0], scratch, stack)
         else:
-            layer_norm_row_f32(x[r], w, b, epsilon, out[r], d[0], sq[0], scratch, stack)
+            layer_norm_row_f32(x[row], w, b, epsilon, out[row], d[0], sq[0], scratch, stack)
         if lohi.shape[0] > 0:
-            lohi[r, 0], lohi[r, 1], bads[r] = min_max_bad_serial(out[r])
+            lohi[row, 0], lohi[row, 1], bads[row] = min_max_bad_serial(out[row])
 
 
 @njit(error_model="numpy", cache=True)

@@ -86,7 +86,7 @@ def _eight_running_sums_of_rows(typingctx, x, row, lo, groups):
             accs.append(acc)
         with cgutils.for_range(builder, builder.sub(count, ir.Constant(i64, 1))) as loop:
             k = builder.add(loop.index, ir.Constant(i64, 1))
-            for first, acc in zip(firsts, accs):
+            for first, acc in zip(firsts, accs, strict=True):
                 group = builder.load(builder.gep(first, [k]), align=4)
                 builder.store(builder.fadd(builder.load(acc), group), acc)
         results = []
