@@ -210,6 +210,23 @@ def test_softmax_float32_steps_divide_by_equals_div_then_reference(data):
         ops.softmax(x, float32_steps=True, divide_by=d, threads=threads), expected)
 
 
+@pytest.mark.parametrize("d", [8.0, -8.0, -0.25, 2.0**-126, -(2.0**127)])
+def test_softmax_divided_by_a_power_of_two_of_either_sign(d):
+    """Scores divided by a power of two, as attention's √d = 8 divides them: the softmax scales in
+    its exp loop, taking the max of the products from the max of x, which holds for a positive
+    divisor only (a negative one makes it the min)."""
+    x = (np.random.default_rng(8).standard_normal((9, 128)) * 30).astype(np.float32)
+    x[3, 5], x[4, :] = np.inf, -0.0
+    d = np.float32(d)
+    with np.errstate(over="ignore", invalid="ignore"):
+        expected = _reference_softmax(x / d)
+    for in_place in (False, True):
+        got = x.copy() if in_place else None
+        got = ops.softmax(got if in_place else x, float32_steps=True, divide_by=d,
+                          out=got)
+        np.testing.assert_array_equal(got, expected)
+
+
 def test_division_by_a_power_of_two_is_the_multiplication_the_softmax_uses():
     """The one-pass softmax multiplies by 1 / d where power_of_two_reciprocal(d) holds: that must
     be x / d bit for bit, subnormal results and infinities included; elsewhere it divides."""

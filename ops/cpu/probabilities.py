@@ -392,7 +392,18 @@ def softmax_steps_rows(x, out, lo, hi, divisor, divide, in_place):
 def _exp_steps(xr, o, divisor, reciprocal, divide, by_power_of_two, in_place):
     """One row of softmax_steps_rows up to the sum: o = exp([xr / divisor] - max)."""
     n = xr.shape[0]
-    if divide or in_place:
+    # Multiplying by a positive power of two rounds monotonically, so the max of the products
+    # is the product of the max: the scaling goes into the exp loop, one pass fewer over the
+    # row. (A negative one would turn the max into the min.)
+    if by_power_of_two and reciprocal > 0 and in_place:
+        m = chunk_max(o) * reciprocal
+        for i in range(n):
+            o[i] = numpy_exp_f32(o[i] * reciprocal - m)
+    elif by_power_of_two and reciprocal > 0:
+        m = chunk_max(xr) * reciprocal
+        for i in range(n):
+            o[i] = numpy_exp_f32(xr[i] * reciprocal - m)
+    elif divide or in_place:
         if by_power_of_two and in_place:
             for i in range(n):
                 o[i] = o[i] * reciprocal
