@@ -251,12 +251,12 @@ class GeluSteps:
     def __init__(self):
         self.threads = None
 
-    def __call__(self, x, with_range=False, quantized_only=False):
-        """with_range: also the output's ops.ValueRange, for a DynamicQuantizeLinear next;
-        quantized_only: exact only where that quantization can tell (graph/session.py decides)."""
+    def __call__(self, x, with_range=False):
+        """with_range: also the output's ops.ValueRange, for a DynamicQuantizeLinear next. (A
+        Gelu that only GEMMs quantize runs as GeluDynamicQuantize instead.)"""
         src = np.ascontiguousarray(x, np.float32)
         return ops.gelu(src, float32_steps=True, threads=parallel.resolve(self.threads),
-                        with_range=with_range, quantized_only=quantized_only)
+                        with_range=with_range)
 
 
 class GeluDynamicQuantize:
