@@ -125,9 +125,16 @@ def _flag_outside(y, x, lo, hi, flags):
 
 
 @njit(error_model="numpy", fastmath=EXACT_FLAGS, cache=True)
-def _near_half(v, inv_scale, tol0, tol1):
-    r = v * inv_scale
+def _near_half(r, tol0, tol1):
+    """1 if r = y~ * inv_scale lies within tol0 + tol1 |r| of a half-integer (rounding_tolerances),
+    else 0."""
     return np.int32(abs(r - np.floor(r) - np.float32(0.5)) <= tol0 + tol1 * abs(r))
+
+
+@njit(error_model="numpy", inline="always", cache=True)
+def _saturate_u8(v):
+    """DynamicQuantizeLinear's saturation of rint(y / scale) + zero_point to uint8."""
+    return np.uint8(min(max(v, np.float32(0.0)), np.float32(255.0)))
 
 
 @njit(error_model="numpy", fastmath=EXACT_FLAGS, cache=True)
@@ -135,24 +142,30 @@ def _count_near_half(y, inv_scale, tol0, tol1):
     """How many y[i] * inv_scale are within tol0 + tol1 |y[i] * inv_scale| of a half-integer."""
     found = np.int32(0)
     for i in range(y.shape[0]):
-        found = np.int32(found + _near_half(y[i], inv_scale, tol0, tol1))
+        found = np.int32(found + _near_half(y[i] * inv_scale, tol0, tol1))
     return found
 
 
 @njit(error_model="numpy", fastmath=EXACT_FLAGS, cache=True)
 def _flag_near_half(y, inv_scale, tol0, tol1, flags):
     for i in range(y.shape[0]):
-        flags[i] = np.uint8(_near_half(y[i], inv_scale, tol0, tol1))
+        flags[i] = np.uint8(_near_half(y[i] * inv_scale, tol0, tol1))
+
+
+@njit(error_model="numpy", inline="always", cache=True)
+def _gather_exact(x, where, count, xs, ys):
+    """xs[:count] = x[where[:count]], ys[:count] = their exact Gelu steps (one vectorised call of
+    the exact kernel)."""
+    for j in range(count):
+        xs[j] = x[where[j]]
+    erf_chunks(xs[:count], ys[:count], True)
 
 
 @njit(error_model="numpy", cache=True)
 def _make_exact(x, y, where, count, xs, ys):
-    """y[i] = the exact Gelu steps of x[i] for i in where[:count]: gathered, computed by the exact
-    kernel in one vectorised call, scattered back. Returns (min, max, count of NaN) of those
-    values."""
-    for j in range(count):
-        xs[j] = x[where[j]]
-    erf_chunks(xs[:count], ys[:count], True)
+    """y[i] = the exact Gelu steps of x[i] for i in where[:count], scattered back from
+    _gather_exact. Returns (min, max, count of NaN) of those values."""
+    _gather_exact(x, where, count, xs, ys)
     lo = np.float32(np.inf)
     hi = np.float32(-np.inf)
     nan = 0
@@ -251,14 +264,11 @@ def _x_range_block(x, flags, where, xs, ys):
     odd = np.uint8((bad != 0) | (mn < -_X_LARGE) | (mx > _X_LARGE))
     _flag_around_min(x, flags)
     count = flagged_positions(flags, n, 0, 0, where)
+    _gather_exact(x, where, count, xs, ys)
     near = np.uint8(0)
-    for j in range(count):
-        v = x[where[j]]
-        xs[j] = v
-        near |= np.uint8((v >= NEAR_MIN[0]) & (v <= NEAR_MIN[1]))
-    erf_chunks(xs[:count], ys[:count], True)
     lowest = np.float32(np.inf)
     for j in range(count):
+        near |= np.uint8((xs[j] >= NEAR_MIN[0]) & (xs[j] <= NEAR_MIN[1]))
         lowest = min(lowest, ys[j])
     return mn, mx, odd, near, lowest
 
@@ -280,11 +290,11 @@ def _rounding_block(x, y, inv_scale, tol0, tol1, close, flags, where, xs, ys):
 
 
 @njit(error_model="numpy", cache=True)
-def _scratch(block):
-    """One thread's working arrays: a chunk's flags, and room for a block's noted positions and
-    their gathered inputs and exact values."""
-    return (np.empty(CHUNK, np.uint8), np.empty(block, np.int64), np.empty(block, np.float32),
-            np.empty(block, np.float32))
+def _scratch(block, flag_values=CHUNK):
+    """One thread's working arrays: flags for a chunk (or flag_values, rounded up to 8), and room
+    for a block's noted positions and their gathered inputs and exact values."""
+    return (np.empty((flag_values + 7) // 8 * 8, np.uint8), np.empty(block, np.int64),
+            np.empty(block, np.float32), np.empty(block, np.float32))
 
 
 @njit(error_model="numpy", cache=True, parallel=True)
@@ -306,8 +316,7 @@ def _x_range_pass(x, workers, block, xlohi, odd, near, lowest):
     n = x.shape[0]
     counter = np.zeros(1, np.int64)
     for _ in prange(workers):
-        where, xs, ys = _scratch(block)[1:]
-        flags = np.empty((block + 7) // 8 * 8, np.uint8)
+        flags, where, xs, ys = _scratch(block, block)
         lo, hi = take_block(counter, block, n)
         while lo < hi:
             b = lo // block
@@ -361,9 +370,8 @@ def _quantize_close(y, inv_scale, zero_point, tol0, tol1, q, flags):
     lies near a half-integer (_near_half), in one loop."""
     for i in range(y.shape[0]):
         r = y[i] * inv_scale
-        v = np.rint(r) + zero_point
-        q[i] = np.uint8(min(max(v, np.float32(0.0)), np.float32(255.0)))
-        flags[i] = np.uint8(abs(r - np.floor(r) - np.float32(0.5)) <= tol0 + tol1 * abs(r))
+        q[i] = _saturate_u8(np.rint(r) + zero_point)
+        flags[i] = np.uint8(_near_half(r, tol0, tol1))
 
 
 @njit(error_model="numpy", cache=True, nogil=True)
@@ -379,12 +387,9 @@ def _quantizing_block(x, q, scale, inv_scale, zero_point, tol0, tol1, y, flags, 
         _close_chunk(x[start:end], y[:m])
         _quantize_close(y[:m], inv_scale, zero_point, tol0, tol1, q[start:end], flags)
         count = flagged_positions(flags, m, start, count, where)
+    _gather_exact(x, where, count, xs, ys)
     for j in range(count):
-        xs[j] = x[where[j]]
-    erf_chunks(xs[:count], ys[:count], True)
-    for j in range(count):
-        v = np.rint(ys[j] / scale) + zero_point
-        q[where[j]] = np.uint8(min(max(v, np.float32(0.0)), np.float32(255.0)))
+        q[where[j]] = _saturate_u8(np.rint(ys[j] / scale) + zero_point)
 
 
 @njit(error_model="numpy", cache=True, parallel=True)
@@ -401,6 +406,14 @@ def _quantizing_pass(x, q, scale, inv_scale, zero_point, tol0, tol1, workers, bl
             lo, hi = take_block(counter, block, n)
 
 
+def _blocks(x: np.ndarray, threads):
+    """(x flat, workers, block, number of blocks) for the passes over x."""
+    xf = np.ascontiguousarray(x).reshape(-1)
+    workers, block = split(xf.size, 1, threads_for(xf.size, xf.size, threads))
+    block = min(block, BLOCK_VALUES)
+    return xf, workers, block, -(-xf.size // block)
+
+
 def gelu_dynamic_quantize(x: np.ndarray, q: np.ndarray, threads, params_of_range):
     """q = DynamicQuantizeLinear's uint8 values of Gelu's float32 steps of x; returns (q, scale,
     zero_point), with params_of_range(min, max, count of NaN and inf) -> (scale, zero_point) the
@@ -408,15 +421,13 @@ def gelu_dynamic_quantize(x: np.ndarray, q: np.ndarray, threads, params_of_range
     nothing is written, and the caller computes the exact Gelu and quantizes it."""
     if x.size == 0:
         return None
-    xf, qf = np.ascontiguousarray(x).reshape(-1), q.reshape(-1)
-    workers, block = split(xf.size, 1, threads_for(xf.size, xf.size, threads))
-    block = min(block, BLOCK_VALUES)
-    found = _range_from_x(xf, workers, block, -(-xf.size // block))
+    xf, workers, block, blocks = _blocks(x, threads)
+    found = _range_from_x(xf, workers, block, blocks)
     if found is None:
         return None
     scale, zero_point = params_of_range(*found)
     inv_scale, tol0, tol1 = rounding_tolerances(scale)
-    _quantizing_pass(xf, qf, np.float32(scale), inv_scale, np.float32(zero_point), tol0, tol1,
+    _quantizing_pass(xf, q.reshape(-1), np.float32(scale), inv_scale, np.float32(zero_point), tol0, tol1,
                      workers, block)
     return q, scale, zero_point
 
@@ -441,10 +452,8 @@ def gelu_for_quantizing(x: np.ndarray, out: np.ndarray, threads, scale_of_range)
     be x (the inputs of the values made exact are read after out is written)."""
     if x.size == 0:
         return out, EMPTY_RANGE
-    xf, yf = np.ascontiguousarray(x).reshape(-1), out.reshape(-1)
-    workers, block = split(xf.size, 1, threads_for(xf.size, xf.size, threads))
-    block = min(block, BLOCK_VALUES)
-    blocks = -(-xf.size // block)
+    xf, workers, block, blocks = _blocks(x, threads)
+    yf = out.reshape(-1)
     found = _range_from_x(xf, workers, block, blocks)
     close_written = found is None
     if close_written:

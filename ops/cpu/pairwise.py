@@ -21,6 +21,14 @@ PAIRWISE_BLOCK = 128   # numpy's PW_BLOCKSIZE
 _ZERO = np.float32(0.0)
 
 
+def _combine_lanes(builder, sums):
+    """numpy's combination of its eight running sums (the lanes of `sums`, an 8-wide vector):
+    ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7)). Code generation, for the intrinsics."""
+    r = [builder.extract_element(sums, ir.Constant(ir.IntType(32), i)) for i in range(8)]
+    return builder.fadd(builder.fadd(builder.fadd(r[0], r[1]), builder.fadd(r[2], r[3])),
+                        builder.fadd(builder.fadd(r[4], r[5]), builder.fadd(r[6], r[7])))
+
+
 @intrinsic
 def _eight_running_sums(typingctx, x, lo, groups):
     """numpy's eight running sums over x[lo:lo + 8 * groups] (groups >= 1), combined as numpy
@@ -46,10 +54,7 @@ def _eight_running_sums(typingctx, x, lo, groups):
             k = builder.add(loop.index, ir.Constant(i64, 1))
             group = builder.load(builder.gep(first, [k]), align=4)
             builder.store(builder.fadd(builder.load(acc), group), acc)
-        sums = builder.load(acc)
-        r = [builder.extract_element(sums, ir.Constant(ir.IntType(32), i)) for i in range(8)]
-        return builder.fadd(builder.fadd(builder.fadd(r[0], r[1]), builder.fadd(r[2], r[3])),
-                            builder.fadd(builder.fadd(r[4], r[5]), builder.fadd(r[6], r[7])))
+        return _combine_lanes(builder, builder.load(acc))
 
     return types.float32(x, lo, groups), codegen
 
@@ -89,13 +94,7 @@ def _eight_running_sums_of_rows(typingctx, x, row, lo, groups):
             for first, acc in zip(firsts, accs, strict=True):
                 group = builder.load(builder.gep(first, [k]), align=4)
                 builder.store(builder.fadd(builder.load(acc), group), acc)
-        results = []
-        for acc in accs:
-            sums = builder.load(acc)
-            r = [builder.extract_element(sums, ir.Constant(ir.IntType(32), i)) for i in range(8)]
-            results.append(builder.fadd(
-                builder.fadd(builder.fadd(r[0], r[1]), builder.fadd(r[2], r[3])),
-                builder.fadd(builder.fadd(r[4], r[5]), builder.fadd(r[6], r[7]))))
+        results = [_combine_lanes(builder, builder.load(acc)) for acc in accs]
         return context.make_tuple(builder, sig.return_type, results)
 
     return types.UniTuple(types.float32, ROWS_AT_ONCE)(x, row, lo, groups), codegen
