@@ -155,24 +155,30 @@ def test_large_normal_input_on_several_threads():
     _check(x * np.float32(1.7), threads=3)
 
 
-def test_values_on_the_quantizers_rounding_midpoints():
-    """x whose exact Gelu lies within 1e-7 of a rounding midpoint of the final scale (found by a
-    search over dense float32 grids), among values that fix the range. Some of them the close
-    values alone would quantize to the other integer; the result must not."""
-    rng = np.random.default_rng(2)
-    ends = np.array([-0.7518, 4.0], np.float32)       # Gelu's minimum, and the max
-    scale, zero_point = dynamic_scale_and_zero_point(*[_exact(ends)[i] for i in (0, 1)])
+def _midpoint_inputs(rng, others: int):
+    """(x, scale, zero_point): x whose exact Gelu lies within 1e-7 of a rounding midpoint of the
+    final scale (found by a search over a dense float32 grid), among `others` normal values and
+    the two that fix the range (Gelu's minimum, and the max), shuffled. Some of them the close
+    values alone quantize to the other integer (asserted: the tests using them have teeth)."""
+    ends = np.array([-0.7518, 4.0], np.float32)
+    exact_ends = _exact(ends)
+    scale, zero_point = dynamic_scale_and_zero_point(exact_ends.min(), exact_ends.max())
     grid = np.linspace(-4.0, 4.0, 2_000_001, dtype=np.float32)
-    exact = _exact(grid)
-    r = exact.astype(np.float64) / np.float64(scale)
+    r = _exact(grid).astype(np.float64) / np.float64(scale)
     near = grid[np.abs(r - np.floor(r) - 0.5) < 2e-4]
     assert near.size > 100
-    x = np.concatenate([ends, near, rng.standard_normal(5000).astype(np.float32) * 1.3])
+    x = np.concatenate([ends, near, rng.standard_normal(others).astype(np.float32) * 1.3])
     x = np.clip(x, -4.0, 4.0).astype(np.float32)
     rng.shuffle(x)
-    # The test has teeth: quantizing the close values alone gets some of these wrong.
     assert np.any(_quantized(_close(x), scale, zero_point) !=
                   _quantized(_exact(x), scale, zero_point))
+    return x, scale, zero_point
+
+
+def test_values_on_the_quantizers_rounding_midpoints():
+    """Values on the quantizer's rounding midpoints (_midpoint_inputs): quantizing the close
+    values alone gets some wrong; the result must not."""
+    x, scale, zero_point = _midpoint_inputs(np.random.default_rng(2), 5000)
     y = _check(x)
     found = ops.gelu(x, float32_steps=True, with_range=True, quantized_only=True)[1]
     assert dynamic_scale_and_zero_point(found.min, found.max) == (scale, zero_point)
@@ -256,21 +262,9 @@ def test_quantized_gelu_equals_the_two_ops(x, near, scale, threads):
 
 
 def test_quantized_gelu_on_the_quantizers_rounding_midpoints():
-    """x whose exact Gelu lies within 1e-7 of a rounding midpoint of the final scale, and values
-    near Gelu's minimiser, so that the range comes from x alone: the close values alone would
-    quantize some of them to the other integer."""
-    rng = np.random.default_rng(12)
-    ends = np.array([-0.7518, 4.0], np.float32)
-    exact_ends = _exact(ends)
-    scale, zero_point = dynamic_scale_and_zero_point(exact_ends.min(), exact_ends.max())
-    grid = np.linspace(-4.0, 4.0, 2_000_001, dtype=np.float32)
-    r = _exact(grid).astype(np.float64) / np.float64(scale)
-    near = grid[np.abs(r - np.floor(r) - 0.5) < 2e-4]
-    x = np.concatenate([ends, near, rng.standard_normal(20_000).astype(np.float32)])
-    x = np.clip(x, -4.0, 4.0).astype(np.float32)
-    rng.shuffle(x)
-    assert np.any(_quantized(_close(x), scale, zero_point) !=
-                  _quantized(_exact(x), scale, zero_point))   # has teeth
+    """Values on the quantizer's rounding midpoints (_midpoint_inputs), with values near Gelu's
+    minimiser, so that the range comes from x alone."""
+    x, _, _ = _midpoint_inputs(np.random.default_rng(12), 20_000)
     assert gelu_quantizing._range_from_x(x, 1, x.size, 1) is not None   # the range from x alone
     _check_quantized(x)
     _check_quantized(x.reshape(1, -1), threads=2)
