@@ -417,8 +417,9 @@ def _blocks(x: np.ndarray, threads):
 def gelu_dynamic_quantize(x: np.ndarray, q: np.ndarray, threads, params_of_range):
     """q = DynamicQuantizeLinear's uint8 values of Gelu's float32 steps of x; returns (q, scale,
     zero_point), with params_of_range(min, max, count of NaN and inf) -> (scale, zero_point) the
-    caller's; or None where the range cannot be found from x alone (see _range_from_x): then
-    nothing is written, and the caller computes the exact Gelu and quantizes it."""
+    caller's; or None where the range cannot be found from x alone (see _range_from_x) or its
+    scale is 0: then nothing is written, and the caller computes the exact Gelu and quantizes
+    it."""
     if x.size == 0:
         return None
     xf, workers, block, blocks = _blocks(x, threads)
@@ -426,6 +427,10 @@ def gelu_dynamic_quantize(x: np.ndarray, q: np.ndarray, threads, params_of_range
     if found is None:
         return None
     scale, zero_point = params_of_range(*found)
+    if not scale > 0:
+        # A range so small that the scale underflows to 0 (every y subnormal or 0): the caller's
+        # two ops then divide by it as DynamicQuantizeLinear does.
+        return None
     inv_scale, tol0, tol1 = rounding_tolerances(scale)
     _quantizing_pass(xf, q.reshape(-1), np.float32(scale), inv_scale, np.float32(zero_point), tol0, tol1,
                      workers, block)
