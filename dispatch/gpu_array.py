@@ -86,11 +86,15 @@ class GpuArray:
         return view
 
     def numpy(self, out: np.ndarray | None = None) -> np.ndarray:
-        """A numpy copy (waits for the kernels that write this array), written into `out` (a
-        C-contiguous array of the same shape and dtype) when given."""
+        """The values as a numpy array (waits for the kernels that write this array), written into
+        `out` (a C-contiguous array of the same shape and dtype) when given. Without `out`, a
+        large array's memory is the GPU's read-back buffer itself, with no copy (see
+        dispatch.gpu.download): an ordinary writable array to its user."""
         if out is None:
-            out = np.empty(self.shape, self.dtype)
-        elif out.shape != self.shape or out.dtype != self.dtype or not out.flags.c_contiguous:
+            if not self.size:
+                return np.empty(self.shape, self.dtype)
+            return gpu.download(self.buffer, self.nbytes).view(self.dtype).reshape(self.shape)
+        if out.shape != self.shape or out.dtype != self.dtype or not out.flags.c_contiguous:
             raise ValueError(f"out: expected a C-contiguous {self.dtype.name} array of shape "
                              f"{self.shape}")
         if self.size:

@@ -5,9 +5,11 @@ For each shape (M, K, N), interleaved repeats, medians:
   i8 resident    gemm_i8(GpuArray float32 A, GpuPreparedB, bias, out=GpuArray): quantize A on
                  the GPU, multiply, unquantize + bias; wall time of a batch of calls, synchronised
   torch resident torch.addmm(bias, A, W) on CUDA in float32, TF32 off, synchronised likewise
-  i8 transfers   numpy float32 A in, numpy float32 C out (upload A, download C); the weight and
-                 the bias stay on the GPU, as a model's constants do
-  torch transfers the same for torch (A to the GPU, C back to numpy)
+  i8 transfers   numpy float32 A in, a new numpy float32 C out (upload A, download C); the
+                 weight and the bias stay on the GPU, as a model's constants do
+  torch transfers the same for torch (A to the GPU, C back as a new numpy array)
+  ... into out   the same, C written into the caller's numpy array (`out=`; torch: copy_ into
+                 a tensor sharing that array's memory)
 Ratios > 1 mean i8gemm is faster. torch is optional (its columns read n/a without CUDA torch).
 """
 
@@ -89,8 +91,10 @@ def bench_shape(shape, repeats: int, rng, torch) -> dict:
     fns = {
         "i8_resident": (lambda: gemm.gemm_i8(ga, gb, a_quant_mult=qa, bias=gbias, out=gout),
                         gpu.synchronize),
-        "i8_transfers": (lambda: gemm.gemm_i8(a, gb, a_quant_mult=qa, bias=gbias, out=out),
+        "i8_transfers": (lambda: gemm.gemm_i8(a, gb, a_quant_mult=qa, bias=gbias),
                          lambda: None),
+        "i8_transfers_out": (lambda: gemm.gemm_i8(a, gb, a_quant_mult=qa, bias=gbias, out=out),
+                             lambda: None),
     }
     if torch is not None:
         ta, tw, tb = (torch.from_numpy(x).cuda() for x in (a, w, bias))
@@ -98,6 +102,9 @@ def bench_shape(shape, repeats: int, rng, torch) -> dict:
         fns["torch_resident"] = (lambda: torch.addmm(tb, ta, tw, out=tout), torch.cuda.synchronize)
         fns["torch_transfers"] = (
             lambda: torch.addmm(tb, torch.from_numpy(a).cuda(), tw).cpu().numpy(), lambda: None)
+        host_out = torch.from_numpy(out)
+        fns["torch_transfers_out"] = (
+            lambda: host_out.copy_(torch.addmm(tb, torch.from_numpy(a).cuda(), tw)), lambda: None)
     samples = {name: [] for name in fns}
     for _ in range(repeats):  # interleaved: every round times each contender once
         for name, (fn, sync) in fns.items():
@@ -111,13 +118,16 @@ def bench_shape(shape, repeats: int, rng, torch) -> dict:
         row["resident_vs_torch"] = times["torch_resident"] / times["i8_resident"]
         row["kernel_vs_torch"] = times["torch_resident"] / times["i8_kernel"]
         row["transfers_vs_torch"] = times["torch_transfers"] / times["i8_transfers"]
+        row["transfers_out_vs_torch"] = times["torch_transfers_out"] / times["i8_transfers_out"]
     return row
 
 
 def format_table(rows) -> str:
     head = (f"{'M':>5} {'K':>5} {'N':>6} | {'i8 kern':>8} {'i8 res':>8} {'torch':>8} {'ratio':>6} "
-            f"{'kern/t':>6} | {'i8 +xfer':>8} {'torch+x':>8} {'ratio':>6} | {'us i8 res':>9}")
-    lines = ["TOPS (2*M*K*N / median time); ratio = i8gemm speed / torch float32 speed", head,
+            f"{'kern/t':>6} | {'i8 +xfer':>8} {'torch+x':>8} {'ratio':>6} {'out=':>6} | "
+            f"{'us i8 res':>9}")
+    lines = ["TOPS (2*M*K*N / median time); ratio = i8gemm speed / torch float32 speed; "
+             "out=: the ratio with transfers when C goes into the caller's array", head,
              "-" * len(head)]
 
     def f(r, key, width=8, digits=2):
@@ -130,13 +140,15 @@ def format_table(rows) -> str:
             f"{m:>5} {k:>5} {n:>6} | {f(r, 'i8_kernel_tops')} {f(r, 'i8_resident_tops')} "
             f"{f(r, 'torch_resident_tops')} {f(r, 'resident_vs_torch', 6)} {f(r, 'kernel_vs_torch', 6)}"
             f" | {f(r, 'i8_transfers_tops')} {f(r, 'torch_transfers_tops')} "
-            f"{f(r, 'transfers_vs_torch', 6)} | {f(r, 'i8_resident_us', 9, 1)}")
+            f"{f(r, 'transfers_vs_torch', 6)} {f(r, 'transfers_out_vs_torch', 6)} | "
+            f"{f(r, 'i8_resident_us', 9, 1)}")
     lines.append("-" * len(head))
     small = [r for r in rows if tuple(r["shape"]) != SQUARE_4096]
     lines.append(
         f"geometric mean over {len(small)} standard shapes: resident "
         f"{bench.geomean(r.get('resident_vs_torch') for r in small):.2f}, with transfers "
-        f"{bench.geomean(r.get('transfers_vs_torch') for r in small):.2f}")
+        f"{bench.geomean(r.get('transfers_vs_torch') for r in small):.2f} (into out=: "
+        f"{bench.geomean(r.get('transfers_out_vs_torch') for r in small):.2f})")
     return "\n".join(lines)
 
 

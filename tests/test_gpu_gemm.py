@@ -280,6 +280,44 @@ def test_uploads_land_between_the_calls_queued_around_them(monkeypatch, staged_f
         np.testing.assert_array_equal(out.numpy(), ref(a, b))
 
 
+@pytest.mark.parametrize("mapped_from", [4, 1 << 40], ids=["mapped-results", "copied-results"])
+def test_results_read_back_into_new_arrays_stay_independent(monkeypatch, mapped_from):
+    """A numpy result may be the GPU's mapped read-back memory itself (no copy out): every result
+    kept by the caller still holds its own values after later calls, is writable, a view
+    outlives the array it was taken from, and the read-back memory of dropped results is reused
+    rather than piling up."""
+    import gc
+
+    if gpu._native() is None:
+        pytest.skip("this wgpu-py exposes no wgpu-native functions: results are always copied")
+    monkeypatch.setattr(gpu, "MAPPED_RESULT_BYTES", mapped_from)
+    rng = np.random.default_rng(17)
+    b = rand_i8(rng, (40, 24))
+    gb = gemm.prepare_b_quantized(b).to_gpu()
+    calls = [rand_i8(rng, (5, 40)) for _ in range(6)]
+    kept = [gemm.gemm_i8(a, gb) for a in calls]
+    for a, result in zip(calls, kept, strict=True):
+        np.testing.assert_array_equal(result, ref(a, b))
+        assert result.flags.writeable and result.flags.c_contiguous
+    kept[0][0, 0] += 1  # the caller's to change
+    assert kept[0][0, 0] == ref(calls[0], b)[0, 0] + 1
+    column = kept[1][:, 3]
+    del kept[1]
+    gc.collect()
+    for a in calls:
+        gemm.gemm_i8(a, gb)
+    np.testing.assert_array_equal(column, ref(calls[1], b)[:, 3])
+    del kept, column
+    gc.collect()
+    dev = gpu.device()
+    made = []
+    create_buffer = dev.create_buffer
+    monkeypatch.setattr(dev, "create_buffer", lambda **kw: made.append(kw) or create_buffer(**kw))
+    for a in calls * 3:
+        np.testing.assert_array_equal(gemm.gemm_i8(a, gb), ref(a, b))
+    assert len(made) <= 1, f"{len(made)} new buffers for 18 results, each dropped at once"
+
+
 def test_a_kept_plan_holds_no_array_and_never_serves_a_new_one():
     """A plan kept for a call must not keep the caller's arrays alive, and an array made later
     (perhaps at the same address, with a pooled buffer) gets its own plan and its own result."""
