@@ -142,16 +142,39 @@ def test_float_output_matches_the_cpu_path(m, k, n, per_column, with_bias, relu,
 @given(m=st.integers(1, 12), k=st.integers(1, 80), n=st.integers(1, 40), seed=st.integers(0, 2**32 - 1))
 def test_gpu_quantization_is_the_cpu_convention(m, k, n, seed):
     """Ties and saturation: with qa a power of two, qb = 1 and no bias, C = (Aq @ Bq) / qa is
-    exact in float32, so any quantization difference would show."""
+    exact in float32, so any quantization difference would show. A numpy A and a GPU-resident
+    A alike."""
     rng = np.random.default_rng(seed)
     qa = np.float32(2.0 ** rng.integers(-2, 6))
     a = ((rng.integers(-140, 140, (m, k)) + 0.5) / qa).astype(np.float32)  # x * qa = n + 0.5
     a[0, 0] = np.float32(1e30)  # clamps
     b = rand_i8(rng, (k, n), lo=-127)
     pb = gemm.prepare_b_quantized(b, quant_mult=1.0)
-    c = gemm.gemm_i8(a, pb, a_quant_mult=qa, backend="gpu")
     expected = ref(ref_quantize(a, qa), b).astype(np.float32) * (np.float32(1) / qa)
-    np.testing.assert_array_equal(c, expected)
+    np.testing.assert_array_equal(gemm.gemm_i8(a, pb, a_quant_mult=qa, backend="gpu"), expected)
+    on_gpu = gemm.gemm_i8(gemm.GpuArray.from_numpy(a), pb, a_quant_mult=qa)
+    np.testing.assert_array_equal(on_gpu.numpy(), expected)
+
+
+def test_a_large_numpy_a_is_checked_in_parts_on_its_way_up():
+    """A float32 A of megabytes is checked by several threads while they copy it into the
+    upload's staging memory: quantized as gemm.quantize does, and NaN or infinity in any part is
+    still the error it is for a small A (the call after it is unharmed)."""
+    rng = np.random.default_rng(21)
+    a = (rng.standard_normal((640, 1100)) * 4).astype(np.float32)  # 2.8 MB: several parts
+    gb = gemm.prepare_b(rng.standard_normal((1100, 8)).astype(np.float32), 40.0).to_gpu()
+    qa = 25.0
+    expected = gemm.gemm_i8(gemm.quantize(a, qa), gb, a_quant_mult=qa)
+    # The first call plans (and checks A whole); the calls after it run the kept plan, whose
+    # upload checks A in parts.
+    for _ in range(2):
+        np.testing.assert_array_equal(gemm.gemm_i8(a, gb, a_quant_mult=qa), expected)
+    for row, value in ((639, np.inf), (0, np.nan), (333, -np.inf)):
+        bad = a.copy()
+        bad[row, 7] = value
+        with pytest.raises(ValueError, match="A: contains NaN or infinity"):
+            gemm.gemm_i8(bad, gb, a_quant_mult=qa)
+    np.testing.assert_array_equal(gemm.gemm_i8(a, gb, a_quant_mult=qa), expected)
 
 
 def test_nan_in_numpy_a_is_an_error_and_in_gpu_a_gives_nan_rows():
