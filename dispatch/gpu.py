@@ -274,7 +274,8 @@ def upload(buffer, data: np.ndarray, *, only_if_finite: bool = False) -> bool:
     else:
         if only_if_finite and not np.isfinite(data).all():
             return False
-        flush()  # queue writes run before unsubmitted work: let earlier readers of buffer go first
+        if _PENDING:
+            flush()  # queue writes run before unsubmitted work: earlier readers of buffer first
         if native is not None:
             native.write_buffer(buffer, data)
         else:
@@ -284,8 +285,8 @@ def upload(buffer, data: np.ndarray, *, only_if_finite: bool = False) -> bool:
 
 
 _STAGING: dict[int, list] = {}
-# Read-back buffers kept for reuse, at most (they are host memory: pinned by the driver).
-_STAGING_KEEP_BYTES = 1 << 28
+# Read-back buffers of one size kept for reuse, at most (host memory, pinned by the driver).
+STAGING_PER_SIZE = 8
 # A read-back of this many bytes or more into a new array returns the mapped read-back buffer
 # itself as the array's memory (see download); a smaller one is copied out (a few microseconds).
 MAPPED_RESULT_BYTES = 1 << 16
@@ -296,9 +297,9 @@ _RETURNED: list = []
 
 
 def _pool_staging(staging) -> None:
-    kept = sum(size * len(bufs) for size, bufs in _STAGING.items())
-    if kept + staging.size <= _STAGING_KEEP_BYTES:
-        _STAGING.setdefault(staging.size, []).append(staging)
+    free = _STAGING.setdefault(staging.size, [])
+    if len(free) < STAGING_PER_SIZE:
+        free.append(staging)
 
 
 def _reclaim_returned(native) -> None:
@@ -325,9 +326,9 @@ def download(buffer, nbytes: int, into: np.ndarray | None = None) -> np.ndarray:
 
     size = max(256, -(-nbytes // 256) * 256)
     native = _native()
-    if native is not None:
+    if _RETURNED and native is not None:
         _reclaim_returned(native)
-    free = _STAGING.setdefault(size, [])
+    free = _STAGING.get(size)
     staging = free.pop() if free else device().create_buffer(
         size=size, usage=wgpu.BufferUsage.MAP_READ | wgpu.BufferUsage.COPY_DST)
     copy_size = -(-nbytes // 4) * 4
@@ -466,7 +467,7 @@ def flush(copy_after: _Copy | None = None) -> None:
         return
     import wgpu
 
-    groups = list(_PENDING)
+    groups = _PENDING.copy()
     _PENDING.clear()
     if copy_after is not None:
         groups.append(copy_after)
@@ -646,7 +647,11 @@ class _Native:
             source = lib.wgpuBufferGetConstMappedRange(staging._internal, 0, nbytes)
             if source == self.ffi.NULL:
                 raise RuntimeError("wgpu-native returned no mapped range for a read-back buffer")
-            hostcopy.copy_bytes(into, np.frombuffer(self.ffi.buffer(source, into.nbytes), np.uint8))
+            if into.nbytes < hostcopy.PART_BYTES:
+                self.ffi.memmove(self.ffi.from_buffer(into), source, into.nbytes)
+            else:
+                hostcopy.copy_bytes(into, np.frombuffer(self.ffi.buffer(source, into.nbytes),
+                                                        np.uint8))
         finally:
             lib.wgpuBufferUnmap(staging._internal)
 
