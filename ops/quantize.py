@@ -127,6 +127,12 @@ def dynamic_quantize_linear(x, *, out=None, threads: int | None = None):
         return on_device(x, output(backend, out, x.shape, np.uint8, (x,)))
     scale, zero_point = _dynamic_params(backend, x, threads)
     y = output(backend, out, x.shape, np.uint8, (x,))
+    if scale == 0:
+        # max - min underflowed (every x within a few subnormals of 0): the reference divides
+        # by that 0, so x > 0 becomes +inf (255), x < 0 -inf (0), and x = 0 NaN, which its cast
+        # to uint8 makes 0.
+        np.copyto(y, np.where(x > 0, np.uint8(255), np.uint8(0)))
+        return y, scale, zero_point
     backend.quantize_linear(x, np.array([scale], np.float32), np.array([zero_point], np.uint8),
                             None, y, threads)
     return y, scale, zero_point
@@ -201,6 +207,10 @@ def dynamic_scale_and_zero_point(lo, hi):
     maxx = f32(max(f32(0.0), hi))
     minx = f32(min(f32(0.0), lo))
     scale = f32(f32(1.0) if maxx == minx else f32(maxx - minx)) / f32(255.0)
+    if scale == 0:
+        # max - min underflowed: the reference's 0 - min / 0 is +inf or NaN, and its clamp,
+        # Python's min(255, that), gives 255 for both
+        return f32(0.0), np.uint8(255)
     initial_zero_point = f32(0.0) - minx / scale
     zero_point = np.rint(f32(max(f32(0.0), min(f32(255.0), initial_zero_point))))
     return f32(scale), np.uint8(zero_point)

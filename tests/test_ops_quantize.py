@@ -96,6 +96,23 @@ def test_dynamic_quantize_linear_bit_identical_to_onnx(x):
     assert zp == zp_ref
 
 
+@pytest.mark.parametrize("values", [[1e-45, 0.0], [-1e-45, 0.0, -0.0], [2e-45, 1e-45, 0.0, -1e-45],
+                                    [3e-43, -1e-45]])
+def test_dynamic_quantize_linear_where_the_range_underflows(values):
+    """A range of a few subnormals: (max - min) / 255 underflows to a zero scale, which the
+    reference divides by (x > 0: 255, x < 0 and x = 0: 0; zero point 255). Just above it the
+    scale is subnormal but not zero, and quantizes as usual."""
+    x = np.array(values, np.float32)
+    with np.errstate(all="ignore"):  # the reference's own divisions by zero
+        y_ref, scale_ref, zp_ref = onnx_run(
+            "DynamicQuantizeLinear", [x], [TensorProto.UINT8, TensorProto.FLOAT, TensorProto.UINT8],
+            opset=11)
+    y, scale, zp = ops.dynamic_quantize_linear(x)
+    np.testing.assert_array_equal(y, y_ref)
+    assert scale.tobytes() == np.asarray(scale_ref, np.float32).tobytes()
+    assert zp == zp_ref
+
+
 def test_large_inputs_threads_and_saturation():
     rng = np.random.default_rng(8)
     x = (rng.standard_normal((300, 1000)) * 100).astype(np.float32)
