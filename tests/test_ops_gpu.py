@@ -408,10 +408,18 @@ def test_quantize_division_near_half_integers(exact_path):
     np.testing.assert_array_equal(ops.quantize_linear(G(x), scale, np.int8(0)).numpy(), expected)
 
 
+def _no_tiny_values(floats):
+    """Values of 1e-30 or more in magnitude, or 0: then max - min (which spans 0) is at least
+    1e-30, and the scale (max - min) / 255 a normal float32. A GPU may flush subnormal results
+    (a documented difference), which changes the scale of a range of a few subnormals."""
+    return floats.map(lambda v: 0.0 if abs(v) < 1e-30 else v)
+
+
 @SETTINGS
 @given(x=hnp.arrays(np.float32, hnp.array_shapes(min_dims=1, max_dims=3, min_side=1, max_side=30),
-                    elements=st.floats(-1e3, 1e3, width=32) | st.floats(0.0, 50.0, width=32)
-                    | st.floats(-50.0, 0.0, width=32)))
+                    elements=_no_tiny_values(st.floats(-1e3, 1e3, width=32)
+                                             | st.floats(0.0, 50.0, width=32)
+                                             | st.floats(-50.0, 0.0, width=32))))
 def test_dynamic_quantize_linear_bit_identical_to_the_cpu(exact_path, x):
     y_ref, s_ref, z_ref = ops.dynamic_quantize_linear(x)
     y, s, z = ops.dynamic_quantize_linear(G(x))
