@@ -261,27 +261,54 @@ def upload(buffer, data: np.ndarray, *, only_if_finite: bool = False) -> bool:
     """Write data at the start of buffer, ordered after the work queued so far (which may still
     read buffer's old contents) and before the work queued later. only_if_finite (float32 data):
     upload nothing and return False where a value is NaN or infinite (checked while copying)."""
-    data = np.ascontiguousarray(data)
-    if data.nbytes % 4:
-        data = np.concatenate([data.reshape(-1).view(np.uint8), np.zeros(4 - data.nbytes % 4, np.uint8)])
+    data = np.ascontiguousarray(data).reshape(-1).view(np.uint8)
+    if _native() is None or data.nbytes < STAGED_UPLOAD_BYTES:
+        if only_if_finite and not np.isfinite(data.view(np.float32)).all():
+            return False
+        _write_small(buffer, data)
+        return True
+    if only_if_finite:
+        words = data.view(np.uint32)
+        return upload_made(buffer, data.nbytes,
+                           lambda into: hostcopy.copy_if_finite(into.view(np.uint32), words))
+    return upload_made(buffer, data.nbytes, lambda into: hostcopy.copy_bytes(into, data) or True)
+
+
+def upload_made(buffer, nbytes: int, make) -> bool:
+    """upload() of nbytes that make(into) writes into `into`, a uint8 array of nbytes (host
+    memory the upload reads: mapped staging memory for a large one), so that data made on the
+    host for the GPU is written once, where the upload takes it from. make returns False to
+    cancel: nothing is uploaded, and upload_made returns False."""
+    padded = -(-nbytes // 4) * 4  # buffers are written in whole 32-bit words
     native = _native()
-    if native is not None and data.nbytes >= STAGED_UPLOAD_BYTES:
-        staging = native.writable_staging(data.nbytes)
-        if not native.write_mapped(staging, data.reshape(-1).view(np.uint8), only_if_finite):
-            native.remap_for_writing(staging)
+    if native is None or padded < STAGED_UPLOAD_BYTES:
+        data = np.empty(padded, np.uint8)
+        data[nbytes:] = 0
+        if not make(data[:nbytes]):
             return False
-        _PENDING.append(_Copy(staging, buffer, data.nbytes))
-    else:
-        if only_if_finite and not np.isfinite(data).all():
-            return False
-        if _PENDING:
-            flush()  # queue writes run before unsubmitted work: earlier readers of buffer first
-        if native is not None:
-            native.write_buffer(buffer, data)
-        else:
-            device().queue.write_buffer(buffer, 0, data)
+        _write_small(buffer, data)
+        return True
+    staging = native.writable_staging(padded)
+    if not native.fill_mapped(staging, nbytes, padded, make):
+        native.remap_for_writing(staging)
+        return False
+    _PENDING.append(_Copy(staging, buffer, padded))
     TRANSFERS["upload"] += 1
     return True
+
+
+def _write_small(buffer, data: np.ndarray) -> None:
+    """A queue write of data (uint8, padded here to whole 32-bit words)."""
+    if data.nbytes % 4:
+        data = np.concatenate([data, np.zeros(4 - data.nbytes % 4, np.uint8)])
+    if _PENDING:
+        flush()  # queue writes run before unsubmitted work: earlier readers of buffer first
+    native = _native()
+    if native is not None:
+        native.write_buffer(buffer, data)
+    else:
+        device().queue.write_buffer(buffer, 0, data)
+    TRANSFERS["upload"] += 1
 
 
 _STAGING: dict[int, list] = {}
@@ -691,18 +718,16 @@ class _Native:
         self._wait(self._map(staging, self.lib.WGPUMapMode_Write, size), "mapping an upload buffer")
         return staging
 
-    def write_mapped(self, staging, data: np.ndarray, only_if_finite: bool) -> bool:
-        """Copy data (uint8) to a mapped staging buffer and unmap it; with only_if_finite (data
-        holds float32 values), False where one is NaN or infinite."""
+    def fill_mapped(self, staging, nbytes: int, padded: int, make) -> bool:
+        """make(into) on the first nbytes of a mapped staging buffer (zeros up to `padded`), then
+        unmap it; make's verdict."""
         target = self.lib.wgpuBufferGetMappedRange(staging._internal, 0, staging.size)
         if target == self.ffi.NULL:
             raise RuntimeError("wgpu-native returned no mapped range for an upload buffer")
         try:
-            into = np.frombuffer(self.ffi.buffer(target, data.nbytes), np.uint8)
-            if only_if_finite:
-                return hostcopy.copy_if_finite(into.view(np.uint32), data.view(np.uint32))
-            hostcopy.copy_bytes(into, data)
-            return True
+            into = np.frombuffer(self.ffi.buffer(target, padded), np.uint8)
+            into[nbytes:] = 0
+            return bool(make(into[:nbytes]))
         finally:
             self.lib.wgpuBufferUnmap(staging._internal)
 

@@ -35,6 +35,18 @@ def _in_parts(copy_part, nbytes: int, align: int) -> list:
     return [first] + [f.result() for f in others]
 
 
+def in_row_parts(work, rows: int, nbytes: int) -> bool:
+    """work(r0, r1) over the rows [0, rows) of an array of nbytes, in parts on up to THREADS
+    threads (as the copies here); True where every part's work returned True."""
+    parts = max(1, min(THREADS, nbytes // PART_BYTES, rows))
+    if parts < 2:
+        return bool(work(0, rows))
+    bounds = [rows * i // parts for i in range(parts + 1)]
+    others = [_pool().submit(work, lo, hi) for lo, hi in zip(bounds[1:-1], bounds[2:], strict=True)]
+    first = work(0, bounds[1])
+    return all([first] + [f.result() for f in others])
+
+
 def copy_bytes(into: np.ndarray, source: np.ndarray) -> None:
     """into[:] = source: uint8 arrays of one size."""
     if into.nbytes < 2 * PART_BYTES:  # one part: no need to cut

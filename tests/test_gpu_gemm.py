@@ -156,17 +156,16 @@ def test_gpu_quantization_is_the_cpu_convention(m, k, n, seed):
     np.testing.assert_array_equal(on_gpu.numpy(), expected)
 
 
-def test_a_large_numpy_a_is_checked_in_parts_on_its_way_up():
-    """A float32 A of megabytes is checked by several threads while they copy it into the
-    upload's staging memory: quantized as gemm.quantize does, and NaN or infinity in any part is
+def test_a_large_numpy_a_is_quantized_in_parts_on_its_way_up():
+    """A float32 A of megabytes is quantized by several threads straight into the upload's
+    staging memory: the same int8 values as gemm.quantize, and NaN or infinity in any part is
     still the error it is for a small A (the call after it is unharmed)."""
     rng = np.random.default_rng(21)
     a = (rng.standard_normal((640, 1100)) * 4).astype(np.float32)  # 2.8 MB: several parts
     gb = gemm.prepare_b(rng.standard_normal((1100, 8)).astype(np.float32), 40.0).to_gpu()
     qa = 25.0
     expected = gemm.gemm_i8(gemm.quantize(a, qa), gb, a_quant_mult=qa)
-    # The first call plans (and checks A whole); the calls after it run the kept plan, whose
-    # upload checks A in parts.
+    # The first call plans, the calls after it run the kept plan: both quantize A in parts.
     for _ in range(2):
         np.testing.assert_array_equal(gemm.gemm_i8(a, gb, a_quant_mult=qa), expected)
     for row, value in ((639, np.inf), (0, np.nan), (333, -np.inf)):

@@ -1,7 +1,9 @@
 """gemm_i8 on the GPU: checks as the CPU path does, then two dispatches in one submission.
 
   1. prepare_a.wgsl: A (float32 to quantize, or int8/uint8) -> packed K-major u32 groups, row
-     sums and NaN/inf row flags, on the GPU (a numpy A is uploaded as it is: one transfer).
+     sums and NaN/inf row flags, on the GPU (a numpy A is uploaded in one transfer: int8 and
+     uint8 A as they are, float32 A quantized to int8 on the host while it is copied, as the CPU
+     path quantizes it; see upload_a).
   2. gemm_small_m.wgsl (M <= 8) or gemm_tiled.wgsl: the exact int32 product with the fused
      epilogue of common.wgsl (zero-point corrections; unquantize, bias, relu for float output).
 Semantics are those of gemm.api.gemm_i8 (same checks, same messages, same arithmetic), except
@@ -24,9 +26,10 @@ import weakref
 import numpy as np
 
 import dispatch
-from dispatch import gpu
+from dispatch import gpu, hostcopy
 from dispatch.gpu_array import GpuArray
 
+from ..cpu import driver as cpu_driver
 from ..prepared import PreparedB, prepare_b_quantized
 from ..validate import (
     b_zero_points,
@@ -99,9 +102,8 @@ def gemm_i8(a, b, *, a_quant_mult=None, bias=None, relu: bool = False, out=None,
 # until the plan is dropped: at most 8 per weight); the tuning decisions (registry.epoch) and
 # the device (gpu.generation) are part of the key.
 # A numpy A or out is keyed by its shape and dtype instead: the kept plan owns the GPU arrays it
-# is uploaded to and read back from, so each call makes only the transfers (a float32 A's
-# finiteness is checked while it is copied for the upload: on an H200's host, numpy's check of
-# a 4 MB A took 210 us, as long as torch's whole upload).
+# is uploaded to and read back from, so each call makes only the transfers (a float32 A is
+# checked and quantized while it is copied for the upload: upload_a).
 PLANS_PER_WEIGHT = 8
 _SCALARS = (int, float, np.integer, np.floating)
 
@@ -155,13 +157,12 @@ def run_again(b: GpuPreparedB, key, a, out):
     entry = b._plans.get(parts) if b._plans is not None else None
     if entry is None:
         return None
-    refs, groups, _, a_upload, c = entry
+    refs, groups, _, a_upload, qa, c = entry
     for ref, array in zip(refs, arrays, strict=True):
         if ref() is not array:
             return None
-    if a_upload is not None and not gpu.upload(a_upload.buffer, a,
-                                               only_if_finite=a.dtype == np.float32):
-        raise ValueError("A: contains NaN or infinity")
+    if a_upload is not None:
+        upload_a(a_upload, a, qa)
     b._plans.move_to_end(parts)
     gpu.run_bound(groups)
     return out if c is None else c.numpy(out)
@@ -174,20 +175,50 @@ def _keep(b: GpuPreparedB, key, groups, plan: Plan) -> None:
     callers = {id(x) for x in arrays}
     temporaries = tuple(x for x in plan.keep if x is not None and id(x) not in callers)
     b._plans[parts] = (tuple(weakref.ref(x) for x in arrays), groups, temporaries,
-                       plan.a_upload, None if plan.on_gpu else plan.c)
+                       plan.a_upload, plan.a_quant, None if plan.on_gpu else plan.c)
     b._plans.move_to_end(parts)
     while len(b._plans) > PLANS_PER_WEIGHT:
         b._plans.popitem(last=False)
 
 
+def upload_a(target: GpuArray, a: np.ndarray, qa) -> None:
+    """Upload a numpy A into `target`: int8 or uint8 A as it is; float32 A quantized with qa on
+    the way, clamp(rint(A * qa), -127, 127) as the CPU path quantizes (gemm.quantize), into the
+    upload's own staging memory, so a quarter of the bytes crosses to the GPU (on an H200's
+    host, 4 MB of float32 A: quantizing it there took 149 us on 4 threads, checking and copying
+    it as it was 187 us, and the GPU's copy of it is 4x longer). ValueError for NaN or infinity
+    in A."""
+    if a.dtype != np.float32:
+        gpu.upload(target.buffer, a)
+        return
+    a = np.ascontiguousarray(a)
+    mult = np.array([qa], np.float32)
+    if a.nbytes < gpu.STAGED_UPLOAD_BYTES:  # a few rows: one call, one small write
+        small = np.empty(a.shape, np.int8)
+        if not cpu_driver.quantize_into(a, mult, small):
+            raise ValueError("A: contains NaN or infinity")
+        gpu.upload(target.buffer, small)
+        return
+
+    def quantize(into):
+        rows = into.view(np.int8).reshape(a.shape)
+        return hostcopy.in_row_parts(
+            lambda r0, r1: cpu_driver.quantize_into(a[r0:r1], mult, rows[r0:r1]),
+            a.shape[0], a.nbytes)
+
+    if not gpu.upload_made(target.buffer, a.size, quantize):
+        raise ValueError("A: contains NaN or infinity")
+
+
 class Plan:
     """What one call submits: the dispatches, and the arrays they use (kept alive with it)."""
 
-    __slots__ = ("dispatches", "c", "on_gpu", "keep", "a_upload")
+    __slots__ = ("dispatches", "c", "on_gpu", "keep", "a_upload", "a_quant")
 
-    def __init__(self, dispatches, c, on_gpu, keep=(), a_upload=None):
+    def __init__(self, dispatches, c, on_gpu, keep=(), a_upload=None, a_quant=None):
         self.dispatches, self.c, self.on_gpu, self.keep = dispatches, c, on_gpu, keep
         self.a_upload = a_upload  # the GpuArray a numpy A was uploaded to
+        self.a_quant = a_quant    # the multiplier a float32 numpy A was quantized with (upload_a)
 
 
 def build(a, b, *, a_quant_mult=None, bias=None, relu: bool = False, out=None,
@@ -265,9 +296,9 @@ def build(a, b, *, a_quant_mult=None, bias=None, relu: bool = False, out=None,
     if zb.size:
         flags |= HAS_ZB
 
-    if isinstance(a, np.ndarray) and a.dtype == np.float32 and not np.isfinite(a).all():
-        raise ValueError("A: contains NaN or infinity")
     if n == 0:
+        if isinstance(a, np.ndarray) and a.dtype == np.float32 and not np.isfinite(a).all():
+            raise ValueError("A: contains NaN or infinity")
         return Plan([], out if isinstance(out, GpuArray) else GpuArray((m, 0), out_dtype), on_gpu)
 
     # -- configuration ---------------------------------------------------------------------------
@@ -279,7 +310,11 @@ def build(a, b, *, a_quant_mult=None, bias=None, relu: bool = False, out=None,
         raise ValueError(f"_params: the small_m kernel takes M <= {tiles.SMALL_M_MAX}, got M={m}")
 
     # -- buffers -------------------------------------------------------------------------------
-    src = a if isinstance(a, GpuArray) else GpuArray.from_numpy(np.ascontiguousarray(a))
+    if isinstance(a, GpuArray):
+        src = a
+    else:  # float32 A is quantized on its way up (upload_a), and packed as int8 A
+        src = GpuArray((m, k), np.int8 if a.dtype == np.float32 else a.dtype)
+        upload_a(src, a, qa)
     mp = -(-m // 4) * 4
     packed_a = GpuArray((gb.k4, mp), np.uint32)
     rowinfo = GpuArray((2 * mp + 2,), np.int32)
@@ -298,7 +333,7 @@ def build(a, b, *, a_quant_mult=None, bias=None, relu: bool = False, out=None,
     pack_params = np.zeros(8, np.uint32)
     pack_params[:4] = (m, k, gb.k4, mp)
     pack_params[4:5] = np.float32(qa).view(np.uint32)
-    pack_params[5] = a.dtype == np.uint8
+    pack_params[5] = src.dtype == np.uint8
     pack_params[6:7] = np.array([za], np.int32).view(np.uint32)
     pack_params[7] = za_source
     gemm_params = np.zeros(12, np.uint32)
@@ -307,7 +342,7 @@ def build(a, b, *, a_quant_mult=None, bias=None, relu: bool = False, out=None,
     gemm_params[7] = flags
     gemm_params[8:9] = np.float32(inv_qa).view(np.uint32)
 
-    prepare = (gpu.pipeline(kernels.prepare_a_source("float" if a.dtype == np.float32 else "bytes"),
+    prepare = (gpu.pipeline(kernels.prepare_a_source("float" if src.dtype == np.float32 else "bytes"),
                             PACK_BINDINGS),
                (src.buffer, (za_gpu or placeholder).buffer, packed_a.buffer, rowinfo.buffer,
                 gpu.uniform(pack_params.tobytes())),
@@ -326,4 +361,4 @@ def build(a, b, *, a_quant_mult=None, bias=None, relu: bool = False, out=None,
                  gpu.uniform(gemm_params.tobytes())), groups)
     return Plan([prepare, multiply], c, on_gpu,
                 (src, packed_a, rowinfo, zb_gpu, bias_gpu, scale, za_gpu),
-                None if src is a else src)
+                None if src is a else src, qa if src is not a and a.dtype == np.float32 else None)
