@@ -7,6 +7,7 @@ invocation runs on the CPU.
 from __future__ import annotations
 
 import warnings
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -17,6 +18,7 @@ from hypothesis import strategies as st
 import dispatch
 import gemm
 from dispatch import gpu
+from gemm.wgsl import driver as wgsl_driver
 from gemm.wgsl import tiles
 
 pytestmark = pytest.mark.gpu
@@ -142,8 +144,9 @@ def test_float_output_matches_the_cpu_path(m, k, n, per_column, with_bias, relu,
 @given(m=st.integers(1, 12), k=st.integers(1, 80), n=st.integers(1, 40), seed=st.integers(0, 2**32 - 1))
 def test_gpu_quantization_is_the_cpu_convention(m, k, n, seed):
     """Ties and saturation: with qa a power of two, qb = 1 and no bias, C = (Aq @ Bq) / qa is
-    exact in float32, so any quantization difference would show. A numpy A and a GPU-resident
-    A alike."""
+    exact in float32, so any quantization difference would show. All three ways A is
+    quantized: a numpy A by the GPU, or on the host during its upload (large A), and a
+    GPU-resident A by the GPU."""
     rng = np.random.default_rng(seed)
     qa = np.float32(2.0 ** rng.integers(-2, 6))
     a = ((rng.integers(-140, 140, (m, k)) + 0.5) / qa).astype(np.float32)  # x * qa = n + 0.5
@@ -151,7 +154,10 @@ def test_gpu_quantization_is_the_cpu_convention(m, k, n, seed):
     b = rand_i8(rng, (k, n), lo=-127)
     pb = gemm.prepare_b_quantized(b, quant_mult=1.0)
     expected = ref(ref_quantize(a, qa), b).astype(np.float32) * (np.float32(1) / qa)
-    np.testing.assert_array_equal(gemm.gemm_i8(a, pb, a_quant_mult=qa, backend="gpu"), expected)
+    for host_from in (1 << 40, 0):
+        with mock.patch.object(wgsl_driver, "HOST_QUANTIZED_A_BYTES", host_from):
+            np.testing.assert_array_equal(gemm.gemm_i8(a, pb, a_quant_mult=qa, backend="gpu"),
+                                          expected)
     on_gpu = gemm.gemm_i8(gemm.GpuArray.from_numpy(a), pb, a_quant_mult=qa)
     np.testing.assert_array_equal(on_gpu.numpy(), expected)
 
