@@ -401,6 +401,11 @@ def _dynamic_gemm(fused, xq, out_scale, x_scale, x_zero_point, quantize_a):
     One call on the session's threads: the driver deals its blocks out to whichever thread is
     free. (Row chunks handed out from Python, one single-threaded call each, ran 5-25% slower
     on the encoder's shapes at 2 threads: ~10 us of Python per chunk, under the GIL.)"""
+    if quantize_a and x_scale.reshape(-1)[0] == 0:
+        # x's range underflowed (a few subnormals around 0): a zero scale, which the GEMM cannot
+        # divide by while packing; DynamicQuantizeLinear's own zero-scale rule quantizes x.
+        xq, _, _ = ops.dynamic_quantize_linear(xq)
+        quantize_a = False
     # gemm_i8's own result: aligned, so that a large one is streamed (gemm/cpu/driver.py).
     return gemm.gemm_i8(xq.reshape(-1, fused.k), fused.prepared,
                         a_zero_point=int(x_zero_point.reshape(-1)[0]),

@@ -113,3 +113,23 @@ def i8gemm_env():
     yield set_
     mp.undo()
     dispatch.refresh()
+
+
+def linear_model(k, n, seed):
+    """An ONNX model y = x @ w + b (x: m x k float32), random weights: for quantize_dynamic."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from graph import transformer
+
+    rng = np.random.default_rng(seed)
+    w = (rng.standard_normal((k, n)) / np.sqrt(k)).astype(np.float32)
+    b = rng.standard_normal(n).astype(np.float32)
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["h"], name="mm"),
+             helper.make_node("Add", ["h", "b"], ["y"], name="bias")]
+    g = helper.make_graph(nodes, "linear",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["m", k])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["m", n])],
+                          [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = transformer.IR_VERSION
+    return model

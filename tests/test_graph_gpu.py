@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from conftest import linear_model
 from onnx.reference import ReferenceEvaluator
 
 import graph
@@ -103,27 +103,12 @@ def test_int8_decoder_on_the_gpu(folder, per_channel):
     assert_int8_bound(out5, ReferenceEvaluator(path).run(None, longer)[0])
 
 
-def _linear_model(k, n, seed):
-    rng = np.random.default_rng(seed)
-    w = (rng.standard_normal((k, n)) / np.sqrt(k)).astype(np.float32)
-    b = rng.standard_normal(n).astype(np.float32)
-    nodes = [helper.make_node("MatMul", ["x", "w"], ["h"], name="mm"),
-             helper.make_node("Add", ["h", "b"], ["y"], name="bias")]
-    g = helper.make_graph(nodes, "linear",
-                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["m", k])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["m", n])],
-                          [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])
-    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = transformer.IR_VERSION
-    return model
-
-
 @pytest.mark.parametrize("per_channel", [False, True])
 @pytest.mark.parametrize("m", [3, 40])
 def test_fused_gemm_matches_the_cpu(folder, per_channel, m):
     """DynamicQuantizeLinear of a model input, then one fused GEMM: the GPU's integer part is
     exact and its float epilogue within one rounding of the CPU's (a fused multiply-add)."""
-    path = transformer.quantize_dynamic(_linear_model(72, 40, m), per_channel, folder, f"lin{m}")
+    path = transformer.quantize_dynamic(linear_model(72, 40, m), per_channel, folder, f"lin{m}")
     x = np.random.default_rng(m).standard_normal((m, 72)).astype(np.float32)
     session = graph.Session(path, backend="gpu")
     assert [s.op_type for s in session.steps] == ["Upload", "DynamicQuantizeLinear",

@@ -9,6 +9,7 @@ import os
 import numpy as np
 import onnx
 import pytest
+from conftest import linear_model
 from onnx.reference import ReferenceEvaluator
 
 import graph
@@ -216,3 +217,21 @@ def test_shape_results_follow_the_input_shapes(dynamic_models, monkeypatch):
         shape_steps = [s for s in called if s in reused]
         assert (not shape_steps) if (batch, seq, src) == last else len(shape_steps) == len(reused)
         last = (batch, seq, src)
+
+
+@pytest.mark.parametrize("per_channel", [False, True], ids=["per-tensor", "per-channel"])
+def test_an_input_whose_range_underflows_runs_as_the_reference(tmp_path, per_channel):
+    """x within a few subnormals of 0: DynamicQuantizeLinear's scale underflows to 0, which the
+    GEMM cannot divide by while it packs x; the step quantizes x as the op does instead, and the
+    result is the reference evaluator's, bit for bit (signed zeros too)."""
+    path = transformer.quantize_dynamic(linear_model(72, 40, 3), per_channel, str(tmp_path), "lin")
+    x = np.zeros((3, 72), np.float32)
+    x[0, :5] = [1e-45, -1e-45, 2e-45, 0.0, -3e-45]
+    x[1, 7] = 1e-45
+    session = graph.Session(path)
+    assert [s.op_type for s in session.steps] == ["DynamicQuantizeLinear(scale)",
+                                                  "DynamicQuantMatMul"]
+    with np.errstate(all="ignore"):  # the reference's own divisions by zero
+        (ref,) = ReferenceEvaluator(path).run(None, {"x": x})
+    (out,) = session.run(None, {"x": x})
+    assert out.tobytes() == ref.tobytes()
