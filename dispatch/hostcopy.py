@@ -24,27 +24,16 @@ def _pool():
     return concurrent.futures.ThreadPoolExecutor(THREADS - 1, "i8gemm-copy")
 
 
-def _in_parts(copy_part, nbytes: int, align: int) -> list:
-    """copy_part(lo, hi) over [0, nbytes), in parts on up to THREADS threads; the parts' results."""
+def in_parts(work, nbytes: int, align: int) -> list:
+    """work(lo, hi) over the bytes [0, nbytes), cut at multiples of `align` into parts on up to
+    THREADS threads (one part below 2 * PART_BYTES); the parts' results."""
     parts = min(THREADS, nbytes // PART_BYTES)
     if parts < 2:
-        return [copy_part(0, nbytes)]
+        return [work(0, nbytes)]
     bounds = [nbytes * i // parts // align * align for i in range(parts)] + [nbytes]
-    others = [_pool().submit(copy_part, lo, hi) for lo, hi in zip(bounds[1:-1], bounds[2:], strict=True)]
-    first = copy_part(0, bounds[1])
-    return [first] + [f.result() for f in others]
-
-
-def in_row_parts(work, rows: int, nbytes: int) -> bool:
-    """work(r0, r1) over the rows [0, rows) of an array of nbytes, in parts on up to THREADS
-    threads (as the copies here); True where every part's work returned True."""
-    parts = max(1, min(THREADS, nbytes // PART_BYTES, rows))
-    if parts < 2:
-        return bool(work(0, rows))
-    bounds = [rows * i // parts for i in range(parts + 1)]
     others = [_pool().submit(work, lo, hi) for lo, hi in zip(bounds[1:-1], bounds[2:], strict=True)]
     first = work(0, bounds[1])
-    return all([first] + [f.result() for f in others])
+    return [first] + [f.result() for f in others]
 
 
 def copy_bytes(into: np.ndarray, source: np.ndarray) -> None:
@@ -52,14 +41,14 @@ def copy_bytes(into: np.ndarray, source: np.ndarray) -> None:
     if into.nbytes < 2 * PART_BYTES:  # one part: no need to cut
         np.copyto(into, source)
         return
-    _in_parts(lambda lo, hi: np.copyto(into[lo:hi], source[lo:hi]), into.nbytes, 64)
+    in_parts(lambda lo, hi: np.copyto(into[lo:hi], source[lo:hi]), into.nbytes, 64)
 
 
 def copy_if_finite(into: np.ndarray, source: np.ndarray) -> bool:
     """into[:] = source (uint32 views of float32 values, one size) where every value is finite;
     False, with `into` partly written, where one is NaN or infinite."""
     kernel = _copy_finite_kernel()
-    return all(_in_parts(lambda lo, hi: kernel(into[lo // 4:hi // 4], source[lo // 4:hi // 4]),
+    return all(in_parts(lambda lo, hi: kernel(into[lo // 4:hi // 4], source[lo // 4:hi // 4]),
                          into.nbytes, 64))
 
 

@@ -194,11 +194,16 @@ def upload_a(target: GpuArray, a: np.ndarray, qa) -> None:
     a = np.ascontiguousarray(a)
     mult = np.array([qa], np.float32)
 
+    row_bytes = a.strides[0]
+
     def quantize(into):
         rows = into.view(np.int8).reshape(a.shape)
-        return hostcopy.in_row_parts(
-            lambda r0, r1: cpu_driver.quantize_into(a[r0:r1], mult, rows[r0:r1]),
-            a.shape[0], a.nbytes)
+
+        def quantize_part(lo, hi):  # whole rows: lo and hi are multiples of row_bytes
+            r0, r1 = lo // row_bytes, hi // row_bytes
+            return cpu_driver.quantize_into(a[r0:r1], mult, rows[r0:r1])
+
+        return all(hostcopy.in_parts(quantize_part, a.nbytes, row_bytes))
 
     if not gpu.upload_made(target.buffer, a.size, quantize):
         raise ValueError("A: contains NaN or infinity")
