@@ -73,6 +73,7 @@ def test_extreme_values_over_long_k():
 # Every kernel shape the tuner may pick must be exact, not only the defaults.
 CONFIGS = [tiles.Tiled(16, 64, 4, 4, 4), tiles.Tiled(32, 128, 8, 4, 8), tiles.Tiled(64, 64, 16, 8, 8),
            tiles.Tiled(128, 128, 8, 8, 8), tiles.Tiled(64, 32, 8, 16, 4), tiles.Tiled(64, 64, 16, 4, 16),
+           tiles.Tiled(16, 64, 4, 4, 4, ks=2), tiles.Tiled(32, 128, 8, 4, 8, ks=16),
            tiles.SmallM(16, 2), tiles.SmallM(32, 1), tiles.SmallM(8, 16), tiles.SmallM(64, 4)]
 
 
@@ -87,6 +88,58 @@ def test_each_configuration_is_exact(cfg):
     np.testing.assert_array_equal(c, ref(a, b))
 
 
+SPLITS = [tiles.Tiled(16, 64, 8, 4, 4, ks=ks) for ks in tiles.K_SPLITS[1:]]
+
+
+@pytest.mark.parametrize("cfg", SPLITS, ids=tiles.config_name)
+def test_split_k_gives_the_unsplit_results_bit_for_bit(cfg):
+    # Every epilogue feature runs after the parts are added: zero points, per-column scales,
+    # bias, relu, NaN rows of a GPU-resident float A, out_scale. K = 1000 pads to 256 groups
+    # of four, which every split of K_SPLITS cuts evenly; K = 300 pads to 80, cut into a short
+    # last part (ks 2: 48 + 32) or into fewer parts than asked (ks 4: 32 + 32 + 16).
+    unsplit = {"config": tiles.Tiled(16, 64, 8, 4, 4)}
+    split = {"config": cfg}
+    rng = np.random.default_rng(cfg.ks)
+    for k in (1000, 300):
+        m, n = 19, 70
+        a, b = rand_i8(rng, (m, k)), rand_i8(rng, (k, n))
+        zb = rng.integers(-128, 128, n).astype(np.int32)
+        np.testing.assert_array_equal(gemm.gemm_i8(a, b, backend="gpu", _params=split), ref(a, b))
+        for kwargs in ({"a_zero_point": 3, "b_zero_point": zb},
+                       {"out_scale": rng.uniform(0.5, 2, n).astype(np.float32)}):
+            np.testing.assert_array_equal(
+                gemm.gemm_i8(a, b, backend="gpu", _params=split, **kwargs),
+                gemm.gemm_i8(a, b, backend="gpu", _params=unsplit, **kwargs))
+        af = (rng.standard_normal((m, k)) * 3).astype(np.float32)
+        af[5, 7] = np.nan
+        pb = gemm.prepare_b(rng.standard_normal((k, n)).astype(np.float32),
+                            rng.uniform(5, 60, n).astype(np.float32))
+        bias = rng.standard_normal(n).astype(np.float32)
+        a_gpu = dispatch.gpu_array.GpuArray.from_numpy(af)
+        results = [gemm.gemm_i8(a_gpu, pb, a_quant_mult=np.float32(20), bias=bias, relu=True,
+                                backend="gpu", _params=params).numpy() for params in (split, unsplit)]
+        np.testing.assert_array_equal(results[0], results[1])
+        assert np.isnan(results[0][5]).all() and not np.isnan(np.delete(results[0], 5, 0)).any()
+
+
+def test_split_k_parts_cover_k_without_an_empty_part():
+    for k4 in range(tiles.K4_ALIGN, 40 * tiles.K4_ALIGN, tiles.K4_ALIGN):
+        for ks in tiles.K_SPLITS:
+            chunk, parts = tiles.k_chunk(k4, ks), tiles.k_splits(k4, ks)
+            assert chunk % tiles.K4_ALIGN == 0 and 1 <= parts <= ks
+            assert (parts - 1) * chunk < k4 <= parts * chunk, (k4, ks)
+
+
+def test_config_names_round_trip_and_reject_nonsense():
+    for cfg in (tiles.Tiled(16, 64, 4, 4, 4), tiles.Tiled(64, 128, 8, 8, 8, ks=8), tiles.SmallM(32, 4)):
+        assert tiles.parse_config(tiles.config_name(cfg)) == cfg
+    assert tiles.config_name(tiles.Tiled(16, 64, 4, 4, 4)) == "tiled:16x64x4:4x4"  # stored names stay valid
+    for bad in ("tiled:16x64x4:4x4:k1", "tiled:16x64x4:4x4:x8", "tiled:16x64x4", "small_m:8"):
+        with pytest.raises(ValueError, match="config"):
+            tiles.parse_config(bad)
+    assert "ks must be" in tiles.Tiled(16, 64, 4, 4, 4, ks=3).why_invalid({})
+
+
 def test_space_and_defaults_are_valid():
     limits = gemm.wgsl.driver.limits()
     for shape in [(1, 512, 512), (8, 512, 2048), (64, 512, 32000), (4096, 4096, 4096)]:
@@ -94,6 +147,15 @@ def test_space_and_defaults_are_valid():
         assert cfgs and all(c.why_invalid(limits) is None for c in cfgs if c.kernel == "tiled")
         default = tiles.default_config(shape, limits)
         assert default.kernel == ("small_m" if shape[0] <= tiles.SMALL_M_DEFAULT_MAX else "tiled")
+        assert tiles.useful(default, shape)
+
+
+def test_the_default_splits_k_only_for_few_tiles_over_a_long_k():
+    limits = {}  # WebGPU's default limits
+    assert tiles.default_config((128, 1024, 1024), limits).ks == 2    # 128 tiles of 16 x 64
+    assert tiles.default_config((64, 512, 2048), limits).ks == 1      # K too short to pay
+    assert tiles.default_config((1024, 1024, 1024), limits).ks == 1   # tiles enough
+    assert tiles.default_config((16, 4096, 64), limits).ks == 4       # one tile: the most parts
 
 
 # -- zero points ---------------------------------------------------------------------------------

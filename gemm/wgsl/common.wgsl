@@ -14,10 +14,11 @@ struct Params {
   mp4: u32,        // vec4s per K-row of packed A
   np4: u32,        // vec4s per K-row of packed B
   scale_step: u32, // 1: scale[j] per column; 0: scale[0] for every column
-  pad3: u32,
+  kchunk: u32,     // k-groups per split of K (p.k4 when K is not split)
   flags: u32,      // 1: per-column B zero points, 2: bias, 4: relu, 8: NaN rows of A
   inv_qa: f32,     // 1 / a_quant_mult
-  pad0: u32, pad1: u32, pad2: u32,
+  splits: u32,     // parts K is split into (1: not split)
+  pad1: u32, pad2: u32,
 }
 
 const HAS_ZB: u32 = 1u;

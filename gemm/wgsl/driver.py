@@ -6,6 +6,8 @@
      quantizes it; see upload_a).
   2. gemm_small_m.wgsl (M <= 8) or gemm_tiled.wgsl: the exact int32 product with the fused
      epilogue of common.wgsl (zero-point corrections; unquantize, bias, relu for float output).
+     A configuration that splits K (tiles.Tiled.ks) stores int32 parts instead, and a third
+     dispatch, reduce_splits.wgsl, adds them and applies the epilogue.
 Semantics are those of gemm.api.gemm_i8 (same checks, same messages, same arithmetic), except
 that a GPU-resident float A is not scanned for NaN/inf on the host: its NaN/inf rows come out as
 NaN rows of C. The result is a GpuArray when A is one (or `out` is one), else numpy.
@@ -347,8 +349,11 @@ def build(a, b, *, a_quant_mult=None, bias=None, relu: bool = False, out=None,
     gemm_params = np.zeros(12, np.uint32)
     gemm_params[:5] = (m, n, gb.k4, mp // 4, gb.np_ // 4)
     gemm_params[5] = scale_step
+    splits = tiles.k_splits(gb.k4, cfg.ks) if cfg.kernel == "tiled" else 1
+    gemm_params[6] = tiles.k_chunk(gb.k4, cfg.ks) if splits > 1 else gb.k4
     gemm_params[7] = flags
     gemm_params[8:9] = np.float32(inv_qa).view(np.uint32)
+    gemm_params[9] = splits
 
     prepare = (gpu.pipeline(kernels.prepare_a_source("float" if src.dtype == np.float32 else "bytes"),
                             PACK_BINDINGS),
@@ -362,12 +367,20 @@ def build(a, b, *, a_quant_mult=None, bias=None, relu: bool = False, out=None,
         groups = (-(-(gb.np_ // 4) // cfg.wg_x), 1, 1)
     else:
         source = kernels.tiled_source(cfg, out_kind)
-        groups = (-(-n // cfg.bn), -(-m // cfg.bm), 1)
+        groups = (-(-n // cfg.bn), -(-m // cfg.bm), splits)
+    uniform = gpu.uniform(gemm_params.tobytes())
+    epilogue_inputs = (gb.col_sums.buffer, rowinfo.buffer, zb_gpu.buffer, scale.buffer,
+                       bias_gpu.buffer)
+    parts = GpuArray((splits, m, gb.np_), np.int32) if splits > 1 else None
     multiply = (gpu.pipeline(source, GEMM_BINDINGS),
-                (packed_a.buffer, gb.packed.buffer, gb.col_sums.buffer, rowinfo.buffer,
-                 zb_gpu.buffer, scale.buffer, bias_gpu.buffer, c.buffer,
-                 gpu.uniform(gemm_params.tobytes())), groups)
-    return Plan([prepare, multiply], c, on_gpu,
-                (src, packed_a, rowinfo, zb_gpu, bias_gpu, scale, za_gpu),
+                (packed_a.buffer, gb.packed.buffer, *epilogue_inputs, (c if parts is None else parts).buffer, uniform),
+                groups)
+    dispatches = [prepare, multiply]
+    if parts is not None:
+        dispatches.append((gpu.pipeline(kernels.reduce_source(out_kind), GEMM_BINDINGS),
+                           (parts.buffer, gb.packed.buffer, *epilogue_inputs, c.buffer, uniform),
+                           (-(-(gb.np_ // 4) // 64), min(m, 65535), -(-m // 65535))))
+    return Plan(dispatches, c, on_gpu,
+                (src, packed_a, rowinfo, zb_gpu, bias_gpu, scale, za_gpu, parts),
                 None if src is a else src,
                 qa if src is not a and src.dtype != a.dtype else None)

@@ -8,6 +8,8 @@
 // neighbouring invocations read neighbouring vec4s of workgroup memory (conflict-free), and the
 // invocations of one warp that share tm read the same A vec4 (a broadcast).
 // Rows past M and columns past N load clamped (valid) addresses; their results are not stored.
+// Split K (KS > 1 in tiles.py): workgroup z multiplies k-groups [z * p.kchunk, + p.kchunk) and
+// stores its int32 part of the tile; reduce_splits.wgsl adds the parts and finishes C.
 // Constants below are substituted by driver.py (the tuning space is in tiles.py).
 
 const BM4: u32 = ${BM4}u;   // BM / 4
@@ -29,13 +31,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let last_n4 = p.np4 - 1u;
   var acc: array<vec4<i32>, ${ACC}>;
 ${DECLS}
-  var k0 = 0u;
+  var k0 = wid.z * p.kchunk;
+  let k_end = min(k0 + p.kchunk, p.k4);
 ${LOAD}
   loop {
 ${STORE}
     workgroupBarrier();
     k0 = k0 + BK;
-    let more = k0 < p.k4;
+    let more = k0 < k_end;
     if (more) {
 ${LOAD}
     }

@@ -27,8 +27,10 @@ def _fill(name: str, **values) -> str:
 
 
 def _header(out: str) -> str:
-    epilogue = _read("epilogue_i32.wgsl" if out == "i32" else "epilogue_f32.wgsl")
-    return _fill("common.wgsl", OUT=out) + "\n" + epilogue + "\n"
+    """out: "i32" or "f32" (C with the epilogue), or "parts" (split K's int32 parts of C)."""
+    epilogue = {"i32": "epilogue_i32.wgsl", "f32": "epilogue_f32.wgsl",
+                "parts": "epilogue_split.wgsl"}[out]
+    return _fill("common.wgsl", OUT="f32" if out == "f32" else "i32") + "\n" + _read(epilogue) + "\n"
 
 
 def _dot4(a: str, bv: str) -> str:
@@ -38,6 +40,10 @@ def _dot4(a: str, bv: str) -> str:
 
 @functools.cache
 def tiled_source(cfg: Tiled, out: str) -> str:
+    """out: "i32" or "f32"; a config that splits K writes int32 parts whatever C's type (see
+    reduce_source)."""
+    if cfg.ks > 1:
+        out = "parts"
     bm4, bn4 = cfg.bm // 4, cfg.bn // 4
     wg_m, wg_n = cfg.bm // cfg.tm, cfg.bn // cfg.tn
     wg = wg_m * wg_n
@@ -85,7 +91,8 @@ def tiled_source(cfg: Tiled, out: str) -> str:
         for g in range(gn):
             epilogue.append(f"      {{ let j = 4u * (n4_0 + {g * wg_n}u + tn);")
             for s in range(4):
-                epilogue.append(f"        if (j + {s}u < p.n) {{ finish(i, j + {s}u, "
+                write = "store_part(wid.z, i, " if out == "parts" else "finish(i, "
+                epilogue.append(f"        if (j + {s}u < p.n) {{ {write}j + {s}u, "
                                 f"acc[{r * gn + g}].{'xyzw'[s]}); }}")
             epilogue.append("      }")
         epilogue.append("    }")
@@ -143,6 +150,12 @@ def small_m_source(cfg: SmallM, rows: int, out: str) -> str:
                  PARTIAL=cfg.workgroup_bytes(rows) // 16, COMPUTE="\n".join(compute),
                  REDUCE="\n".join(reduce), EPILOGUE="\n".join(epilogue))
     return _header(out) + body
+
+
+@functools.cache
+def reduce_source(out: str) -> str:
+    """Split K's second kernel: the parts added, then the epilogue into C ("i32" or "f32")."""
+    return _header(out) + _read("reduce_splits.wgsl")
 
 
 @functools.cache

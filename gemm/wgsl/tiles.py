@@ -1,7 +1,8 @@
 """The GPU GEMM's tuning space, as data: kernel configurations, their limits, and the default.
 
-Two kernels (gemm_tiled.wgsl, gemm_small_m.wgsl). A configuration fixes every constant the WGSL
-text is built from; `space(shape, limits)` lists the valid ones for a call (the autotuner searches
+Two kernels (gemm_tiled.wgsl, gemm_small_m.wgsl), the tiled one optionally split along K
+(reduce_splits.wgsl adds the parts). A configuration fixes every constant the WGSL text is built
+from; `space(shape, limits)` lists the valid ones for a call (the autotuner searches
 it), `default_config(shape, limits)` is the heuristic used without a tuned entry.
 Restrictions: workgroup memory within the adapter's limit, invocations within its limit and at
 least one warp, register tiles that fit the workgroup tile.
@@ -25,6 +26,11 @@ class Tiled:
     bk: int = 8     # k-groups of four per workgroup-memory slice
     tm: int = 8     # rows per invocation (a multiple of 4)
     tn: int = 8     # columns per invocation (a multiple of 4)
+    # Workgroups splitting K per tile (split-K): each multiplies a 1/ks share of K into its own
+    # int32 part of C, and a second kernel adds the parts and applies the epilogue. A shape with
+    # few tiles (few rows, or N small against the GPU) otherwise leaves most of the GPU idle
+    # while each workgroup walks all of K alone.
+    ks: int = 1
 
     kernel = "tiled"
 
@@ -41,6 +47,8 @@ class Tiled:
             return "register tile does not divide the workgroup tile"
         if K4_ALIGN % self.bk:
             return f"bk must divide {K4_ALIGN}"
+        if self.ks not in K_SPLITS:
+            return f"ks must be one of {K_SPLITS}"
         if not 32 <= self.invocations <= limits.get("max-compute-invocations-per-workgroup", 256):
             return f"{self.invocations} invocations"
         if self.bn // self.tn > limits.get("max-compute-workgroup-size-x", 256) or \
@@ -69,9 +77,10 @@ class SmallM:
         return None
 
 
+K_SPLITS = (1, 2, 4, 8, 16)
 TUNING_SPACE = {
     "tiled": {"bm": (16, 32, 64, 128, 256), "bn": (32, 64, 128, 256), "bk": (4, 8, 16),
-              "tm": (4, 8, 16), "tn": (4, 8, 16)},
+              "tm": (4, 8, 16), "tn": (4, 8, 16), "ks": K_SPLITS},
     "small_m": {"wg_x": (8, 16, 32, 64, 128), "ks": (1, 2, 4, 8, 16, 32)},
 }
 
@@ -93,11 +102,44 @@ def space(shape, limits: dict) -> list:
                 configs.append(cfg)
     for values in itertools.product(*TUNING_SPACE["tiled"].values()):
         cfg = Tiled(**dict(zip(TUNING_SPACE["tiled"], values, strict=True)))
-        # A tile of more than twice M's rows (rounded to 16) only multiplies padding.
-        if cfg.bm > max(16, 2 * m) or cfg.why_invalid(limits) is not None:
-            continue
-        configs.append(cfg)
+        if useful(cfg, shape) and cfg.why_invalid(limits) is None:
+            configs.append(cfg)
     return configs
+
+
+def padded_k4(k: int) -> int:
+    """K in groups of four, padded as prepare pads it (a multiple of K4_ALIGN)."""
+    return -(-k // (4 * K4_ALIGN)) * K4_ALIGN
+
+
+def k_chunk(k4: int, ks: int) -> int:
+    """k-groups each of `ks` splits takes: a multiple of K4_ALIGN, so every BK divides it."""
+    return -(-k4 // (ks * K4_ALIGN)) * K4_ALIGN
+
+
+def k_splits(k4: int, ks: int) -> int:
+    """The parts K is cut into for `ks` (fewer than ks where K is short: no part is empty)."""
+    return -(-k4 // k_chunk(k4, ks))
+
+
+# Split K only below this many tiles: a grid this large already fills any GPU.
+SPLIT_BELOW_TILES = 1024
+
+
+def useful(cfg, shape) -> bool:
+    """Whether a valid config is worth timing for a shape (a pruning rule only: the others
+    run correctly too)."""
+    if cfg.kernel == "small_m":
+        return True
+    m, k, n = shape
+    # A tile of more than twice M's rows (rounded to 16) only multiplies padding.
+    if cfg.bm > max(16, 2 * m):
+        return False
+    if cfg.ks == 1:
+        return True
+    tiles_ = -(-m // cfg.bm) * -(-n // cfg.bn)
+    # A split that K cannot feed repeats a smaller one.
+    return tiles_ < SPLIT_BELOW_TILES and k_splits(padded_k4(k), cfg.ks) == cfg.ks
 
 
 # Workgroups it takes to fill a large GPU (132 SMs x 2 resident workgroups on an H100/H200): a
@@ -127,7 +169,22 @@ def default_config(shape, limits: dict):
     for cfg in valid:  # largest first: the most reuse per loaded byte
         if workgroups(cfg) >= FILL_WORKGROUPS:
             return cfg
-    return max(valid, key=workgroups)
+    return _split_k(max(valid, key=workgroups), k, workgroups)
+
+
+# Split K where even the smallest tile leaves a large GPU idle, if K is long enough that the
+# kernel and not the call's fixed cost takes the time. H200, resident, interleaved (tuning.bench):
+# 128 x 1024 x 1024 on 128 tiles of 16 x 64: 21.8 us unsplit, 18.9 in 2 parts, 18.5 in 4; at
+# K = 512 every split was slower (64 x 512 x 2048: 14.5 -> 16.9 us), as was the tile alone.
+SPLIT_MIN_K = 1024
+
+
+def _split_k(cfg: Tiled, k: int, workgroups) -> Tiled:
+    k4, ks = padded_k4(k), 1
+    if k >= SPLIT_MIN_K:
+        while workgroups(cfg) * ks < FILL_WORKGROUPS and ks < 4 and k_splits(k4, 2 * ks) == 2 * ks:
+            ks *= 2
+    return dataclasses.replace(cfg, ks=ks)
 
 
 def _default_small_m(m: int, k: int, n: int, limits: dict) -> SmallM:
@@ -158,7 +215,8 @@ KERNEL_VERSION = "wgsl-1"
 def config_name(cfg) -> str:
     if cfg.kernel == "small_m":
         return f"small_m:{cfg.wg_x}x{cfg.ks}"
-    return f"tiled:{cfg.bm}x{cfg.bn}x{cfg.bk}:{cfg.tm}x{cfg.tn}"
+    split = f":k{cfg.ks}" if cfg.ks > 1 else ""
+    return f"tiled:{cfg.bm}x{cfg.bn}x{cfg.bk}:{cfg.tm}x{cfg.tn}{split}"
 
 
 def parse_config(name: str):
@@ -169,10 +227,13 @@ def parse_config(name: str):
             wg_x, ks = (int(v) for v in rest.split("x"))
             return SmallM(wg_x, ks)
         if kernel == "tiled":
-            block, _, reg = rest.partition(":")
+            block, _, rest = rest.partition(":")
+            reg, _, split = rest.partition(":")
             bm, bn, bk = (int(v) for v in block.split("x"))
             tm, tn = (int(v) for v in reg.split("x"))
-            return Tiled(bm, bn, bk, tm, tn)
+            if split and (not split.startswith("k") or int(split[1:]) <= 1):
+                raise ValueError(split)
+            return Tiled(bm, bn, bk, tm, tn, int(split[1:]) if split else 1)
     except ValueError:
         pass
     raise ValueError(f"config: {name!r} is not a WGSL GEMM configuration")
@@ -195,9 +256,7 @@ def _valid_for_shape(config, shape, limits) -> bool:
 
 
 def _useful_for_shape(config, shape, limits) -> bool:
-    # Prune only: a tile of more than twice M's rows (rounded to 16) multiplies padding.
-    cfg = parse_config(config["config"])
-    return cfg.kernel == "small_m" or cfg.bm <= max(16, 2 * shape[0])
+    return useful(parse_config(config["config"]), shape)
 
 
 def tuning_space(adapter_limits, fingerprint):
