@@ -6,6 +6,7 @@ exact, that the command records what it tuned, and that autotuning on first use 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -196,6 +197,30 @@ def test_tune_command_records_and_shows_and_clears(store_file, capsys):
     assert cli.main(["tune", "--clear"]) == 0
     assert "2 entries removed" in capsys.readouterr().out
     assert reader.read(store_file) == {}
+
+
+def test_a_choice_that_loses_the_side_by_side_re_timing_is_not_recorded(store_file, capsys,
+                                                                        monkeypatch):
+    import tuning.cli as tune_cli
+
+    real_search = tune_cli.search
+
+    def search_choosing_another(space, shape, limits, *args, **kwargs):
+        result = real_search(space, shape, limits, *args, **kwargs)
+        other = next(c for c in space.configs(shape, limits) if c != result.default)
+        return dataclasses.replace(result, best=other, best_time_s=result.default_time_s / 2)
+
+    monkeypatch.setattr(tune_cli, "search", search_choosing_another)
+    monkeypatch.setattr(tune_cli, "compare", lambda bench, named, repeats: {
+        name: 2e-5 if name == "tuned" else 1e-5 for name in named})
+    assert cli.main(["tune", "--shapes", "4,32,48", "--budget", "0.2", "--repeats", "2",
+                     "--threads", "2"]) == 0
+    out = capsys.readouterr()
+    (entry,) = reader.read(store_file).values()
+    assert entry["config"] == entry["default_config"]
+    assert entry["time_s"] == entry["default_time_s"] == 1e-5
+    assert "100% slower than the default side by side; the default is kept" in out.err
+    assert "1.00 |" in out.out and "(the default)" in out.out
 
 
 def test_tune_command_with_a_model(store_file, tmp_path, capsys):

@@ -3,12 +3,15 @@
 For each shape: search the implementation's tuning space within the budget, then re-time the
 heuristic default and the chosen config side by side (interleaved repeats, a measurement
 independent of the search), print a row, and merge the entry into the store at once (an
-interrupted run keeps the shapes it finished). `--show` prints the store, `--clear` empties it.
+interrupted run keeps the shapes it finished). A chosen config that the re-timing finds slower
+than the default is not recorded: the default is kept, and the row says so. `--show` prints
+the store, `--clear` empties it.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import sys
 import time
@@ -89,6 +92,16 @@ def main(args) -> int:
         elif not math.isfinite(result.default_time_s):
             del named["default"]
         timed = compare(bench, named, args.repeats)
+        if len(timed) == 2 and timed["tuned"] > timed["default"]:
+            # The search's showdown and this re-timing disagree (small GPU calls, a noisy
+            # host): a winner that is not confirmed must not replace the default.
+            bar.clear()
+            print(f"  {shape}: {dispatch.config_text(result.best)} won the search but timed "
+                  f"{timed['tuned'] / timed['default'] - 1:.0%} slower than the default side by "
+                  "side; the default is kept", file=sys.stderr)
+            result = dataclasses.replace(result, best=result.default,
+                                         best_time_s=result.default_time_s)
+            timed["tuned"] = timed["default"]
         times = {"default": timed.get("default", math.inf),
                  "tuned": timed.get("tuned", timed.get("default"))}
         store.record([store.make_entry(OP, impl, TUNED_DTYPE, limits, result,

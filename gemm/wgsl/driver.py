@@ -373,7 +373,8 @@ def build(a, b, *, a_quant_mult=None, bias=None, relu: bool = False, out=None,
                        bias_gpu.buffer)
     parts = GpuArray((splits, m, gb.np_), np.int32) if splits > 1 else None
     multiply = (gpu.pipeline(source, GEMM_BINDINGS),
-                (packed_a.buffer, gb.packed.buffer, *epilogue_inputs, (c if parts is None else parts).buffer, uniform),
+                (packed_a.buffer, gb.packed.buffer, *epilogue_inputs,
+                 (c if parts is None else parts).buffer, uniform),
                 groups)
     dispatches = [prepare, multiply]
     if parts is not None:
