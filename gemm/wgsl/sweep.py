@@ -31,6 +31,8 @@ CURATED = [
     tiles.Tiled(64, 64, 8, 8, 8), tiles.Tiled(64, 128, 16, 8, 8), tiles.Tiled(32, 128, 8, 4, 8),
     tiles.Tiled(16, 128, 8, 4, 8), tiles.Tiled(16, 64, 8, 4, 4), tiles.Tiled(256, 256, 8, 16, 16),
     tiles.Tiled(128, 128, 16, 8, 16), tiles.Tiled(64, 256, 8, 8, 16),
+    tiles.Tiled(16, 64, 8, 4, 4, ks=2), tiles.Tiled(16, 64, 8, 4, 4, ks=4),
+    tiles.Tiled(32, 128, 8, 4, 8, ks=2), tiles.Tiled(64, 128, 8, 8, 8, ks=2),
     tiles.SmallM(64, 4), tiles.SmallM(32, 8), tiles.SmallM(64, 2), tiles.SmallM(128, 2),
     tiles.SmallM(32, 4), tiles.SmallM(16, 16), tiles.SmallM(64, 8),
 ]
