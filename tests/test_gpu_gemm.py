@@ -130,6 +130,18 @@ def test_split_k_parts_cover_k_without_an_empty_part():
             assert (parts - 1) * chunk < k4 <= parts * chunk, (k4, ks)
 
 
+def test_split_k_parts_must_fit_the_adapters_storage_binding():
+    space = dispatch.resolve("gemm_i8", "gpu").tuning_space
+    limits = {"max-storage-buffer-binding-size": 1 << 27}  # WebGPU's default: 128 MiB
+    split = {"config": "tiled:256x256x8:16x16:k16"}
+    # 15 x 15 tiles of 256 x 256, K cut in 16: 16 parts of 3840 x 3840 int32 = 900 MiB
+    assert not space.allows(split, (3840, 4096, 3840), limits)
+    assert space.allows(split, (3840, 4096, 3840), {"max-storage-buffer-binding-size": 1 << 30})
+    assert space.allows({"config": "tiled:256x256x8:16x16"}, (3840, 4096, 3840), limits)
+    assert all(tiles.parts_fit(c, (3840, 4096, 3840), limits)
+               for c in tiles.space((3840, 4096, 3840), limits) if c.kernel == "tiled")
+
+
 def test_config_names_round_trip_and_reject_nonsense():
     for cfg in (tiles.Tiled(16, 64, 4, 4, 4), tiles.Tiled(64, 128, 8, 8, 8, ks=8), tiles.SmallM(32, 4)):
         assert tiles.parse_config(tiles.config_name(cfg)) == cfg

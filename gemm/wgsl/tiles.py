@@ -102,7 +102,7 @@ def space(shape, limits: dict) -> list:
                 configs.append(cfg)
     for values in itertools.product(*TUNING_SPACE["tiled"].values()):
         cfg = Tiled(**dict(zip(TUNING_SPACE["tiled"], values, strict=True)))
-        if useful(cfg, shape) and cfg.why_invalid(limits) is None:
+        if useful(cfg, shape) and cfg.why_invalid(limits) is None and parts_fit(cfg, shape, limits):
             configs.append(cfg)
     return configs
 
@@ -252,7 +252,19 @@ def _valid_for_shape(config, shape, limits) -> bool:
     cfg = parse_config(config["config"])
     if cfg.kernel == "small_m":
         return shape[0] <= SMALL_M_MAX and cfg.why_invalid(limits, small_m_rows(shape[0])) is None
-    return cfg.why_invalid(limits) is None
+    return cfg.why_invalid(limits) is None and parts_fit(cfg, shape, limits)
+
+
+def parts_bytes(cfg: Tiled, shape) -> int:
+    """Bytes of split K's int32 parts of C for a shape (0 when K is not split)."""
+    m, k, n = shape
+    splits = k_splits(padded_k4(k), cfg.ks)
+    return 0 if splits == 1 else splits * m * -(-n // 4) * 16
+
+
+def parts_fit(cfg: Tiled, shape, limits: dict) -> bool:
+    """Whether split K's parts fit in one storage binding of the adapter."""
+    return parts_bytes(cfg, shape) <= limits.get("max-storage-buffer-binding-size", 1 << 27)
 
 
 def _useful_for_shape(config, shape, limits) -> bool:
