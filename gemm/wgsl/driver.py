@@ -23,6 +23,7 @@ beyond their dtype's).
 from __future__ import annotations
 
 import collections
+import dataclasses
 import weakref
 
 import numpy as np
@@ -350,6 +351,8 @@ def build(a, b, *, a_quant_mult=None, bias=None, relu: bool = False, out=None,
     gemm_params[:5] = (m, n, gb.k4, mp // 4, gb.np_ // 4)
     gemm_params[5] = scale_step
     splits = tiles.k_splits(gb.k4, cfg.ks) if cfg.kernel == "tiled" else 1
+    if cfg.kernel == "tiled" and splits == 1 and cfg.ks > 1:
+        cfg = dataclasses.replace(cfg, ks=1)  # K too short to split: the unsplit kernel
     gemm_params[6] = tiles.k_chunk(gb.k4, cfg.ks) if splits > 1 else gb.k4
     gemm_params[7] = flags
     gemm_params[8:9] = np.float32(inv_qa).view(np.uint32)
