@@ -322,6 +322,36 @@ def test_repeated_calls_reuse_their_plan_and_see_new_contents(monkeypatch):
     assert len(builds) == 6
 
 
+def test_the_tuners_repeated_calls_take_the_users_path(monkeypatch):
+    """The autotuner times gemm_i8(..., backend="gpu:wgsl", _params=config) called again and
+    again: it must run the kept plan as a user's repeated call does, with no more host work
+    (no planning, no backend resolution), or small calls time the host instead of the kernels."""
+    from gemm.wgsl import driver
+
+    rng = np.random.default_rng(13)
+    b = rand_i8(rng, (64, 40))
+    gb = gemm.prepare_b_quantized(b).to_gpu()
+    a_gpu, out = gemm.GpuArray((6, 64), np.int8), gemm.GpuArray((6, 40), np.int32)
+    params = {"config": tiles.Tiled(16, 64, 8, 4, 4)}
+    gemm.gemm_i8(a_gpu, gb, out=out, backend="gpu:wgsl", _params=params)
+    calls = []
+    real_build, real_resolve = driver.build, dispatch.resolve
+    monkeypatch.setattr(driver, "build",
+                        lambda *a, **kw: calls.append("build") or real_build(*a, **kw))
+    monkeypatch.setattr(dispatch, "resolve",
+                        lambda *a, **kw: calls.append("resolve") or real_resolve(*a, **kw))
+    for backend in ("gpu:wgsl", "gpu", None):
+        a = rand_i8(rng, (6, 64))
+        gpu.upload(a_gpu.buffer, a)
+        assert gemm.gemm_i8(a_gpu, gb, out=out, backend=backend, _params=params) is out
+        np.testing.assert_array_equal(out.numpy(), ref(a, b))
+    assert calls == []
+    # another configuration is another plan
+    gemm.gemm_i8(a_gpu, gb, out=out, backend="gpu:wgsl",
+                 _params={"config": tiles.Tiled(16, 64, 4, 4, 4)})
+    assert "build" in calls
+
+
 @pytest.mark.parametrize("staged_from", [4, 1 << 40], ids=["staging-buffers", "write-buffer"])
 def test_repeated_calls_with_numpy_arrays_reuse_their_plan(monkeypatch, staged_from):
     """A pipeline passing numpy A (and numpy out, or none) to a GPU weight every step: planned

@@ -6,7 +6,10 @@ result is bit-identical; `bench(config)` returns the seconds per call of one sam
 calls long enough (`target_s`) for the clock and the machine's noise to average out. A config's
 first `bench` call first times three untimed calls to size that batch; with verify's call they
 warm the config up, so the search runs with warmup=0. Calls go through the public
-`gemm.gemm_i8` with the private `_params=` override, so what is timed is what users run.
+`gemm.gemm_i8` with the private `_params=` override, so what is timed is what users run, host
+work included: gemm_i8 gives these calls the same path as a user's (on the GPU, the kept plan of
+a repeated call). A slower path for the tuner's calls once added 3 us (CPU) and 5 us (GPU) per
+call, so small GPU calls timed the host and every tile looked alike.
 
 A GPU implementation is timed on data already in GPU memory (A a GpuArray, B a GpuPreparedB,
 C written to a GpuArray), each batch ended by waiting for the GPU: what a caller chaining GPU
