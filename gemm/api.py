@@ -250,8 +250,9 @@ def _route(a, b, out, backend):
     return backend
 
 
-# Backends under which a GpuPreparedB's call runs on the GPU.
-_GPU_NAMES = ("gpu", "gpu:wgsl", "auto")
+# Backends that name the GPU: a repeated call under them may run its kept plan at once. ("auto"
+# goes the long way, which falls back to the CPU if the device is lost.)
+_GPU_NAMES = ("gpu", "gpu:wgsl")
 
 
 def _gemm_gpu(a, b, backend, kwargs, threads, _params):

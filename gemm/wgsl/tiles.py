@@ -5,7 +5,8 @@ Two kernels (gemm_tiled.wgsl, gemm_small_m.wgsl), the tiled one optionally split
 from; `space(shape, limits)` lists the valid ones for a call (the autotuner searches
 it), `default_config(shape, limits)` is the heuristic used without a tuned entry.
 Restrictions: workgroup memory within the adapter's limit, invocations within its limit and at
-least one warp, register tiles that fit the workgroup tile.
+least one warp, register tiles that fit the workgroup tile, split K's parts of C within one
+storage binding.
 """
 
 from __future__ import annotations
@@ -174,8 +175,9 @@ def default_config(shape, limits: dict):
 
 # Split K where even the smallest tile leaves a large GPU idle, if K is long enough that the
 # kernel and not the call's fixed cost takes the time. H200, resident, interleaved (tuning.bench):
-# 128 x 1024 x 1024 on 128 tiles of 16 x 64: 21.8 us unsplit, 18.9 in 2 parts, 18.5 in 4; at
-# K = 512 every split was slower (64 x 512 x 2048: 14.5 -> 16.9 us), as was the tile alone.
+# 128 x 1024 x 1024 on 128 tiles of 16 x 64: 21.8 us unsplit, 18.9 in 2 parts, 18.5 in 4 (again
+# once the tuner's calls took a user's host path: 18.8 in 2 parts, unsplit over 20.7); at K = 512
+# every split was slower (64 x 512 x 2048: 14.5 -> 16.9 us).
 SPLIT_MIN_K = 1024
 
 
