@@ -360,15 +360,12 @@ def download(buffer, nbytes: int, into: np.ndarray | None = None) -> np.ndarray:
         size=size, usage=wgpu.BufferUsage.MAP_READ | wgpu.BufferUsage.COPY_DST)
     copy_size = -(-nbytes // 4) * 4
     flush(_Copy(buffer, staging, copy_size))
-    TRANSFERS["download"] += 1
     if into is None and native is not None and nbytes >= MAPPED_RESULT_BYTES:
         made_in = _GENERATION[0]
-        try:
-            return native.mapped_array(staging, copy_size, nbytes,
-                                       lambda: _RETURNED.append((staging, made_in)))
-        except BaseException:
-            TRANSFERS["download"] -= 1
-            raise
+        result = native.mapped_array(staging, copy_size, nbytes,
+                                     lambda: _RETURNED.append((staging, made_in)))
+        TRANSFERS["download"] += 1
+        return result
     if into is None:
         into = np.empty(nbytes, np.uint8)
     try:
@@ -381,11 +378,9 @@ def download(buffer, nbytes: int, into: np.ndarray | None = None) -> np.ndarray:
                 into.reshape(-1).view(np.uint8)[:] = np.frombuffer(view, np.uint8, nbytes)
             finally:
                 staging.unmap()
-    except BaseException:
-        TRANSFERS["download"] -= 1
-        raise
     finally:
         _pool_staging(staging)
+    TRANSFERS["download"] += 1
     return into
 
 

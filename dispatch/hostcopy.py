@@ -38,9 +38,6 @@ def in_parts(work, nbytes: int, align: int) -> list:
 
 def copy_bytes(into: np.ndarray, source: np.ndarray) -> None:
     """into[:] = source: uint8 arrays of one size."""
-    if into.nbytes < 2 * PART_BYTES:  # one part: no need to cut
-        np.copyto(into, source)
-        return
     in_parts(lambda lo, hi: np.copyto(into[lo:hi], source[lo:hi]), into.nbytes, 64)
 
 
