@@ -6,6 +6,7 @@ invocation runs on the CPU.
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from unittest import mock
 
@@ -74,7 +75,10 @@ def test_extreme_values_over_long_k():
 CONFIGS = [tiles.Tiled(16, 64, 4, 4, 4), tiles.Tiled(32, 128, 8, 4, 8), tiles.Tiled(64, 64, 16, 8, 8),
            tiles.Tiled(128, 128, 8, 8, 8), tiles.Tiled(64, 32, 8, 16, 4), tiles.Tiled(64, 64, 16, 4, 16),
            tiles.Tiled(16, 64, 4, 4, 4, ks=2), tiles.Tiled(32, 128, 8, 4, 8, ks=16),
-           tiles.SmallM(16, 2), tiles.SmallM(32, 1), tiles.SmallM(8, 16), tiles.SmallM(64, 4)]
+           tiles.SmallM(16, 2), tiles.SmallM(32, 1), tiles.SmallM(8, 16), tiles.SmallM(64, 4),
+           tiles.Tiled(16, 64, 4, 4, 4, direct=True), tiles.Tiled(64, 64, 16, 8, 8, direct=True),
+           tiles.Tiled(32, 128, 8, 4, 8, ks=2, direct=True), tiles.SmallM(16, 2, direct=True),
+           tiles.SmallM(8, 16, direct=True)]
 
 
 @pytest.mark.parametrize("cfg", CONFIGS, ids=str)
@@ -83,9 +87,46 @@ def test_each_configuration_is_exact(cfg):
     m = 5 if cfg.kernel == "small_m" else 21
     if cfg.why_invalid(gemm.wgsl.driver.limits()) is not None:
         pytest.skip(f"{cfg} is invalid on this adapter: {cfg.why_invalid(gemm.wgsl.driver.limits())}")
-    a, b = rand_i8(rng, (m, 75)), rand_i8(rng, (75, 150))
-    c = gemm.gemm_i8(a, b, backend="gpu", _params={"config": cfg})
-    np.testing.assert_array_equal(c, ref(a, b))
+    for k in (75, 76):  # a direct configuration reads A's rows where K is a multiple of 4
+        a, b = rand_i8(rng, (m, k)), rand_i8(rng, (k, 150))
+        c = gemm.gemm_i8(a, b, backend="gpu", _params={"config": cfg})
+        np.testing.assert_array_equal(c, ref(a, b))
+
+
+DIRECT = [tiles.Tiled(16, 64, 8, 4, 4, direct=True), tiles.Tiled(16, 64, 8, 4, 4, ks=4, direct=True),
+          tiles.SmallM(32, 4, direct=True)]
+
+
+@pytest.mark.parametrize("cfg", DIRECT, ids=tiles.config_name)
+def test_direct_a_is_exact_and_leaves_calls_it_cannot_serve_to_packing(cfg, monkeypatch):
+    # Direct A: the GEMM reads int8 A's rows itself, one dispatch in all (two with split K's
+    # reduction). Calls it cannot serve (uint8 or float A, zero points, K not a multiple of 4)
+    # run the packed twin and must give the same results. Each call follows a uint8 call, so the
+    # pooled buffers it may be given hold a non-zero offset of A (read as zeros it must not be).
+    m = 5 if cfg.kernel == "small_m" else 19
+    packed = {"config": dataclasses.replace(cfg, direct=False)}
+    rng = np.random.default_rng(11)
+    submitted = []
+    real_bound = gpu.bound
+    monkeypatch.setattr(gpu, "bound", lambda d: submitted.append(len(d)) or real_bound(d))
+    for k in (4, 100, 1000, 1024, 7, 150):
+        a, b = rand_i8(rng, (m, k)), rand_i8(rng, (k, 37))
+        pb = gemm.prepare_b_quantized(b, quant_mult=np.float32(8))
+        for a_in in (a, dispatch.gpu_array.GpuArray.from_numpy(a)):
+            gemm.gemm_i8(a.view(np.uint8), pb, backend="gpu", _params=packed)
+            submitted.clear()
+            c = gemm.gemm_i8(a_in, pb, backend="gpu", _params={"config": cfg})
+            np.testing.assert_array_equal(np.asarray(c), ref(a, b))
+            splits = tiles.k_splits(tiles.padded_k4(k), cfg.ks) if cfg.kernel == "tiled" else 1
+            assert submitted == [(1 if k % 4 == 0 else 2) + (splits > 1)], (k, submitted)
+        zb = rng.integers(-128, 128, 37).astype(np.int32)
+        u = rng.integers(0, 256, (m, k), dtype=np.uint8)
+        af = (rng.standard_normal((m, k)) * 3).astype(np.float32)
+        for a_in, kwargs in ((a, {"a_zero_point": 3}), (a, {"b_zero_point": zb}), (u, {}),
+                             (af, {"a_quant_mult": np.float32(10)})):
+            np.testing.assert_array_equal(
+                gemm.gemm_i8(a_in, pb, backend="gpu", _params={"config": cfg}, **kwargs),
+                gemm.gemm_i8(a_in, pb, backend="gpu", _params=packed, **kwargs))
 
 
 SPLITS = [tiles.Tiled(16, 64, 8, 4, 4, ks=ks) for ks in tiles.K_SPLITS[1:]]
@@ -143,10 +184,13 @@ def test_split_k_parts_must_fit_the_adapters_storage_binding():
 
 
 def test_config_names_round_trip_and_reject_nonsense():
-    for cfg in (tiles.Tiled(16, 64, 4, 4, 4), tiles.Tiled(64, 128, 8, 8, 8, ks=8), tiles.SmallM(32, 4)):
+    for cfg in (tiles.Tiled(16, 64, 4, 4, 4), tiles.Tiled(64, 128, 8, 8, 8, ks=8), tiles.SmallM(32, 4),
+                tiles.Tiled(16, 64, 4, 4, 4, direct=True), tiles.Tiled(64, 128, 8, 8, 8, ks=8, direct=True),
+                tiles.SmallM(32, 4, direct=True)):
         assert tiles.parse_config(tiles.config_name(cfg)) == cfg
     assert tiles.config_name(tiles.Tiled(16, 64, 4, 4, 4)) == "tiled:16x64x4:4x4"  # stored names stay valid
-    for bad in ("tiled:16x64x4:4x4:k1", "tiled:16x64x4:4x4:x8", "tiled:16x64x4", "small_m:8"):
+    for bad in ("tiled:16x64x4:4x4:k1", "tiled:16x64x4:4x4:x8", "tiled:16x64x4", "small_m:8",
+                "tiled:16x64x4:4x4:direct:direct", "small_m:8x4:k2", "tiled:16x64x4:4x4:direct:k2"):
         with pytest.raises(ValueError, match="config"):
             tiles.parse_config(bad)
     assert "ks must be" in tiles.Tiled(16, 64, 4, 4, 4, ks=3).why_invalid({})

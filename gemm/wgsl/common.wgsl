@@ -18,7 +18,8 @@ struct Params {
   flags: u32,      // 1: per-column B zero points, 2: bias, 4: relu, 8: NaN rows of A
   inv_qa: f32,     // 1 / a_quant_mult
   splits: u32,     // parts K is split into (1: not split)
-  pad1: u32, pad2: u32,
+  ka: u32,         // groups of four per row of A, for a direct A (a_direct.wgsl)
+  pad2: u32,
 }
 
 const HAS_ZB: u32 = 1u;
@@ -26,7 +27,7 @@ const HAS_BIAS: u32 = 2u;
 const RELU: u32 = 4u;
 const ROW_FLAGS: u32 = 8u;
 
-@group(0) @binding(0) var<storage, read> a: array<vec4<u32>>;
+@group(0) @binding(0) var<storage, read> a: array<${A_ELEM}>;   // packed A, or A's rows (a_direct.wgsl)
 @group(0) @binding(1) var<storage, read> b: array<vec4<u32>>;
 @group(0) @binding(2) var<storage, read> colsum: array<i32>;   // sum of B's column j
 @group(0) @binding(3) var<storage, read> rowinfo: array<i32>;  // [0, Mp): sum of A's row i (unpacked

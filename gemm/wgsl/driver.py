@@ -1,9 +1,10 @@
-"""gemm_i8 on the GPU: checks as the CPU path does, then two dispatches in one submission.
+"""gemm_i8 on the GPU: checks as the CPU path does, then one to three dispatches in one submission.
 
   1. prepare_a.wgsl: A (float32 to quantize, or int8/uint8) -> packed K-major u32 groups, row
      sums and NaN/inf row flags, on the GPU (a numpy A is uploaded in one transfer: as it is, or
      a large float32 A quantized to int8 on the host while it is copied, as the CPU path
-     quantizes it; see upload_a).
+     quantizes it; see upload_a). Skipped by a direct configuration (tiles.py) where the call
+     allows it: int8 A, K a multiple of 4, no zero points; the GEMM then reads A's rows.
   2. gemm_small_m.wgsl (M <= 8) or gemm_tiled.wgsl: the exact int32 product with the fused
      epilogue of common.wgsl (zero-point corrections; unquantize, bias, relu for float output).
      A configuration that splits K (tiles.Tiled.ks) stores int32 parts instead, and a third
@@ -42,7 +43,7 @@ from ..validate import (
     output_kind,
 )
 from . import kernels, tiles
-from .prepared import GpuPreparedB, dummy
+from .prepared import GpuPreparedB, dummy, zeros
 
 GEMM_BINDINGS = "rrrrrrrwu"
 PACK_BINDINGS = "rrwwu"
@@ -327,8 +328,15 @@ def build(a, b, *, a_quant_mult=None, bias=None, relu: bool = False, out=None,
         src = GpuArray((m, k), np.int8 if host_quantized else a.dtype)
         upload_a(src, a, qa if host_quantized else None)
     mp = -(-m // 4) * 4
-    packed_a = GpuArray((gb.k4, mp), np.uint32)
-    rowinfo = GpuArray((2 * mp + 2,), np.int32)
+    # A direct configuration reads int8 A's rows in the GEMM, where the call needs nothing of
+    # the packing dispatch but its layout; otherwise its packed twin runs (tiles.py: DIRECT_A).
+    direct = (cfg.direct and src.dtype == np.int8 and k % 4 == 0 and za == 0 and za_gpu is None
+              and not zb.size)
+    if cfg.direct and not direct:
+        cfg = dataclasses.replace(cfg, direct=False)
+    packed_a = None if direct else GpuArray((gb.k4, mp), np.uint32)
+    # A direct A has no row sums or offset to correct for: the epilogue reads zeros.
+    rowinfo = zeros(2 * mp + 2) if direct else GpuArray((2 * mp + 2,), np.int32)
     if isinstance(a, GpuArray) and a.dtype == np.float32:
         flags |= ROW_FLAGS
     c = out if isinstance(out, GpuArray) else GpuArray((m, n), out_dtype)
@@ -357,12 +365,16 @@ def build(a, b, *, a_quant_mult=None, bias=None, relu: bool = False, out=None,
     gemm_params[7] = flags
     gemm_params[8:9] = np.float32(inv_qa).view(np.uint32)
     gemm_params[9] = splits
+    gemm_params[10] = k // 4
 
-    prepare = (gpu.pipeline(kernels.prepare_a_source("float" if src.dtype == np.float32 else "bytes"),
-                            PACK_BINDINGS),
-               (src.buffer, (za_gpu or placeholder).buffer, packed_a.buffer, rowinfo.buffer,
-                gpu.uniform(pack_params.tobytes())),
-               (min(m, 65535), -(-m // 65535), 1))
+    dispatches = []
+    if not direct:
+        dispatches.append((
+            gpu.pipeline(kernels.prepare_a_source("float" if src.dtype == np.float32 else "bytes"),
+                         PACK_BINDINGS),
+            (src.buffer, (za_gpu or placeholder).buffer, packed_a.buffer, rowinfo.buffer,
+             gpu.uniform(pack_params.tobytes())),
+            (min(m, 65535), -(-m // 65535), 1)))
     out_kind = "f32" if float_out else "i32"
     if cfg.kernel == "small_m":
         rows = tiles.small_m_rows(m)
@@ -376,10 +388,10 @@ def build(a, b, *, a_quant_mult=None, bias=None, relu: bool = False, out=None,
                        bias_gpu.buffer)
     parts = GpuArray((splits, m, gb.np_), np.int32) if splits > 1 else None
     multiply = (gpu.pipeline(source, GEMM_BINDINGS),
-                (packed_a.buffer, gb.packed.buffer, *epilogue_inputs,
+                ((src if direct else packed_a).buffer, gb.packed.buffer, *epilogue_inputs,
                  (c if parts is None else parts).buffer, uniform),
                 groups)
-    dispatches = [prepare, multiply]
+    dispatches.append(multiply)
     if parts is not None:
         dispatches.append((gpu.pipeline(kernels.reduce_source(out_kind), GEMM_BINDINGS),
                            (parts.buffer, gb.packed.buffer, *epilogue_inputs, c.buffer, uniform),

@@ -26,11 +26,18 @@ def _fill(name: str, **values) -> str:
     return string.Template(_read(name)).substitute(**{k: str(v) for k, v in values.items()})
 
 
-def _header(out: str) -> str:
-    """out: "i32" or "f32" (C with the epilogue), or "parts" (split K's int32 parts of C)."""
+def _header(out: str, a_reader: str | None = None) -> str:
+    """out: "i32" or "f32" (C with the epilogue), or "parts" (split K's int32 parts of C).
+    a_reader: None (A bound as vec4s, read by the kernel itself), "packed" or "direct" (A read
+    through a_vec: a_packed.wgsl or a_direct.wgsl)."""
     epilogue = {"i32": "epilogue_i32.wgsl", "f32": "epilogue_f32.wgsl",
                 "parts": "epilogue_split.wgsl"}[out]
-    return _fill("common.wgsl", OUT="f32" if out == "f32" else "i32") + "\n" + _read(epilogue) + "\n"
+    text = _fill("common.wgsl", OUT="f32" if out == "f32" else "i32",
+                 A_ELEM="u32" if a_reader == "direct" else "vec4<u32>")
+    text += "\n" + _read(epilogue) + "\n"
+    if a_reader:
+        text += _read(f"a_{a_reader}.wgsl") + "\n"
+    return text
 
 
 def _dot4(a: str, bv: str) -> str:
@@ -53,14 +60,14 @@ def tiled_source(cfg: Tiled, out: str) -> str:
     decls = [f"  var ra{i}: vec4<u32>;" for i in range(a_loads)]
     decls += [f"  var rb{i}: vec4<u32>;" for i in range(b_loads)]
     load, store = [], []
-    for name, count, width4, src, row, last in (("a", a_loads, bm4, "a", "p.mp4", "last_m4"),
-                                                ("b", b_loads, bn4, "b", "p.np4", "last_n4")):
-        start = "m4_0" if name == "a" else "n4_0"
+    # A through a_vec (packed or direct: see _header), B straight from its packed vec4s.
+    for name, count, width4, start, last in (("a", a_loads, bm4, "m4_0", "last_m4"),
+                                             ("b", b_loads, bn4, "n4_0", "last_n4")):
         for i in range(count):
             idx = f"(tid + {i * wg}u)"
             guard = (i + 1) * wg > cfg.bk * width4  # only the last load may overrun the slice
-            kk, col = f"({idx} / {width4}u)", f"({idx} % {width4}u)"
-            expr = f"{src}[(k0 + {kk}) * {row} + min({start} + {col}, {last})]"
+            g, col = f"k0 + {idx} / {width4}u", f"min({start} + {idx} % {width4}u, {last})"
+            expr = f"a_vec({g}, {col})" if name == "a" else f"b[({g}) * p.np4 + {col}]"
             ld = f"r{name}{i} = {expr};"
             st = f"s{name}[{idx}] = r{name}{i};"
             if guard:
@@ -102,7 +109,7 @@ def tiled_source(cfg: Tiled, out: str) -> str:
                  SA=cfg.bk * bm4, SB=cfg.bk * bn4, ACC=cfg.tm * gn, DECLS="\n".join(decls),
                  LOAD="\n".join(load), STORE="\n".join(store), COMPUTE="\n".join(compute),
                  EPILOGUE="\n".join(epilogue))
-    return _header(out) + body
+    return _header(out, "direct" if cfg.direct else "packed") + body
 
 
 @functools.cache
@@ -121,7 +128,7 @@ def small_m_source(cfg: SmallM, rows: int, out: str) -> str:
             compute.append("    let bv0 = b[k * p.np4 + n4c];")
         for g in range(-(-rows // 4)):
             idx = kk if u == 0 else f"min({kk}, last_k)"
-            compute.append(f"    let av{u}_{g} = a[{idx} * p.mp4 + {g}u];")
+            compute.append(f"    let av{u}_{g} = a_vec({idx}, {g}u);")
     for u in range(SMALL_M_UNROLL):
         for r in range(rows):
             lane = f"av{u}_{r // 4}.{'xyzw'[r % 4]}"
@@ -149,7 +156,7 @@ def small_m_source(cfg: SmallM, rows: int, out: str) -> str:
     body = _fill("gemm_small_m.wgsl", ROWS=rows, WG_X=cfg.wg_x, KS=cfg.ks, UNROLL=SMALL_M_UNROLL,
                  PARTIAL=cfg.workgroup_bytes(rows) // 16, COMPUTE="\n".join(compute),
                  REDUCE="\n".join(reduce), EPILOGUE="\n".join(epilogue))
-    return _header(out) + body
+    return _header(out, "direct" if cfg.direct else "packed") + body
 
 
 @functools.cache

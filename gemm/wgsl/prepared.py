@@ -71,6 +71,7 @@ def _round_up(x: int, multiple: int) -> int:
 
 
 _DUMMY = {}
+_ZEROS = {}
 
 
 def dummy() -> GpuArray:
@@ -85,6 +86,22 @@ def dummy() -> GpuArray:
             data=np.zeros(64, np.int32).tobytes(),
             usage=wgpu.BufferUsage.STORAGE | wgpu.BufferUsage.COPY_SRC)
         arr = _DUMMY[id(gpu.device())] = GpuArray((4,), np.int32, buffer=buffer)
+    return arr
+
+
+def zeros(count: int) -> GpuArray:
+    """At least `count` int32 zeros, bound read-only where a kernel reads values that are zero
+    for the call (a direct A's row information); one per device, the largest asked for yet.
+    (A pooled buffer holds whatever its last user left: it cannot stand in.)"""
+    arr = _ZEROS.get(id(gpu.device()))
+    if arr is None or arr.size < count:
+        import wgpu
+
+        _ZEROS.clear()
+        size = max(64, 1 << (count - 1).bit_length())
+        buffer = gpu.device().create_buffer_with_data(
+            data=np.zeros(size, np.int32).tobytes(), usage=wgpu.BufferUsage.STORAGE)
+        arr = _ZEROS[id(gpu.device())] = GpuArray((size,), np.int32, buffer=buffer)
     return arr
 
 

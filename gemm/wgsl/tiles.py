@@ -32,6 +32,9 @@ class Tiled:
     # few tiles (few rows, or N small against the GPU) otherwise leaves most of the GPU idle
     # while each workgroup walks all of K alone.
     ks: int = 1
+    # Read the caller's int8 A rows in the GEMM itself (see DIRECT_A below) instead of packing
+    # them first in a dispatch of their own.
+    direct: bool = False
 
     kernel = "tiled"
 
@@ -64,6 +67,7 @@ class Tiled:
 class SmallM:
     wg_x: int = 64    # column groups (of 4) per workgroup
     ks: int = 4       # invocations splitting K per column group
+    direct: bool = False  # as Tiled.direct
 
     kernel = "small_m"
 
@@ -81,9 +85,17 @@ class SmallM:
 K_SPLITS = (1, 2, 4, 8, 16)
 TUNING_SPACE = {
     "tiled": {"bm": (16, 32, 64, 128, 256), "bn": (32, 64, 128, 256), "bk": (4, 8, 16),
-              "tm": (4, 8, 16), "tn": (4, 8, 16), "ks": K_SPLITS},
-    "small_m": {"wg_x": (8, 16, 32, 64, 128), "ks": (1, 2, 4, 8, 16, 32)},
+              "tm": (4, 8, 16), "tn": (4, 8, 16), "ks": K_SPLITS, "direct": (False, True)},
+    "small_m": {"wg_x": (8, 16, 32, 64, 128), "ks": (1, 2, 4, 8, 16, 32), "direct": (False, True)},
 }
+
+# Direct A. A call's A is normally packed by a dispatch of its own (prepare_a.wgsl: K-major
+# groups, row sums, A's offset) before the GEMM runs. Where the call needs none of that but the
+# layout (int8 A, K a multiple of 4, no zero points), a direct configuration's GEMM reads A's rows
+# as they are: one dispatch fewer, paid for with loads four rows apart instead of one vec4. Which
+# wins depends on M and on the GPU, so it is a tuning parameter; a direct configuration given a
+# call that needs packing runs its packed twin.
+DIRECT_MAX_M = 256  # above, the packing dispatch is a small share of the call: not searched
 
 
 def small_m_rows(m: int) -> int:
@@ -130,9 +142,11 @@ SPLIT_BELOW_TILES = 1024
 def useful(cfg, shape) -> bool:
     """Whether a valid config is worth timing for a shape (a pruning rule only: the others
     run correctly too)."""
+    m, k, n = shape
+    if cfg.direct and m > DIRECT_MAX_M:
+        return False
     if cfg.kernel == "small_m":
         return True
-    m, k, n = shape
     # A tile of more than twice M's rows (rounded to 16) only multiplies padding.
     if cfg.bm > max(16, 2 * m):
         return False
@@ -215,19 +229,23 @@ KERNEL_VERSION = "wgsl-1"
 
 
 def config_name(cfg) -> str:
+    direct = ":direct" if cfg.direct else ""
     if cfg.kernel == "small_m":
-        return f"small_m:{cfg.wg_x}x{cfg.ks}"
+        return f"small_m:{cfg.wg_x}x{cfg.ks}{direct}"
     split = f":k{cfg.ks}" if cfg.ks > 1 else ""
-    return f"tiled:{cfg.bm}x{cfg.bn}x{cfg.bk}:{cfg.tm}x{cfg.tn}{split}"
+    return f"tiled:{cfg.bm}x{cfg.bn}x{cfg.bk}:{cfg.tm}x{cfg.tn}{split}{direct}"
 
 
 def parse_config(name: str):
     """The Tiled or SmallM a config name stands for (ValueError when it is not one)."""
     kernel, _, rest = str(name).partition(":")
+    direct = rest.endswith(":direct")
+    if direct:
+        rest = rest[:-len(":direct")]
     try:
         if kernel == "small_m":
             wg_x, ks = (int(v) for v in rest.split("x"))
-            return SmallM(wg_x, ks)
+            return SmallM(wg_x, ks, direct)
         if kernel == "tiled":
             block, _, rest = rest.partition(":")
             reg, _, split = rest.partition(":")
@@ -235,7 +253,7 @@ def parse_config(name: str):
             tm, tn = (int(v) for v in reg.split("x"))
             if split and (not split.startswith("k") or int(split[1:]) <= 1):
                 raise ValueError(split)
-            return Tiled(bm, bn, bk, tm, tn, int(split[1:]) if split else 1)
+            return Tiled(bm, bn, bk, tm, tn, int(split[1:]) if split else 1, direct)
     except ValueError:
         pass
     raise ValueError(f"config: {name!r} is not a WGSL GEMM configuration")
