@@ -61,6 +61,10 @@ class TuningSpace:
     operand_dtype: (dtype of the call) -> the dtype named in the store key. A config is tuned
                   for what the kernels see, so calls that differ only in a cost outside the
                   kernel (e.g. quantizing float A while packing it) may share entries.
+    neighbours:   config -> the configs one step away from it, for the search's climb (see
+                  tuning.search). None: one parameter moved to the next candidate value either
+                  side (`neighbours` below). A space whose one parameter names a whole
+                  configuration (the GPU's) gives its own, in its configurations' terms.
     """
 
     params: Mapping[str, Candidates]
@@ -72,6 +76,7 @@ class TuningSpace:
     realize: Callable[[Config], dict[str, Any]] = _identity
     fingerprint: Callable[[], str] | None = None
     operand_dtype: Callable[[Any], str] = str
+    neighbours_of: Callable[[Config], list[Config]] | None = None
 
     def candidates(self, limits: Limits) -> dict[str, tuple]:
         """Every parameter's candidate values under these limits."""
@@ -96,6 +101,27 @@ class TuningSpace:
             if self.allows(config, shape, limits) and all(
                     rule(config, shape, limits) for rule in self.prune):
                 yield config
+
+    def neighbours(self, config: Config, limits: Limits) -> list[Config]:
+        """Configs one step from `config`: the space's own rule, or each parameter moved to the
+        neighbouring candidate value (a value between candidates, as a default may hold, moves
+        to the nearest candidate either side). Not checked against the restrictions."""
+        if self.neighbours_of is not None:
+            return list(self.neighbours_of(config))
+        found = []
+        for name, cands in self.candidates(limits).items():
+            value = config.get(name)
+            if value in cands:
+                i = cands.index(value)
+                steps = [cands[j] for j in (i - 1, i + 1) if 0 <= j < len(cands)]
+            elif isinstance(value, (int, float)) and not isinstance(value, bool):
+                numbers = [c for c in cands if isinstance(c, (int, float)) and not isinstance(c, bool)]
+                steps = [max((c for c in numbers if c < value), default=None),
+                         min((c for c in numbers if c > value), default=None)]
+            else:
+                steps = []
+            found += [{**config, name: v} for v in steps if v is not None]
+        return found
 
     def candidate_hash(self, limits: Limits) -> str:
         """A short hash of the version and the candidate values (not of the restrictions, which

@@ -74,6 +74,33 @@ def test_halving_search_finds_the_optimum_of_a_large_space():
     assert not result.out_of_budget
 
 
+def two_changes(key):
+    """Flat but for a winner two parameter steps from the default (1, 1), whose first step
+    alone gains a little: a needle for random sampling, a path for a climb."""
+    return {(1, 1): 10.0, (2, 1): 9.5, (2, 2): 1.0}.get(key, 10.0)
+
+
+def test_the_climb_finds_a_winner_two_steps_from_the_default_that_sampling_misses():
+    space = toy_space(xs=range(1, 41), ys=range(1, 21))          # 800 configs
+    results = {}
+    for climb_share in (0.0, 0.5):
+        clock = FakeClock()
+        results[climb_share] = search(space, (1, 1, 1), {}, fake_bench(two_changes, clock, cost=0.01),
+                                      budget_s=1.0, clock=clock, climb_share=climb_share)
+    assert results[0.0].best == {"x": 1, "y": 1}  # ~40 random draws of 800 miss it
+    assert results[0.5].best == {"x": 2, "y": 2} and results[0.5].gain == pytest.approx(10.0)
+    assert sum(t.status != "skipped" for t in results[0.5].trials) < 100
+
+
+def test_neighbours_move_one_parameter_a_step():
+    space = toy_space(xs=(1, 2, 4, 8), ys=("a", "b"))
+    assert space.neighbours({"x": 2, "y": "a"}, {}) == [{"x": 1, "y": "a"}, {"x": 4, "y": "a"},
+                                                       {"x": 2, "y": "b"}]
+    # a default between the candidates steps to the nearest either side
+    assert space.neighbours({"x": 3, "y": "b"}, {}) == [{"x": 2, "y": "b"}, {"x": 4, "y": "b"},
+                                                       {"x": 3, "y": "a"}]
+
+
 @settings(max_examples=40, deadline=None)
 @given(st.lists(st.floats(0.5, 10.0), min_size=12, max_size=12), st.integers(0, 11))
 def test_exhaustive_search_returns_the_argmin_of_any_timing_table(values, default_index):
@@ -274,3 +301,16 @@ def test_nothing_runs():
     assert result.best == result.default
     assert result.best_time_s == result.default_time_s == math.inf
     assert len(result.failures) == 2
+
+
+def test_gpu_configurations_step_one_field_at_a_time():
+    from gemm.wgsl import tiles
+
+    start = tiles.Tiled(16, 64, 8, 4, 4)
+    steps = tiles.neighbours(start)
+    assert tiles.Tiled(16, 64, 16, 4, 4) in steps and tiles.Tiled(16, 64, 8, 4, 4, direct=True) in steps
+    for cfg in steps:
+        changed = [f for f in ("bm", "bn", "bk", "tm", "tn", "ks", "direct")
+                   if getattr(cfg, f) != getattr(start, f)]
+        assert len(changed) == 1, cfg
+    assert tiles.SmallM(16, 16, direct=True) in tiles.neighbours(tiles.SmallM(16, 16))

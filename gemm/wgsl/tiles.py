@@ -287,6 +287,23 @@ def parts_fit(cfg: Tiled, shape, limits: dict) -> bool:
     return parts_bytes(cfg, shape) <= limits.get("max-storage-buffer-binding-size", 1 << 27)
 
 
+def neighbours(cfg) -> list:
+    """The configurations one step from `cfg` for the tuner's climb: one field of its kernel
+    moved to the next candidate value (TUNING_SPACE) either side, or direct A switched."""
+    found = []
+    for field, values in TUNING_SPACE[cfg.kernel].items():
+        if getattr(cfg, field) not in values:
+            continue
+        i = values.index(getattr(cfg, field))
+        found += [dataclasses.replace(cfg, **{field: values[j]})
+                  for j in (i - 1, i + 1) if 0 <= j < len(values)]
+    return found
+
+
+def _neighbour_names(config) -> list:
+    return [{"config": config_name(c)} for c in neighbours(parse_config(config["config"]))]
+
+
 def _useful_for_shape(config, shape, limits) -> bool:
     return useful(parse_config(config["config"]), shape)
 
@@ -305,6 +322,7 @@ def tuning_space(adapter_limits, fingerprint):
         limits=lambda threads=None: dict(adapter_limits()),
         realize=lambda config: {"config": parse_config(config["config"])},
         fingerprint=fingerprint,
+        neighbours_of=_neighbour_names,
         # A is packed (and float A quantized) on the GPU before the kernels run: one entry
         # serves every A dtype.
         operand_dtype=lambda dtype: "int8",
