@@ -19,9 +19,10 @@ config fails to build or gives a wrong answer, so the logic is tested with fake 
   each for 60% of the time left; the best third (with earlier brackets' survivors) get more
   samples, and so on until `repeats`; then the next bracket, until candidates or the time
   before the climb run out. The climb (`climb_share` of the search's time) then samples the
-  untried neighbours (`space.neighbours`: one parameter a step away) of the best candidate,
-  then of the best not yet climbed from, and so on (a best-first search, as tinygrad's BEAM
-  searches from the default); the survivors are halved again.
+  untried neighbours (`space.neighbours`: one parameter a step away) of the default, then of
+  the best candidate not yet climbed from, and so on (a best-first search, as tinygrad's BEAM
+  searches from the default); time it leaves goes to more brackets; the survivors are halved
+  again.
 - The budget is wall time (the injectable `clock`): `showdown_share` of it is kept for the
   showdown. A sample that has started is finished, and the showdown's first round always runs,
   so a search may overrun by a few samples.
@@ -134,32 +135,36 @@ def search(space: TuningSpace, shape: tuple, limits: Mapping[str, Any],
         pending = list(trials)
         finalists: list[Trial] = []
         best = math.inf
-        # Brackets until the candidates or the time before the climb run out: a first rung (one
-        # sample each, in random order, for 60% of the time left), then halving among its
-        # survivors and those of earlier brackets.
-        climb_start = clock() + (end_of_search - clock()) * (1 - climb_share)
-        while pending and clock() <= climb_start:
-            rung_deadline = clock() + (climb_start - clock()) * 0.6
-            started = 0
-            while pending and (not started or clock() <= rung_deadline):
-                trial = pending.pop(0)
-                started += 1
-                best = _first_sample(runner, trial, best, abandon_factor, finalists)
-                if progress:
-                    progress(len(trials) - len(pending), len(trials))
-            finalists = _halve(runner, finalists, repeats, climb_start, clock)
-        # The climb: from the best candidate found so far, time its untried neighbours (one
-        # parameter a step away); then from the best not yet climbed from, and so on.
-        # Configurations that win by two changes at once (a deeper K-slice and direct A on the
-        # GPU: either alone gained 2-12%, both together 1.6x at 32 x 512 x 512) are a few of
-        # thousands, which random sampling rarely draws; a climb from the default reaches them.
+
+        def brackets(deadline) -> None:
+            """Brackets until the candidates or the time run out: a first rung (one sample each,
+            in random order, for 60% of the time left), then halving among its survivors and
+            those of earlier brackets."""
+            nonlocal best, finalists
+            while pending and clock() <= deadline:
+                rung_deadline = clock() + (deadline - clock()) * 0.6
+                started = 0
+                while pending and (not started or clock() <= rung_deadline):
+                    trial = pending.pop(0)
+                    started += 1
+                    best = _first_sample(runner, trial, best, abandon_factor, finalists)
+                    if progress:
+                        progress(len(trials) - len(pending), len(trials))
+                finalists = _halve(runner, finalists, repeats, deadline, clock)
+
+        brackets(clock() + (end_of_search - clock()) * (1 - climb_share))
+        # The climb: from the default (the heuristic's guess: its neighbours are the near
+        # misses), then from the best candidate not yet climbed from, and so on, time the untried
+        # neighbours (one parameter a step away). Configurations that win by two changes at once
+        # (a deeper K-slice and direct A on the GPU: either alone gained 2-12%, both together
+        # 1.6x at 32 x 512 x 512) are a few of thousands, which random sampling rarely draws.
         by_key = {_key(t.config): t for t in trials}
         climbed: set = set()
         while clock() <= end_of_search:
             open_ = [t for t in finalists if t.status == "ok" and _key(t.config) not in climbed]
             if not open_:
                 break
-            centre = min(open_, key=lambda t: t.time_s)
+            centre = trials[0] if trials[0] in open_ else min(open_, key=lambda t: t.time_s)
             climbed.add(_key(centre.config))
             for config in space.neighbours(centre.config, limits):
                 trial = by_key.get(_key(config))
@@ -171,6 +176,8 @@ def search(space: TuningSpace, shape: tuple, limits: Mapping[str, Any],
                 best = _first_sample(runner, trial, best, abandon_factor, finalists)
                 if progress:
                     progress(len(trials) - len(pending), len(trials))
+        # Nothing left to climb to before the time is up: back to sampling what is left.
+        brackets(end_of_search)
         finalists = _halve(runner, finalists, repeats, end_of_search, clock)
 
     for trial in trials:
