@@ -61,9 +61,9 @@ class TuningSpace:
     operand_dtype: (dtype of the call) -> the dtype named in the store key. A config is tuned
                   for what the kernels see, so calls that differ only in a cost outside the
                   kernel (e.g. quantizing float A while packing it) may share entries.
-    neighbours:   config -> the configs one step away from it, for the search's climb (see
+    neighbours_of: config -> the configs one step away from it, for the search's climb (see
                   tuning.search). None: one parameter moved to the next candidate value either
-                  side (`neighbours` below). A space whose one parameter names a whole
+                  side (the `neighbours` method). A space whose one parameter names a whole
                   configuration (the GPU's) gives its own, in its configurations' terms.
     """
 
