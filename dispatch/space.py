@@ -108,20 +108,7 @@ class TuningSpace:
         to the nearest candidate either side). Not checked against the restrictions."""
         if self.neighbours_of is not None:
             return list(self.neighbours_of(config))
-        found = []
-        for name, cands in self.candidates(limits).items():
-            value = config.get(name)
-            if value in cands:
-                i = cands.index(value)
-                steps = [cands[j] for j in (i - 1, i + 1) if 0 <= j < len(cands)]
-            elif isinstance(value, (int, float)) and not isinstance(value, bool):
-                numbers = [c for c in cands if isinstance(c, (int, float)) and not isinstance(c, bool)]
-                steps = [max((c for c in numbers if c < value), default=None),
-                         min((c for c in numbers if c > value), default=None)]
-            else:
-                steps = []
-            found += [{**config, name: v} for v in steps if v is not None]
-        return found
+        return steps(config, self.candidates(limits))
 
     def candidate_hash(self, limits: Limits) -> str:
         """A short hash of the version and the candidate values (not of the restrictions, which
@@ -130,6 +117,27 @@ class TuningSpace:
         so the old winner may no longer be the best)."""
         text = json.dumps([self.version, self.candidates(limits)], sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def steps(config: Mapping[str, Any], candidates: Mapping[str, tuple]) -> list[dict]:
+    """Each parameter of `config` moved to the neighbouring value of its candidates, either
+    side: one new config per step, in parameter order. A numeric value between candidates (as a
+    default may hold) steps to the nearest candidate either side; other values off the list
+    do not step."""
+    found = []
+    for name, cands in candidates.items():
+        value = config.get(name)
+        if value in cands:
+            i = cands.index(value)
+            moves = [cands[j] for j in (i - 1, i + 1) if 0 <= j < len(cands)]
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            numbers = [c for c in cands if isinstance(c, (int, float)) and not isinstance(c, bool)]
+            moves = [max((c for c in numbers if c < value), default=None),
+                     min((c for c in numbers if c > value), default=None)]
+        else:
+            moves = []
+        found += [{**config, name: v} for v in moves if v is not None]
+    return found
 
 
 def config_text(config: Mapping[str, Any]) -> str:

@@ -329,7 +329,7 @@ def build(a, b, *, a_quant_mult=None, bias=None, relu: bool = False, out=None,
         upload_a(src, a, qa if host_quantized else None)
     mp = -(-m // 4) * 4
     # A direct configuration reads int8 A's rows in the GEMM, where the call needs nothing of
-    # the packing dispatch but its layout; otherwise its packed twin runs (tiles.py: DIRECT_A).
+    # the packing dispatch but its layout; otherwise its packed twin runs (tiles.py: "Direct A").
     direct = (cfg.direct and src.dtype == np.int8 and k % 4 == 0 and za == 0 and za_gpu is None
               and not zb.size)
     if cfg.direct and not direct:

@@ -92,7 +92,8 @@ def dummy() -> GpuArray:
 def zeros(count: int) -> GpuArray:
     """At least `count` int32 zeros, bound read-only where a kernel reads values that are zero
     for the call (a direct A's row information); one per device, the largest asked for yet.
-    (A pooled buffer holds whatever its last user left: it cannot stand in.)"""
+    (A pooled buffer holds whatever its last user left, and dummy() is also bound where a
+    kernel may write: neither can stand in.)"""
     arr = _ZEROS.get(id(gpu.device()))
     if arr is None or arr.size < count:
         import wgpu

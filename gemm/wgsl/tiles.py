@@ -32,7 +32,7 @@ class Tiled:
     # few tiles (few rows, or N small against the GPU) otherwise leaves most of the GPU idle
     # while each workgroup walks all of K alone.
     ks: int = 1
-    # Read the caller's int8 A rows in the GEMM itself (see DIRECT_A below) instead of packing
+    # Read the caller's int8 A rows in the GEMM itself (see "Direct A" below) instead of packing
     # them first in a dispatch of their own.
     direct: bool = False
 
@@ -289,14 +289,10 @@ def parts_fit(cfg: Tiled, shape, limits: dict) -> bool:
 def neighbours(cfg) -> list:
     """The configurations one step from `cfg` for the tuner's climb: one field of its kernel
     moved to the next candidate value (TUNING_SPACE) either side, or direct A switched."""
-    found = []
-    for field, values in TUNING_SPACE[cfg.kernel].items():
-        if getattr(cfg, field) not in values:
-            continue
-        i = values.index(getattr(cfg, field))
-        found += [dataclasses.replace(cfg, **{field: values[j]})
-                  for j in (i - 1, i + 1) if 0 <= j < len(values)]
-    return found
+    from dispatch.space import steps
+
+    return [type(cfg)(**fields)
+            for fields in steps(dataclasses.asdict(cfg), TUNING_SPACE[cfg.kernel])]
 
 
 def _neighbour_names(config) -> list:
