@@ -177,6 +177,7 @@ def _forget() -> None:
     _DEVICE.clear()
     _PIPELINES.clear()
     _POOL.clear()
+    _LENT.clear()
     _STAGING.clear()
     _RETURNED.clear()
     _WRITE_STAGING.clear()
@@ -229,6 +230,13 @@ def pipeline(source: str, bindings: str, entry: str = "main"):
 
 _POOL: dict[int, list] = {}
 _POOL_KEEP_BYTES = 1 << 30  # free buffers kept for reuse, at most
+# Every buffer alloc() has handed out and release() has not yet taken back, by id. A GpuArray
+# returns its buffer to the pool in its __del__; when the array dies in a reference cycle, the
+# garbage collector runs the finalizers of everything the cycle alone kept alive in an order of
+# its own, and wgpu-py's buffer may be released first (its __del__) and then pooled dead: the
+# next array of that size got it, and binding it aborted the process in wgpu-native
+# ("invalid bind group entry"). Held here, a lent buffer is never part of such garbage.
+_LENT: dict[int, object] = {}
 
 
 def _usage():
@@ -241,17 +249,21 @@ def alloc(nbytes: int):
     size = max(256, -(-nbytes // 256) * 256)
     free = _POOL.get(size)
     if free:
-        return free.pop()
-    if size > limit("max-storage-buffer-binding-size"):
-        raise ValueError(f"a GPU array of {nbytes} bytes exceeds this adapter's storage buffer "
-                         f"limit of {limit('max-storage-buffer-binding-size')} bytes")
-    return device().create_buffer(size=size, usage=_usage())
+        buffer = free.pop()
+    else:
+        if size > limit("max-storage-buffer-binding-size"):
+            raise ValueError(f"a GPU array of {nbytes} bytes exceeds this adapter's storage "
+                             f"buffer limit of {limit('max-storage-buffer-binding-size')} bytes")
+        buffer = device().create_buffer(size=size, usage=_usage())
+    _LENT[id(buffer)] = buffer
+    return buffer
 
 
 def release(buffer, made_in: int | None = None) -> None:
     """Return a buffer from alloc() to the pool (made_in: generation() when it was allocated)."""
     if "device" not in _DEVICE or (made_in is not None and made_in != _GENERATION[0]):
         return
+    _LENT.pop(id(buffer), None)
     kept = sum(size * len(bufs) for size, bufs in _POOL.items())
     if kept + buffer.size <= _POOL_KEEP_BYTES:
         _POOL.setdefault(buffer.size, []).append(buffer)

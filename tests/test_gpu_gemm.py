@@ -514,6 +514,52 @@ def test_a_kept_plan_holds_no_array_and_never_serves_a_new_one():
         assert gone() is None, "a kept plan held the output array alive"
 
 
+# Run in a child process: with the bug, wgpu-native aborts the process that binds the buffer.
+ARRAY_IN_A_CYCLE = r"""
+import gc
+import numpy as np
+import gemm
+
+rng = np.random.default_rng(3)
+a, b = (rng.integers(-128, 128, s, dtype=np.int8) for s in ((4, 32), (32, 250)))
+gb = gemm.prepare_b_quantized(b).to_gpu()
+first = gemm.GpuArray((4, 250), np.int32)
+del first                 # its buffer goes back to the pool...
+gc.collect()              # ...and, older than what follows, to the collector's oldest generation
+
+class Holder:
+    pass
+
+holder = Holder()
+holder.out = gemm.GpuArray((4, 250), np.int32)   # the pooled buffer
+holder.me = holder        # a reference cycle: only the collector frees it
+del holder
+gc.collect()              # the cycle's finalizers run in the collector's order
+out = gemm.GpuArray((4, 250), np.int32)          # the buffer the dead array returned
+gemm.gemm_i8(gemm.GpuArray.from_numpy(a), gb, out=out)
+assert (out.numpy() == a.astype(np.int32) @ b.astype(np.int32)).all()
+print("exact")
+"""
+
+
+def test_an_array_freed_in_a_reference_cycle_returns_a_live_buffer():
+    """A GpuArray that dies in a reference cycle returns a buffer the next array of its size
+    can use. (The collector may finalize wgpu-py's buffer before the array that pools it; the
+    next array of that size then got a dead buffer, and binding it aborted the process.)"""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parent.parent
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(repo) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH")
+                                     else "")
+    proc = subprocess.run([sys.executable, "-c", ARRAY_IN_A_CYCLE], cwd=repo, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and "exact" in proc.stdout, proc.stderr[-3000:]
+
+
 def test_gpu_array_round_trip_and_int_out():
     rng = np.random.default_rng(6)
     for dtype in (np.int8, np.uint8, np.int32, np.float32):
