@@ -333,3 +333,64 @@ def test_gpu_configurations_step_one_field_at_a_time():
                    if getattr(cfg, f) != getattr(start, f)]
         assert len(changed) == 1, cfg
     assert tiles.SmallM(16, 16, direct=True) in tiles.neighbours(tiles.SmallM(16, 16))
+
+
+class DriftingMachine:
+    """timed(config, share) on a machine whose speed changes: every call is `slowdown` x slower
+    from the `after`-th timed batch on (a GPU whose clock fell), or, with `step_at`, only that
+    one batch sees the new speed's start (a clock step during a sample)."""
+
+    def __init__(self, times, slowdown=3.5, after=math.inf, step_inside=()):
+        self.times, self.slowdown, self.after = times, slowdown, after
+        self.step_inside = set(step_inside)
+        self.batches = 0
+
+    def timed(self, config, share):
+        self.batches += 1
+        key = (config["x"], config["y"])
+        slow = self.batches > self.after or self.batches in self.step_inside
+        return self.times(key) * (self.slowdown if slow else 1.0)
+
+
+def test_referenced_samples_compare_configurations_across_a_clock_change():
+    from tuning.bench import Referenced
+
+    default = {"x": 1, "y": 1}
+    machine = DriftingMachine(bowl, after=10)
+    sampler = Referenced(default)
+    before = [sampler.sample(machine.timed, {"x": 6, "y": 3}) for _ in range(2)]
+    assert machine.batches < 10
+    after = [sampler.sample(machine.timed, {"x": 6, "y": 3}) for _ in range(5)]
+    assert machine.batches > 10
+    # The same configuration samples alike on both sides of a 3.5x slowdown, at its true speed
+    # relative to the reference (bowl: 1.0 against the default's 3.7).
+    assert before + after == pytest.approx([1.0] * 7)
+    assert sampler.sample(machine.timed, default) == pytest.approx(bowl((1, 1)))
+
+
+def test_a_sample_whose_reference_halves_disagree_is_taken_again():
+    from tuning.bench import Referenced
+
+    # Batches: 1-3 the base, then (before, candidate, after); the clock steps inside the first
+    # sample (its "after" half is slow), so that sample is no measure, and the second counts.
+    machine = DriftingMachine(bowl, step_inside={6})
+    sampler = Referenced({"x": 1, "y": 1})
+    assert sampler.sample(machine.timed, {"x": 6, "y": 3}) == pytest.approx(1.0)
+    assert machine.batches == 3 + 6
+
+
+def test_the_search_finds_the_optimum_on_a_machine_that_slows_midway():
+    from tuning.bench import Referenced
+
+    space = toy_space()
+    # The optimum comes late in the exhaustive order, after the machine became 3.5x slower:
+    # timed raw, it samples 2.8x slower than the best seen before the slowdown and is
+    # abandoned; against the reference it wins.
+    raw_machine = DriftingMachine(bowl, after=40)
+    raw = search(space, (1, 1, 1), {}, lambda c: raw_machine.timed(c, 1.0), budget_s=math.inf)
+    assert raw.best != {"x": 6, "y": 3}
+    machine = DriftingMachine(bowl, after=40 * 3)   # three batches per referenced sample
+    sampler = Referenced(space.default((1, 1, 1), {}))
+    result = search(space, (1, 1, 1), {}, lambda c: sampler.sample(machine.timed, c),
+                    budget_s=math.inf)
+    assert result.best == {"x": 6, "y": 3}

@@ -17,13 +17,21 @@ calls runs. Repeated calls with the same arrays and configuration run their kept
 caller's repeated calls do (gemm/wgsl/driver.py), so the host's planning does not blur the
 kernels' differences. With numpy operands every call would also upload A and read C back, costs no tile
 size changes, which hid the tiles' differences (at 4096^3 the transfers took 8 of the 9 ms).
+
+On the GPU each sample is also taken against a reference, the heuristic default
+(`Referenced`): a GPU's clocks follow its load, and the tuner's small calls leave it mostly idle.
+On the device's H200 the SM clock fell from 1980 to 345 MHz in steps over ~2 s while the tuner
+ran, and the same default call went from 13 to 45-60 us per call and stayed there (nvidia-smi
+beside a scratch script): samples taken seconds apart compared clocks, not configurations, and a
+search abandoned good candidates as "2x slower than the best" because the best had been timed
+at a higher clock.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -39,9 +47,45 @@ def _filled(array: np.ndarray, value) -> np.ndarray:
     return array
 
 
+class Referenced:
+    """Samples of a machine whose speed drifts, made comparable: each candidate's batch is timed
+    between two half batches of a fixed reference configuration, and its time is scaled by the
+    reference's speed then against the reference's speed at the start. A configuration that is
+    20% faster than the reference then samples 20% below the reference's base time, whatever
+    the clock did in between.
+
+    `sample(timed, config)`: `timed(config, share) -> seconds per call` times one batch (`share`
+    of the config's usual batch). The base is the fastest of three reference batches, timed at
+    the first sample. If the two halves differ by more than `settle` (the clock stepped during
+    the sample, so their mean is no measure of it), the sample is taken again, up to `attempts`
+    times, and the one whose halves agreed best is kept.
+    """
+
+    def __init__(self, reference, *, settle: float = 0.1, attempts: int = 3):
+        self.reference = reference
+        self.settle, self.attempts = settle, attempts
+        self.base: float | None = None
+
+    def sample(self, timed: Callable[[Any, float], float], config) -> float:
+        if self.base is None:
+            self.base = min(timed(self.reference, 1.0) for _ in range(3))
+        best_spread, best = math.inf, math.nan
+        for _ in range(self.attempts):
+            before = timed(self.reference, 0.5)
+            t = timed(config, 1.0)
+            after = timed(self.reference, 0.5)
+            spread = abs(after - before) / min(after, before)
+            if spread < best_spread:
+                best_spread, best = spread, t * self.base / ((before + after) / 2)
+            if spread <= self.settle:
+                break
+        return best
+
+
 class GemmBench:
     def __init__(self, impl: dispatch.Implementation, shape: tuple, limits: Mapping[str, Any],
-                 *, seed: int = 0, target_s: float | None = None):
+                 *, seed: int = 0, target_s: float | None = None,
+                 referenced: bool | None = None):
         m, k, n = shape
         rng = np.random.default_rng(seed)
         self.impl = impl
@@ -77,6 +121,14 @@ class GemmBench:
         # and 2 ms samples ranked configs differently from one run to the next.
         self.target_s = target_s or (0.02 if self.on_gpu else 0.002)
         self._batch: dict[str, int] = {}
+        # On the GPU, samples against the heuristic default (see the module's docstring). Not
+        # on the CPU: its noise is other work taking a core for a while, not a clock that
+        # drifts, and a reference would halve the samples a search can take.
+        if referenced is None:
+            referenced = self.on_gpu
+        # (Given _timed at each sample, not kept: a GemmBench in a reference cycle would hold
+        # its GPU arrays until the collector ran.)
+        self._referenced = Referenced(self.space.default(shape, limits)) if referenced else None
 
     def _call(self, params) -> None:
         gemm.gemm_i8(*self._operands, out=self.out, _params=params, **self.kwargs)
@@ -90,6 +142,15 @@ class GemmBench:
             raise WrongAnswer(f"{bad} of {got.size} results differ from the reference")
 
     def bench(self, config) -> float:
+        """Seconds per call of one sample of `config` (on the GPU: scaled to the reference's
+        speed, see Referenced)."""
+        if self._referenced is not None:
+            return self._referenced.sample(self._timed, config)
+        return self._timed(config)
+
+    def _timed(self, config, share: float = 1.0) -> float:
+        """Seconds per call of one batch of `share` x the config's batch (a batch is sized at the
+        config's first use to take about target_s)."""
         params = self.space.realize(config)
         key = dispatch.config_text(config)
         batch = self._batch.get(key)
@@ -103,17 +164,13 @@ class GemmBench:
                 self._wait()
                 dt = min(dt, time.perf_counter() - t0)
             batch = self._batch[key] = max(1, min(1000, int(self.target_s / max(dt, 1e-7))))
-        if self.on_gpu:
-            # An untimed batch first: a GPU that idled while the search ran on the CPU has
-            # dropped its clocks (an H200 timed small calls up to 2x slower without this).
-            for _ in range(batch):
-                self._call(params)
+        calls = max(1, round(batch * share))
         self._wait()
         t0 = time.perf_counter()
-        for _ in range(batch):
+        for _ in range(calls):
             self._call(params)
         self._wait()
-        return (time.perf_counter() - t0) / batch
+        return (time.perf_counter() - t0) / calls
 
 
 def compare(bench: GemmBench, configs: dict[str, dict], repeats: int) -> dict[str, float]:
