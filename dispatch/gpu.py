@@ -176,6 +176,7 @@ def _forget() -> None:
     _PENDING.clear()
     _DEVICE.clear()
     _PIPELINES.clear()
+    _COMPILING.clear()   # (compiles for the old device finish unused)
     _POOL.clear()
     _LENT.clear()
     _STAGING.clear()
@@ -206,24 +207,54 @@ Program = collections.namedtuple("Program", "pipeline layout")
 def pipeline(source: str, bindings: str, entry: str = "main"):
     """The compute pipeline of a WGSL source, compiled once. bindings: one letter per binding of
     group 0, in order: "r" read-only storage, "w" read-write storage, "u" uniform. (An explicit
-    layout, so a binding the shader happens not to use still has its slot.)"""
+    layout, so a binding the shader happens not to use still has its slot.) A pipeline that
+    precompile() started is waited for, not compiled again."""
     key = (source, bindings, entry)
     p = _PIPELINES.get(key)
     if p is None:
-        import wgpu
-
-        kinds = {"r": {"buffer": {"type": wgpu.BufferBindingType.read_only_storage}},
-                 "w": {"buffer": {"type": wgpu.BufferBindingType.storage}},
-                 "u": {"buffer": {"type": wgpu.BufferBindingType.uniform}}}
-        dev = device()
-        layout = dev.create_bind_group_layout(entries=[
-            {"binding": i, "visibility": wgpu.ShaderStage.COMPUTE, **kinds[kind]}
-            for i, kind in enumerate(bindings)])
-        module = dev.create_shader_module(code=source)
-        p = _PIPELINES[key] = Program(dev.create_compute_pipeline(
-            layout=dev.create_pipeline_layout(bind_group_layouts=[layout]),
-            compute={"module": module, "entry_point": entry}), layout)
+        started = _COMPILING.pop(key, None)
+        p = started.result() if started is not None else _compile(device(), *key)
+        _PIPELINES[key] = p
     return p
+
+
+def precompile(source: str, bindings: str, entry: str = "main") -> None:
+    """Start compiling pipeline(source, bindings, entry) on a background thread. For the
+    autotuner, whose search is bound by compiling: on the H200 a candidate's GEMM pipeline took
+    100-200 ms to compile and a sample of it 20-40 ms, so a 10 s search started ~40 candidates.
+    wgpu-native compiles on the calling thread with the GIL released, and wgpu-py captures a
+    call's errors per thread, so compiles run beside the timing (a compile error is raised by
+    pipeline())."""
+    key = (source, bindings, entry)
+    if key in _PIPELINES or key in _COMPILING:
+        return
+    if "compiler" not in _COMPILER:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _COMPILER["compiler"] = ThreadPoolExecutor(COMPILE_THREADS,
+                                                   thread_name_prefix="i8gemm-compile")
+    _COMPILING[key] = _COMPILER["compiler"].submit(_compile, device(), *key)
+
+
+# Threads that precompile() uses: one core is left to the thread that times.
+COMPILE_THREADS = max(1, min(8, (os.cpu_count() or 2) - 1))
+_COMPILING: dict = {}   # key -> the Future of a pipeline being compiled
+_COMPILER: dict = {}
+
+
+def _compile(dev, source: str, bindings: str, entry: str) -> Program:
+    import wgpu
+
+    kinds = {"r": {"buffer": {"type": wgpu.BufferBindingType.read_only_storage}},
+             "w": {"buffer": {"type": wgpu.BufferBindingType.storage}},
+             "u": {"buffer": {"type": wgpu.BufferBindingType.uniform}}}
+    layout = dev.create_bind_group_layout(entries=[
+        {"binding": i, "visibility": wgpu.ShaderStage.COMPUTE, **kinds[kind]}
+        for i, kind in enumerate(bindings)])
+    module = dev.create_shader_module(code=source)
+    return Program(dev.create_compute_pipeline(
+        layout=dev.create_pipeline_layout(bind_group_layouts=[layout]),
+        compute={"module": module, "entry_point": entry}), layout)
 
 
 # -- buffers -----------------------------------------------------------------------------------

@@ -314,3 +314,56 @@ def test_gpu_candidates_are_verified_and_timed_on_resident_data():
     bench.reference[1, 2] += 1
     with pytest.raises(WrongAnswer, match="1 of"):
         bench.verify(configs[0])
+
+
+@pytest.mark.gpu
+def test_gpu_candidates_announced_by_the_search_are_compiled_ahead(monkeypatch):
+    """GemmBench.prefetch compiles a GPU candidate's kernel in the background, the very
+    pipeline its call then uses (none is compiled again), and a kernel that fails to compile in
+    the background fails its candidate's call as a compile would."""
+    from dispatch import gpu
+
+    why = gpu.unavailable_reason()
+    if why:
+        pytest.skip(f"no GPU adapter: {why}")
+    impl = next(i for i in dispatch.implementations("gemm_i8") if i.backend == "gpu")
+    space = impl.tuning_space
+    compiled = []
+    compile_ = gpu._compile
+    monkeypatch.setattr(gpu, "_compile", lambda dev, *key: compiled.append(key) or
+                        compile_(dev, *key))
+    for shape in [(3, 40, 70), (40, 72, 90)]:   # a small-M and a tiled shape
+        limits = space.limits()
+        bench = GemmBench(impl, shape, limits, seed=5)
+        bench.verify(space.default(shape, limits))   # the shared kernels (packing, ...)
+        fresh = [c for c in space.configs(shape, limits)
+                 if not _compiled_already(space, c, shape)][:3]
+        assert fresh, "every candidate was compiled already: pick another shape"
+        bench.prefetch(fresh)
+        for future in list(gpu._COMPILING.values()):
+            future.result()
+        ahead = len(compiled)
+        for config in fresh:
+            bench.verify(config)
+        # (A split K's shared reduction kernel may compile now, on its first use.)
+        again = [key for key in compiled[ahead:] if key in {_multiply_key(c, shape) for c in fresh}]
+        assert not again, "a prefetched kernel was compiled again"
+        assert all(_multiply_key(c, shape) in gpu._PIPELINES for c in fresh)
+    broken = "@compute @workgroup_size(1) fn main() { let x: i32 = 1.5; }"
+    gpu.precompile(broken, "u")
+    with pytest.raises(Exception, match="(?i)type|mismatch|convert|validation"):
+        gpu.pipeline(broken, "u")
+
+
+def _multiply_key(config, shape) -> tuple:
+    """The pipeline key of a GPU configuration's GEMM kernel for int32 output."""
+    from gemm.wgsl import driver, tiles
+
+    source = driver._multiply_source(tiles.parse_config(config["config"]), shape[0], "i32")
+    return (source, driver.GEMM_BINDINGS, "main")
+
+
+def _compiled_already(space, config, shape) -> bool:
+    from dispatch import gpu
+
+    return _multiply_key(config, shape) in gpu._PIPELINES

@@ -394,3 +394,26 @@ def test_the_search_finds_the_optimum_on_a_machine_that_slows_midway():
     result = search(space, (1, 1, 1), {}, lambda c: sampler.sample(machine.timed, c),
                     budget_s=math.inf)
     assert result.best == {"x": 6, "y": 3}
+
+
+@pytest.mark.parametrize("xs", [range(1, 9), range(1, 41)], ids=["exhaustive", "halving"])
+def test_candidates_are_announced_before_they_start(xs):
+    """prefetch hears of every candidate the search starts (but the default, the first) before
+    it starts, so a kernel can be built in the background meanwhile."""
+    clock = FakeClock()
+    events = []
+
+    def prefetch(configs):
+        events.extend(("announced", (c["x"], c["y"])) for c in configs)
+
+    def verify(config):
+        events.append(("started", (config["x"], config["y"])))
+
+    result = search(toy_space(xs=xs), (1, 1, 1), {}, fake_bench(bowl, clock, cost=0.01),
+                    verify=verify,
+                    prefetch=prefetch, budget_s=3.0, clock=clock)
+    started = [key for what, key in events if what == "started"]
+    assert len(started) > 10 and started[0] == (1, 1)
+    for key in started[1:]:
+        assert events.index(("announced", key)) < events.index(("started", key)), key
+    assert result.best == {"x": 6, "y": 3}

@@ -37,7 +37,7 @@ def autotune(impl: dispatch.Implementation, shape: tuple, dtype: Any, limits) ->
         raise ValueError(f"I8GEMM_AUTOTUNE_BUDGET={text!r}: expected a positive number of seconds")
     bench = GemmBench(impl, shape, limits)
     result = search(impl.tuning_space, shape, limits, bench.bench, verify=bench.verify,
-                    budget_s=budget, warmup=0)
+                    prefetch=bench.prefetch, budget_s=budget, warmup=0)
     if not math.isfinite(result.best_time_s):
         return None  # nothing ran: keep the default (dispatch warns only on an exception)
     store.record([store.make_entry(impl.op, impl, dtype, limits, result)])

@@ -88,6 +88,7 @@ class GemmBench:
                  referenced: bool | None = None):
         m, k, n = shape
         rng = np.random.default_rng(seed)
+        self.shape = tuple(shape)
         self.impl = impl
         self.space = impl.tuning_space
         self.a = rng.integers(-128, 128, (m, k), dtype=np.int8)
@@ -121,6 +122,7 @@ class GemmBench:
         # and 2 ms samples ranked configs differently from one run to the next.
         self.target_s = target_s or (0.02 if self.on_gpu else 0.002)
         self._batch: dict[str, int] = {}
+        self._prefetched: set[str] = set()
         # On the GPU, samples against the heuristic default (see the module's docstring). Not
         # on the CPU: its noise is other work taking a core for a while, not a clock that
         # drifts, and a reference would halve the samples a search can take.
@@ -129,6 +131,17 @@ class GemmBench:
         # (Given _timed at each sample, not kept: a GemmBench in a reference cycle would hold
         # its GPU arrays until the collector ran.)
         self._referenced = Referenced(self.space.default(shape, limits)) if referenced else None
+
+    def prefetch(self, configs) -> None:
+        """Start building the kernels of configs the search will time soon, in the background
+        (the space's precompile; nothing where it has none)."""
+        if self.space.precompile is None:
+            return
+        for config in configs:
+            key = dispatch.config_text(config)
+            if key not in self._prefetched:
+                self._prefetched.add(key)
+                self.space.precompile(config, self.shape)
 
     def _call(self, params) -> None:
         gemm.gemm_i8(*self._operands, out=self.out, _params=params, **self.kwargs)

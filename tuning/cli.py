@@ -75,6 +75,7 @@ def main(args) -> int:
     for i, shape in enumerate(shapes):
         bench = GemmBench(impl, shape, limits)
         result = search(space, shape, limits, bench.bench, verify=bench.verify,
+                        prefetch=bench.prefetch,
                         budget_s=args.budget, warmup=0,
                         progress=lambda done, total, i=i, s=shape: bar.show(i, s, done, total))
         for trial in result.failures:

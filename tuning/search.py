@@ -23,6 +23,10 @@ config fails to build or gives a wrong answer, so the logic is tested with fake 
   the best candidate not yet climbed from, and so on (a best-first search, as tinygrad's BEAM
   searches from the default); time it leaves goes to more brackets; the survivors are halved
   again.
+- `prefetch(configs)`, if given, is told the candidates the search will start next (the next
+  `lookahead` of the random order; a climb's centre's untried neighbours), so that their kernels
+  can be built in the background while others are timed (the GPU's compiles took 5-10x a
+  sample's time).
 - The budget is wall time (the injectable `clock`): `showdown_share` of it is kept for the
   showdown. A sample that has started is finished, and the showdown's first round always runs,
   so a search may overrun by a few samples.
@@ -96,7 +100,8 @@ def search(space: TuningSpace, shape: tuple, limits: Mapping[str, Any],
            showdown: int = 3, showdown_share: float = 0.15, climb_share: float = 0.5,
            seed: int = 0,
            clock: Callable[[], float] = time.perf_counter,
-           progress: Callable[[int, int], None] | None = None
+           progress: Callable[[int, int], None] | None = None,
+           prefetch: Callable[[list[Config]], None] | None = None, lookahead: int = 8
            ) -> SearchResult:
     deadline = clock() + budget_s
     end_of_search = clock() + budget_s * (1 - showdown_share)
@@ -108,12 +113,17 @@ def search(space: TuningSpace, shape: tuple, limits: Mapping[str, Any],
     trials = [Trial(default, is_default=True)] + [Trial(c) for c in others]
     runner = _Runner(bench, verify, warmup, clock)
 
+    def announce(upcoming: list[Trial]) -> None:
+        if prefetch is not None and upcoming:
+            prefetch([t.config for t in upcoming])
+
     if len(trials) <= exhaustive_limit:
         strategy = "exhaustive"
         best = math.inf
         for i, trial in enumerate(trials):
             if i and clock() > end_of_search:
                 break
+            announce(trials[i + 1:i + 1 + lookahead])
             runner.start(trial)
             while trial.status == "ok" and len(trial.samples) < repeats:
                 if len(trial.samples) >= abandon_after and _clearly_slower(trial, best,
@@ -147,6 +157,7 @@ def search(space: TuningSpace, shape: tuple, limits: Mapping[str, Any],
                 started = 0
                 while pending and (not started or clock() <= rung_deadline):
                     trial = pending.pop(0)
+                    announce(pending[:lookahead])
                     started += 1
                     best = _first_sample(runner, trial, best, abandon_factor, finalists, abandon_after)
                     if progress:
@@ -167,10 +178,13 @@ def search(space: TuningSpace, shape: tuple, limits: Mapping[str, Any],
                 break
             centre = trials[0] if trials[0] in open_ else min(open_, key=lambda t: t.time_s)
             climbed.add(_key(centre.config))
-            for config in space.neighbours(centre.config, limits):
-                trial = by_key.get(_key(config))
-                if trial is None or trial.status != "pending":
-                    continue  # invalid, pruned, or timed already
+            # Its untried neighbours (invalid or pruned ones are no trials; timed ones not pending).
+            steps = [by_key.get(_key(config)) for config in space.neighbours(centre.config, limits)]
+            steps = [trial for trial in steps if trial is not None and trial.status == "pending"]
+            announce(steps)
+            for trial in steps:
+                if trial.status != "pending":
+                    continue  # a neighbour listed twice
                 if clock() > end_of_search:
                     break
                 pending.remove(trial)

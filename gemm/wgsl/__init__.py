@@ -19,6 +19,6 @@ def _fingerprint() -> str:
 
 dispatch.register(dispatch.Implementation(
     op="gemm_i8", backend="gpu", path="wgsl", level=None, entry=driver.gemm_i8,
-    tuning_space=tiles.tuning_space(driver.limits, _fingerprint)))
+    tuning_space=tiles.tuning_space(driver.limits, _fingerprint, driver.precompile)))
 
 __all__ = ["GpuPreparedB", "driver", "tiles"]

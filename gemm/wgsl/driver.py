@@ -232,6 +232,19 @@ class Plan:
         self.a_quant = a_quant    # the multiplier a float32 numpy A was quantized with (upload_a)
 
 
+def _multiply_source(cfg, m: int, out_kind: str) -> str:
+    """The WGSL of configuration cfg's GEMM kernel for M = m rows ("i32" or "f32" output)."""
+    if cfg.kernel == "small_m":
+        return kernels.small_m_source(cfg, tiles.small_m_rows(m), out_kind)
+    return kernels.tiled_source(cfg, out_kind)
+
+
+def precompile(cfg, m: int) -> None:
+    """Start compiling the GEMM kernel of configuration cfg for M = m rows and int32 output on a
+    background thread (dispatch.gpu.precompile): the autotuner's candidates to come."""
+    gpu.precompile(_multiply_source(cfg, m, "i32"), GEMM_BINDINGS)
+
+
 def build(a, b, *, a_quant_mult=None, bias=None, relu: bool = False, out=None,
           a_zero_point: int = 0, b_zero_point=0, out_scale=None,
           _params: dict | None = None) -> Plan:
@@ -376,12 +389,10 @@ def build(a, b, *, a_quant_mult=None, bias=None, relu: bool = False, out=None,
              gpu.uniform(pack_params.tobytes())),
             (min(m, 65535), -(-m // 65535), 1)))
     out_kind = "f32" if float_out else "i32"
+    source = _multiply_source(cfg, m, out_kind)
     if cfg.kernel == "small_m":
-        rows = tiles.small_m_rows(m)
-        source = kernels.small_m_source(cfg, rows, out_kind)
         groups = (-(-(gb.np_ // 4) // cfg.wg_x), 1, 1)
     else:
-        source = kernels.tiled_source(cfg, out_kind)
         groups = (-(-n // cfg.bn), -(-m // cfg.bm), splits)
     uniform = gpu.uniform(gemm_params.tobytes())
     epilogue_inputs = (gb.col_sums.buffer, rowinfo.buffer, zb_gpu.buffer, scale.buffer,

@@ -303,9 +303,10 @@ def _useful_for_shape(config, shape, limits) -> bool:
     return useful(parse_config(config["config"]), shape)
 
 
-def tuning_space(adapter_limits, fingerprint):
+def tuning_space(adapter_limits, fingerprint, precompile):
     """The dispatch.TuningSpace of the WGSL GEMM; `adapter_limits()` and `fingerprint()` open
-    the device only when the tuner or a call asks."""
+    the device only when the tuner or a call asks; `precompile(cfg, m)` starts compiling a
+    configuration's kernel in the background."""
     import dispatch
 
     return dispatch.TuningSpace(
@@ -318,6 +319,7 @@ def tuning_space(adapter_limits, fingerprint):
         realize=lambda config: {"config": parse_config(config["config"])},
         fingerprint=fingerprint,
         neighbours_of=_neighbour_names,
+        precompile=lambda config, shape: precompile(parse_config(config["config"]), shape[0]),
         # A is packed (and float A quantized) on the GPU before the kernels run: one entry
         # serves every A dtype.
         operand_dtype=lambda dtype: "int8",
