@@ -41,6 +41,9 @@ import gemm
 
 from .search import WrongAnswer
 
+# Seconds to let numpy's BLAS threads go idle after the reference product (see GemmBench).
+BLAS_IDLE_S = 0.3
+
 
 def _filled(array: np.ndarray, value) -> np.ndarray:
     array.fill(value)
@@ -98,6 +101,12 @@ class GemmBench:
         # Exact in float64: |sum| <= 128 * 127 * K stays far below 2**53 for any real K.
         self.reference = (self.a.astype(np.float64) @ b.astype(np.float64)).astype(np.int32)
         self.on_gpu = impl.backend == "gpu"
+        if not self.on_gpu:
+            # numpy's BLAS threads spin for a while after that product, and on a machine with
+            # few cores the CPU kernels' threads then wait for a core: on this project's 2-core
+            # development machine every 2-thread call took 4-5 ms (one scheduler tick) instead
+            # of 40-200 us for the next ~0.1 s, which was the default's first samples.
+            time.sleep(BLAS_IDLE_S)
         if self.on_gpu:
             from dispatch import gpu
             from dispatch.gpu_array import GpuArray
