@@ -213,27 +213,35 @@ def pipeline(source: str, bindings: str, entry: str = "main"):
     p = _PIPELINES.get(key)
     if p is None:
         started = _COMPILING.pop(key, None)
-        p = started.result() if started is not None else _compile(device(), *key)
+        if started is not None and not started.cancelled():
+            p = started.result()
+        else:
+            p = _compile(device(), *key)
         _PIPELINES[key] = p
     return p
 
 
-def precompile(source: str, bindings: str, entry: str = "main") -> None:
-    """Start compiling pipeline(source, bindings, entry) on a background thread. For the
-    autotuner, whose search is bound by compiling: on the H200 a candidate's GEMM pipeline took
-    100-200 ms to compile and a sample of it 20-40 ms, so a 10 s search started ~40 candidates.
-    wgpu-native compiles on the calling thread with the GIL released, and wgpu-py captures a
-    call's errors per thread, so compiles run beside the timing (a compile error is raised by
-    pipeline())."""
+def precompile(source: str, bindings: str, entry: str = "main"):
+    """Start compiling pipeline(source, bindings, entry) on a background thread; its Future
+    (cancel() one not yet started that is no longer wanted), or None if it is compiled already.
+    For the autotuner, whose search is bound by compiling: on the H200 a candidate's GEMM
+    pipeline took 100-320 ms to compile and a sample of it 20-40 ms. wgpu-native compiles on the
+    calling thread with the GIL released, and wgpu-py captures a call's errors per thread, so
+    compiles run beside the timing (a compile error is raised by pipeline()): eight threads
+    compiled one every 87 ms, against 322 ms one at a time."""
     key = (source, bindings, entry)
-    if key in _PIPELINES or key in _COMPILING:
-        return
+    if key in _PIPELINES:
+        return None
+    started = _COMPILING.get(key)
+    if started is not None and not started.cancelled():
+        return started
     if "compiler" not in _COMPILER:
         from concurrent.futures import ThreadPoolExecutor
 
         _COMPILER["compiler"] = ThreadPoolExecutor(COMPILE_THREADS,
                                                    thread_name_prefix="i8gemm-compile")
-    _COMPILING[key] = _COMPILER["compiler"].submit(_compile, device(), *key)
+    started = _COMPILING[key] = _COMPILER["compiler"].submit(_compile, device(), *key)
+    return started
 
 
 # Threads that precompile() uses: one core is left to the thread that times.

@@ -65,9 +65,10 @@ class TuningSpace:
                   tuning.search). None: one parameter moved to the next candidate value either
                   side (the `neighbours` method). A space whose one parameter names a whole
                   configuration (the GPU's) gives its own, in its configurations' terms.
-    precompile:   (config, shape) -> None: start building the config's kernels for the shape in
-                  the background, for a search about to time it (tuning.search's prefetch).
-                  None: kernels are built when first called.
+    precompile:   (config, shape) -> a Future, or None: start building the config's kernels
+                  for the shape in the background, for a search about to time it
+                  (tuning.search's prefetch); cancel() withdraws one not yet started. None
+                  (the field): kernels are built when first called.
     """
 
     params: Mapping[str, Candidates]
@@ -80,7 +81,7 @@ class TuningSpace:
     fingerprint: Callable[[], str] | None = None
     operand_dtype: Callable[[Any], str] = str
     neighbours_of: Callable[[Config], list[Config]] | None = None
-    precompile: Callable[[Config, tuple], None] | None = None
+    precompile: Callable[[Config, tuple], Any] | None = None
 
     def candidates(self, limits: Limits) -> dict[str, tuple]:
         """Every parameter's candidate values under these limits."""

@@ -349,6 +349,19 @@ def test_gpu_candidates_announced_by_the_search_are_compiled_ahead(monkeypatch):
         again = [key for key in compiled[ahead:] if key in {_multiply_key(c, shape) for c in fresh}]
         assert not again, "a prefetched kernel was compiled again"
         assert all(_multiply_key(c, shape) in gpu._PIPELINES for c in fresh)
+    # Builds no longer wanted, and not started yet, are withdrawn; such a config still runs
+    # (its kernel compiles when called).
+    shape = (40, 72, 90)
+    bench = GemmBench(impl, shape, space.limits(), seed=6)
+    queued = [c for c in space.configs(shape, space.limits())
+              if not _compiled_already(space, c, shape)][:gpu.COMPILE_THREADS + 6]
+    bench.prefetch(queued)
+    bench.prefetch([])
+    withdrawn = [c for c in queued if _multiply_key(c, shape) in gpu._COMPILING
+                 and gpu._COMPILING[_multiply_key(c, shape)].cancelled()]
+    assert withdrawn, "every build had started: nothing was withdrawn"
+    assert not bench._compiles or all(not f.cancelled() for f in bench._compiles.values())
+    bench.verify(withdrawn[0])
     broken = "@compute @workgroup_size(1) fn main() { let x: i32 = 1.5; }"
     gpu.precompile(broken, "u")
     with pytest.raises(Exception, match="(?i)type|mismatch|convert|validation"):

@@ -399,12 +399,13 @@ def test_the_search_finds_the_optimum_on_a_machine_that_slows_midway():
 @pytest.mark.parametrize("xs", [range(1, 9), range(1, 41)], ids=["exhaustive", "halving"])
 def test_candidates_are_announced_before_they_start(xs):
     """prefetch hears of every candidate the search starts (but the default, the first) before
-    it starts, so a kernel can be built in the background meanwhile."""
+    it starts, so a kernel can be built in the background meanwhile, and of nothing at the end."""
     clock = FakeClock()
     events = []
 
     def prefetch(configs):
         events.extend(("announced", (c["x"], c["y"])) for c in configs)
+        events.append(("call", len(configs)))
 
     def verify(config):
         events.append(("started", (config["x"], config["y"])))
@@ -416,4 +417,6 @@ def test_candidates_are_announced_before_they_start(xs):
     assert len(started) > 10 and started[0] == (1, 1)
     for key in started[1:]:
         assert events.index(("announced", key)) < events.index(("started", key)), key
+    # Once the search is over, nothing is wanted any more (the bench withdraws what it queued).
+    assert [e for e in events if e[0] == "call"][-1] == ("call", 0)
     assert result.best == {"x": 6, "y": 3}

@@ -131,7 +131,7 @@ class GemmBench:
         # and 2 ms samples ranked configs differently from one run to the next.
         self.target_s = target_s or (0.02 if self.on_gpu else 0.002)
         self._batch: dict[str, int] = {}
-        self._prefetched: set[str] = set()
+        self._compiles: dict[str, Any] = {}   # config text -> its background compile
         # On the GPU, samples against the heuristic default (see the module's docstring). Not
         # on the CPU: its noise is other work taking a core for a while, not a clock that
         # drifts, and a reference would halve the samples a search can take.
@@ -142,15 +142,21 @@ class GemmBench:
         self._referenced = Referenced(self.space.default(shape, limits)) if referenced else None
 
     def prefetch(self, configs) -> None:
-        """Start building the kernels of configs the search will time soon, in the background
-        (the space's precompile; nothing where it has none)."""
+        """The configs the search will time next, in place of those it named before: their
+        kernels start building in the background (the space's precompile; nothing where it has
+        none), and builds of configs no longer named that have not started are withdrawn, so
+        that a search's leftovers do not hold up the next one's (or the process's exit)."""
         if self.space.precompile is None:
             return
-        for config in configs:
-            key = dispatch.config_text(config)
-            if key not in self._prefetched:
-                self._prefetched.add(key)
-                self.space.precompile(config, self.shape)
+        wanted = {dispatch.config_text(config): config for config in configs}
+        for key, started in list(self._compiles.items()):
+            if key not in wanted and started.cancel():
+                del self._compiles[key]
+        for key, config in wanted.items():
+            if key not in self._compiles:
+                started = self.space.precompile(config, self.shape)
+                if started is not None:
+                    self._compiles[key] = started
 
     def _call(self, params) -> None:
         gemm.gemm_i8(*self._operands, out=self.out, _params=params, **self.kwargs)

@@ -23,10 +23,11 @@ config fails to build or gives a wrong answer, so the logic is tested with fake 
   the best candidate not yet climbed from, and so on (a best-first search, as tinygrad's BEAM
   searches from the default); time it leaves goes to more brackets; the survivors are halved
   again.
-- `prefetch(configs)`, if given, is told the candidates the search will start next (the next
-  `lookahead` of the random order; a climb's centre's untried neighbours), so that their kernels
-  can be built in the background while others are timed (the GPU's compiles took 5-10x a
-  sample's time).
+- `prefetch(configs)`, if given, is told the candidates the search will start next, each call
+  in place of the last (the one starting and the next `lookahead` of the random order; a climb
+  centre's untried neighbours; none once the search is over), so that their kernels can be
+  built in the background while others are timed (the GPU's compiles took 5-10x a sample's
+  time).
 - The budget is wall time (the injectable `clock`): `showdown_share` of it is kept for the
   showdown. A sample that has started is finished, and the showdown's first round always runs,
   so a search may overrun by a few samples.
@@ -114,7 +115,7 @@ def search(space: TuningSpace, shape: tuple, limits: Mapping[str, Any],
     runner = _Runner(bench, verify, warmup, clock)
 
     def announce(upcoming: list[Trial]) -> None:
-        if prefetch is not None and upcoming:
+        if prefetch is not None:
             prefetch([t.config for t in upcoming])
 
     if len(trials) <= exhaustive_limit:
@@ -123,7 +124,7 @@ def search(space: TuningSpace, shape: tuple, limits: Mapping[str, Any],
         for i, trial in enumerate(trials):
             if i and clock() > end_of_search:
                 break
-            announce(trials[i + 1:i + 1 + lookahead])
+            announce(trials[i:i + 1 + lookahead])
             runner.start(trial)
             while trial.status == "ok" and len(trial.samples) < repeats:
                 if len(trial.samples) >= abandon_after and _clearly_slower(trial, best,
@@ -156,8 +157,8 @@ def search(space: TuningSpace, shape: tuple, limits: Mapping[str, Any],
                 rung_deadline = clock() + (deadline - clock()) * 0.6
                 started = 0
                 while pending and (not started or clock() <= rung_deadline):
+                    announce(pending[:1 + lookahead])
                     trial = pending.pop(0)
-                    announce(pending[:lookahead])
                     started += 1
                     best = _first_sample(runner, trial, best, abandon_factor, finalists, abandon_after)
                     if progress:
@@ -195,6 +196,8 @@ def search(space: TuningSpace, shape: tuple, limits: Mapping[str, Any],
         brackets(end_of_search)
         finalists = _halve(runner, finalists, repeats, end_of_search, clock)
 
+    if prefetch is not None:
+        prefetch([])   # nothing more to build
     for trial in trials:
         if trial.status == "pending":
             trial.status = "skipped"

@@ -239,10 +239,11 @@ def _multiply_source(cfg, m: int, out_kind: str) -> str:
     return kernels.tiled_source(cfg, out_kind)
 
 
-def precompile(cfg, m: int) -> None:
+def precompile(cfg, m: int):
     """Start compiling the GEMM kernel of configuration cfg for M = m rows and int32 output on a
-    background thread (dispatch.gpu.precompile): the autotuner's candidates to come."""
-    gpu.precompile(_multiply_source(cfg, m, "i32"), GEMM_BINDINGS)
+    background thread (dispatch.gpu.precompile, whose Future this is): the autotuner's
+    candidates to come."""
+    return gpu.precompile(_multiply_source(cfg, m, "i32"), GEMM_BINDINGS)
 
 
 def build(a, b, *, a_quant_mult=None, bias=None, relu: bool = False, out=None,
