@@ -380,3 +380,20 @@ def _compiled_already(space, config, shape) -> bool:
     from dispatch import gpu
 
     return _multiply_key(config, shape) in gpu._PIPELINES
+
+
+def test_a_kernel_that_cannot_be_built_ahead_fails_when_timed_not_before(store_file):
+    """A candidate whose background build cannot even start does not stop the search: it is
+    reported as failed when its turn comes, as any failing candidate is."""
+    impl = dispatch.resolve("gemm_i8", "cpu")
+    shape = (4, 32, 48)
+    limits = impl.tuning_space.limits(threads=1)
+    bench = GemmBench(impl, shape, limits)
+
+    def cannot_build(config, shape):
+        raise RuntimeError("no kernel for this one")
+
+    bench.space = dataclasses.replace(bench.space, precompile=cannot_build)
+    configs = list(bench.space.configs(shape, limits))[:3]
+    bench.prefetch(configs)   # no exception
+    bench.verify(configs[0])  # the call itself still decides
