@@ -235,19 +235,20 @@ def precompile(source: str, bindings: str, entry: str = "main"):
     started = _COMPILING.get(key)
     if started is not None and not started.cancelled():
         return started
-    if "compiler" not in _COMPILER:
-        from concurrent.futures import ThreadPoolExecutor
-
-        _COMPILER["compiler"] = ThreadPoolExecutor(COMPILE_THREADS,
-                                                   thread_name_prefix="i8gemm-compile")
-    started = _COMPILING[key] = _COMPILER["compiler"].submit(_compile, device(), *key)
+    started = _COMPILING[key] = _compiler().submit(_compile, device(), *key)
     return started
 
 
 # Threads that precompile() uses: one core is left to the thread that times.
 COMPILE_THREADS = max(1, min(8, (os.cpu_count() or 2) - 1))
 _COMPILING: dict = {}   # key -> the Future of a pipeline being compiled
-_COMPILER: dict = {}
+
+
+@functools.lru_cache(maxsize=1)
+def _compiler():
+    from concurrent.futures import ThreadPoolExecutor
+
+    return ThreadPoolExecutor(COMPILE_THREADS, thread_name_prefix="i8gemm-compile")
 
 
 def _compile(dev, source: str, bindings: str, entry: str) -> Program:

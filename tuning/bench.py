@@ -101,12 +101,6 @@ class GemmBench:
         # Exact in float64: |sum| <= 128 * 127 * K stays far below 2**53 for any real K.
         self.reference = (self.a.astype(np.float64) @ b.astype(np.float64)).astype(np.int32)
         self.on_gpu = impl.backend == "gpu"
-        if not self.on_gpu:
-            # numpy's BLAS threads spin for a while after that product, and on a machine with
-            # few cores the CPU kernels' threads then wait for a core: on this project's 2-core
-            # development machine every 2-thread call took 4-5 ms (one scheduler tick) instead
-            # of 40-200 us for the next ~0.1 s, which was the default's first samples.
-            time.sleep(BLAS_IDLE_S)
         if self.on_gpu:
             from dispatch import gpu
             from dispatch.gpu_array import GpuArray
@@ -117,6 +111,12 @@ class GemmBench:
             self._fresh_out = lambda: GpuArray.from_numpy(np.full((m, n), -1, np.int32))
             self._result = lambda out: out.numpy()
         else:
+            # numpy's BLAS threads spin for a while after the reference product, and on a
+            # machine with few cores the CPU kernels' threads then wait for a core: on this
+            # project's 2-core development machine every 2-thread call took 4-5 ms (one
+            # scheduler tick) instead of 40-200 us for the next ~0.1 s, which was the default's
+            # first samples.
+            time.sleep(BLAS_IDLE_S)
             self._operands = (self.a, self.b)
             self._wait = lambda: None
             # Aligned, as gemm_i8's own results are: the c_stores parameter streams only
