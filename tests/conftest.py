@@ -7,15 +7,31 @@
 - `ref_quantize(x, qm)`: the quantization convention written out in numpy.
 - Every test session uses its own empty tuning store (I8GEMM_TUNING_STORE), so entries a user
   tuned on this machine cannot change which parameters the tests see.
+- `child_env(environ)`: an environment for a child Python that imports the project from this
+  checkout.
 """
 
 from __future__ import annotations
+
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 import dispatch
 import gemm  # noqa: F401  (importing gemm registers the CPU paths with dispatch)
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def child_env(environ=None, **settings) -> dict:
+    """`environ` (default: this process's environment) with `settings`, and this checkout first
+    on PYTHONPATH, for a test's child Python process."""
+    env = dict(os.environ if environ is None else environ, **settings)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    return env
+
 
 # The paths that use the vpmaddubsw sign trick and therefore reject -128 in B (the API contract).
 SIGN_TRICK_PATHS = frozenset({"avx2", "avx512bw"})

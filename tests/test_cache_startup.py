@@ -4,13 +4,11 @@ and runs one gemm_i8 loads the compiled kernels instead of compiling them again.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from conftest import REPO, child_env
 
 SCRIPT = r"""
 import json, time
@@ -35,8 +33,7 @@ print(json.dumps({
 
 
 def _run() -> tuple[float, dict]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env = child_env()
     for name in ("I8GEMM_CPU_PATH", "I8GEMM_NUM_THREADS"):
         env.pop(name, None)
     start = time.perf_counter()

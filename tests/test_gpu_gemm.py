@@ -12,7 +12,7 @@ from unittest import mock
 
 import numpy as np
 import pytest
-from conftest import ref, ref_quantize
+from conftest import REPO, child_env, ref, ref_quantize
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -546,16 +546,10 @@ def test_an_array_freed_in_a_reference_cycle_returns_a_live_buffer():
     """A GpuArray that dies in a reference cycle returns a buffer the next array of its size
     can use. (The collector may finalize wgpu-py's buffer before the array that pools it; the
     next array of that size then got a dead buffer, and binding it aborted the process.)"""
-    import os
     import subprocess
     import sys
-    from pathlib import Path
 
-    repo = Path(__file__).resolve().parent.parent
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(repo) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH")
-                                     else "")
-    proc = subprocess.run([sys.executable, "-c", ARRAY_IN_A_CYCLE], cwd=repo, env=env,
+    proc = subprocess.run([sys.executable, "-c", ARRAY_IN_A_CYCLE], cwd=REPO, env=child_env(),
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0 and "exact" in proc.stdout, proc.stderr[-3000:]
 

@@ -5,12 +5,12 @@ Each case runs in a fresh interpreter: the malloc settings are process-wide and 
 from __future__ import annotations
 
 import json
-import os
 import platform
 import subprocess
 import sys
 
 import pytest
+from conftest import child_env
 
 pytestmark = pytest.mark.skipif(
     platform.system() != "Linux" or platform.libc_ver()[0] != "glibc",
@@ -35,9 +35,7 @@ print(json.dumps({"faults": faults, "keeps": session.keeps_freed_memory,
 
 
 def third_run(keep: str) -> dict:
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = {**os.environ, "I8GEMM_KEEP_FREED_MEMORY": keep,
-           "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+    env = child_env(I8GEMM_KEEP_FREED_MEMORY=keep)
     done = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True,
                           text=True, timeout=300, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import child_env
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -26,7 +27,6 @@ from tuning.bench import GemmBench
 from tuning.model_shapes import model_shapes
 from tuning.search import WrongAnswer
 
-ROOT = Path(__file__).resolve().parents[1]
 STANDARD = [(1, 512, 512), (8, 512, 2048), (32, 512, 512), (64, 512, 2048), (128, 1024, 1024),
             (256, 1024, 4096), (256, 2048, 2048), (16, 512, 32000), (64, 512, 32000),
             (1024, 1024, 1024)]
@@ -268,8 +268,8 @@ print("tuning" in sys.modules)
 
 
 def _run(env_extra: dict) -> list[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("I8GEMM_")}
-    env.update(env_extra, PYTHONPATH=str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""))
+    env = child_env({k: v for k, v in os.environ.items() if not k.startswith("I8GEMM_")},
+                    **env_extra)
     proc = subprocess.run([sys.executable, "-c", _SCRIPT], env=env, capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
