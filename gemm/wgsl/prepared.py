@@ -16,7 +16,7 @@ from dispatch.gpu_array import GpuArray
 
 from ..prepared import PreparedB, _check_ids
 from . import kernels
-from .tiles import K4_ALIGN
+from .tiles import padded_k4
 
 
 class GpuPreparedB:
@@ -108,7 +108,7 @@ def zeros(count: int) -> GpuArray:
 
 def upload(pb: PreparedB) -> GpuPreparedB:
     """Pack and upload a PreparedB (the host does the re-layout once, at prepare time)."""
-    k4 = _round_up(pb.k4, K4_ALIGN)
+    k4 = padded_k4(pb.k)   # as the tuning space pads it (split K's chunks)
     np_ = _round_up(pb.n, 4)
     packed = np.zeros((k4, np_), np.uint32)
     packed[: pb.k4, : pb.n] = pb._columns.view(np.uint32).T
