@@ -26,6 +26,7 @@ Layouts (built by `gemm.cpu.driver` and `gemm.prepared`):
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 
 import numpy as np
@@ -137,7 +138,9 @@ class Tile:
             return GENERIC_LANES
         return ISA_OPS[self.isa].i32_lanes
 
-    @property
+    # Cached (in the instance's __dict__, which the frozen dataclass's equality and hash ignore):
+    # every gemm_i8 call asks.
+    @functools.cached_property
     def nr(self) -> int:
         """Columns of B per packed panel."""
         return self.nv * self.lanes
