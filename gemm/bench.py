@@ -123,7 +123,7 @@ def bench_shape(shape, threads: int, repeats: int, rng) -> dict:
     a_i8 = gemm.quantize(a_f, qa)
     b_i8 = pb.quantized()
     a_u8 = (a_i8.astype(np.int16) + 128).astype(np.uint8)
-    # Aligned, as gemm_i8's own results are, so that large results may stream (driver.py).
+    # Aligned, as gemm_i8's own streamed results are, so that large results may stream (driver.py).
     out_i = gemm.aligned_empty((m, n), np.int32)
     out_f = gemm.aligned_empty((m, n), np.float32)
 
