@@ -220,7 +220,7 @@ def gemm_i8(a: np.ndarray, b, *, a_quant_mult=None, bias=None, relu: bool = Fals
     pack = (src, mode, mult, za, shift, in_blocks)
     streaming = bool(params.get("streaming")) and driver.can_stream_into(out)
     args = (tile, packed_a, a_stride, k4, m, b_panels, n, out, rowsum, colterm, zb, inv_qa, inv_qb,
-            bias, bool(relu), streaming)
+            bias, bool(relu), streaming, bool(params.get("prefetch_b")))
     key = (tile, path.a_encoding, out_dtype, src.dtype)
     if params["threads"] == 1:
         finite &= driver.call_compiled(driver.run_serial, ("serial", *key), *args, m_block, pack)

@@ -238,10 +238,11 @@ def test_select_threads_above_threshold(clean_env):
 def test_every_cpu_path_declares_a_tuning_space():
     for impl in cpu_impls():
         space = impl.tuning_space
-        assert set(space.params) == {"tile", "threads", "m_block", "p_block", "c_stores"}, \
-            impl.path
+        assert set(space.params) == {"tile", "threads", "m_block", "p_block", "c_stores",
+                                     "b_prefetch"}, impl.path
         tiles = [space.realize({"tile": name, "threads": 1, "m_block": "all", "p_block": "all",
-                                "c_stores": "cached"})["tile"] for name in space.params["tile"]]
+                                "c_stores": "cached", "b_prefetch": "none"})["tile"]
+                 for name in space.params["tile"]]
         assert len(tiles) >= 1
         assert all(isinstance(t, Tile) and t.isa == impl.path for t in tiles)
         assert tiles == list(impl.entry.tiles)
@@ -300,6 +301,24 @@ def test_streamed_results_take_long_row_blocks(monkeypatch):
                 assert shape[0] // (driver.BLOCKS_PER_THREAD * 2) <= two["m_block"] < shape[0]
             else:
                 assert one["m_block"] < 64 and two["m_block"] < 64
+
+
+def test_b_prefetch_is_searched_where_it_is_emitted():
+    """The tuner tries prefetching the next panel only on the SIMD paths (the portable path's
+    loops have no prefetch) and only where B has a next panel; the heuristic leaves it to the
+    hardware."""
+    for impl in cpu_impls():
+        space = impl.tuning_space
+        limits = space.limits(threads=2)
+        nr = impl.entry.default_tile.nr
+        for n, wide in ((nr, False), (nr + 1, True), (32000, True)):
+            shape = (16, 512, n)
+            config = {**space.default(shape, limits), "b_prefetch": "next_panel"}
+            assert all(r(config, shape, limits) for r in space.restrictions)
+            searched = all(p(config, shape, limits) for p in space.prune)
+            assert searched == (wide and impl.path != "generic"), (impl.path, n)
+            assert space.default(shape, limits)["b_prefetch"] == "none"
+            assert space.realize(config)["prefetch_b"] is True
 
 
 def test_tile_widths():

@@ -263,6 +263,30 @@ def test_streaming_stores_are_exact_and_need_aligned_rows(cpu_path, threads, flo
             np.testing.assert_array_equal(out, plain, err_msg=name)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("float_out", [False, True])
+def test_prefetching_the_next_panel_is_exact(cpu_path, threads, float_out):
+    """b_prefetch="next_panel" adds prefetches to the micro-kernel's loop for the first tile of
+    rows of each panel: the same bits with and without, over several panels (a partial last one),
+    rows past the last whole tile, row blocks and blocks of panels."""
+    rng = np.random.default_rng(14)
+    m, k, n = 29, 131, 389
+    a = rng.integers(-128, 128, (m, k), dtype=np.int8)
+    b = rng.integers(b_low(cpu_path), 128, (k, n), dtype=np.int8)
+    pb = gemm.prepare_b_quantized(b)
+    kwargs = dict(backend=backend_of(cpu_path), threads=threads)
+    if float_out:
+        kwargs.update(out_scale=rng.uniform(0.001, 0.01, n).astype(np.float32),
+                      bias=rng.standard_normal(n).astype(np.float32))
+    plain = gemm.gemm_i8(a, pb, _params={"prefetch_b": False}, **kwargs)
+    if not float_out:
+        np.testing.assert_array_equal(plain, ref(a, b))
+    mr = impl_for(cpu_path).entry.default_tile.mr
+    for blocks in ({}, {"m_block": 2 * mr, "p_block": 1 << 30}, {"m_block": 1 << 30, "p_block": 2}):
+        got = gemm.gemm_i8(a, pb, _params={"prefetch_b": True, **blocks}, **kwargs)
+        np.testing.assert_array_equal(got, plain, err_msg=str(blocks))
+
+
 def test_aligned_empty():
     from gemm.cpu.driver import STREAMING_ALIGNMENT
     for shape, dtype in [((3, 5), np.float32), ((0, 7), np.int32), ((1000, 64), np.int32),

@@ -40,6 +40,7 @@ import dispatch  # noqa: E402
 from dispatch.atomics import fetch_add  # noqa: E402
 
 from .simd import (  # noqa: E402
+    ISA_OPS,
     Tile,
     has_fused_store,
     store_fence,
@@ -136,18 +137,23 @@ resolve_threads = dispatch.cpu.resolve_threads
 #   p_block  panels of NR columns per block ("all": every panel; the serial driver's only choice)
 #   c_stores how whole panels write C: "cached" (ordinary stores) or "streaming" (non-temporal
 #            stores, used where C's rows are aligned for them: see STREAMING_C_BYTES)
+#   b_prefetch  "none" (the hardware's prefetchers alone) or "next_panel": while the first tile
+#            of rows multiplies a panel, the micro-kernel prefetches the next panel into L2
+#            (SIMD paths; see B_PREFETCHES)
 # Blocks run on numba's threads; within a block the driver walks panels outer and rows inner,
 # so m_block x K bytes of A is what streams past each panel: m_block is the cache block over M.
 
 # Bump when a change to simd.py, an ISA step or the driver's blocking can change which
 # configuration wins: tuned entries of another version are never used.
-KERNEL_VERSION = "cpu-5"
+KERNEL_VERSION = "cpu-6"
 ALL = "all"
 _ALL_AS_INT = 1 << 30
 M_BLOCKS = (8, 16, 32, 64, 128, 256, ALL)
 P_BLOCKS = (1, 2, 4, 8, 16, 32, 64, ALL)
 CACHED, STREAMING = "cached", "streaming"
 C_STORES = (CACHED, STREAMING)
+NO_PREFETCH, NEXT_PANEL = "none", "next_panel"
+B_PREFETCHES = (NO_PREFETCH, NEXT_PANEL)
 
 
 def tile_name(tile: Tile) -> str:
@@ -168,6 +174,7 @@ def _blocks(config, shape, path: CpuPath) -> int:
 
 def tuning_space(path: CpuPath) -> dispatch.TuningSpace:
     names = tuple(tile_name(t) for t in path.tiles)
+    has_simd_tiles = path.default_tile.isa in ISA_OPS
 
     def restrictions():
         def known_tile(c, shape, limits):
@@ -187,7 +194,11 @@ def tuning_space(path: CpuPath) -> dispatch.TuningSpace:
         def known_c_stores(c, shape, limits):
             return c.get("c_stores") in C_STORES
 
-        return (known_tile, within_budget, whole_tiles_of_rows, positive_panels, known_c_stores)
+        def known_b_prefetch(c, shape, limits):
+            return c.get("b_prefetch") in B_PREFETCHES
+
+        return (known_tile, within_budget, whole_tiles_of_rows, positive_panels, known_c_stores,
+                known_b_prefetch)
 
     def prune():
         # Only shrink the search: configurations ruled out here still run correctly.
@@ -203,17 +214,24 @@ def tuning_space(path: CpuPath) -> dispatch.TuningSpace:
         def no_idle_threads(c, shape, limits):
             return c["threads"] == 1 or _blocks(c, shape, path) >= c["threads"]
 
-        return (serial_runs_every_panel, one_spelling, no_idle_threads)
+        def prefetch_where_it_is_emitted(c, shape, limits):
+            # Only the SIMD micro-kernels prefetch, and only where there is a next panel.
+            return c["b_prefetch"] == NO_PREFETCH or (
+                has_simd_tiles and shape[2] > path.tile_named(c["tile"]).nr)
+
+        return (serial_runs_every_panel, one_spelling, no_idle_threads,
+                prefetch_where_it_is_emitted)
 
     def realize(config) -> dict:
         return {"tile": path.tile_named(config["tile"]), "threads": config["threads"],
                 "m_block": _ALL_AS_INT if config["m_block"] == ALL else config["m_block"],
                 "p_block": _ALL_AS_INT if config["p_block"] == ALL else config["p_block"],
-                "streaming": config["c_stores"] == STREAMING}
+                "streaming": config["c_stores"] == STREAMING,
+                "prefetch_b": config["b_prefetch"] == NEXT_PANEL}
 
     return dispatch.TuningSpace(
         params={"tile": names, "threads": _thread_counts, "m_block": M_BLOCKS,
-                "p_block": P_BLOCKS, "c_stores": C_STORES},
+                "p_block": P_BLOCKS, "c_stores": C_STORES, "b_prefetch": B_PREFETCHES},
         default=lambda shape, limits: heuristic_config(path, shape, limits["threads"]),
         restrictions=restrictions(),
         prune=prune(),
@@ -237,7 +255,7 @@ def heuristic_config(path: CpuPath, shape, threads: int) -> dict:
     m, k, n = shape
     stream = m * n * 4 >= STREAMING_C_BYTES and streams_large_results()
     return {**_heuristic_blocking(path, shape, threads, stream),
-            "c_stores": STREAMING if stream else CACHED}
+            "c_stores": STREAMING if stream else CACHED, "b_prefetch": NO_PREFETCH}
 
 
 def _heuristic_blocking(path: CpuPath, shape, threads: int, streaming: bool) -> dict:
@@ -544,18 +562,19 @@ def _ov_store_tile(out, acc, i0, rows, j0, ncols, nr, rowsum, colterm, zb, inv_q
 
 
 def panel_to_c(tile, a, a_stride, k4, m0, m1, b, b_off, out, j0, ncols, rowsum, colterm, zb,
-               inv_qa, inv_qb, bias, relu, streaming, acc):
+               inv_qa, inv_qb, bias, relu, streaming, prefetch, acc):
     """C[m0:m1, j0:j0+ncols] from the packed panel at b[b_off:]: micro-kernel and epilogue, one
     register tile of rows after another. streaming: whole panels store C non-temporally
-    (simd.tile_dot_store); a partial panel's columns are stored as usual."""
+    (simd.tile_dot_store); a partial panel's columns are stored as usual. prefetch: 0, or the
+    distance in bytes to the panel to bring into L2 meanwhile (whole panels only)."""
     raise NotImplementedError("panel_to_c runs only inside numba-jitted code")
 
 
 @njit(cache=True, nogil=True)
 def _panel_through_acc(tile, a, a_stride, k4, m0, m1, b, b_off, out, j0, ncols, rowsum, colterm,
-                       zb, inv_qa, inv_qb, bias, relu, streaming, acc):
+                       zb, inv_qa, inv_qb, bias, relu, streaming, prefetch, acc):
     """panel_to_c through the tile buffer `acc`, of which store_tile reads ncols columns (with
-    ordinary stores, whatever `streaming`)."""
+    ordinary stores, whatever `streaming`, and no prefetching)."""
     mr = tile_mr(tile)
     nr = tile_nr(tile)
     for i in range(m0, m1, mr):
@@ -567,7 +586,7 @@ def _panel_through_acc(tile, a, a_stride, k4, m0, m1, b, b_off, out, j0, ncols, 
 
 @overload(panel_to_c, jit_options={"cache": True})
 def _ov_panel_to_c(tile, a, a_stride, k4, m0, m1, b, b_off, out, j0, ncols, rowsum, colterm, zb,
-                   inv_qa, inv_qb, bias, relu, streaming, acc):
+                   inv_qa, inv_qb, bias, relu, streaming, prefetch, acc):
     if not has_fused_store(tile):
         return _panel_through_acc.py_func
 
@@ -577,16 +596,18 @@ def _ov_panel_to_c(tile, a, a_stride, k4, m0, m1, b, b_off, out, j0, ncols, rows
     # trip through `acc` cost up to a quarter of the time at K = 256. A partial last panel goes
     # through `acc`. The choice is made once per panel, outside the row loop: with both calls in
     # one loop body the fused tiles ran 5-20% slower than in a loop of their own (one Zen 4 core).
+    # The next panel is prefetched while the first tile of rows reads this one, which is then in
+    # the cache for the other rows: their steps would issue the same prefetches again.
     def fused_when_whole(tile, a, a_stride, k4, m0, m1, b, b_off, out, j0, ncols, rowsum,
-                         colterm, zb, inv_qa, inv_qb, bias, relu, streaming, acc):
+                         colterm, zb, inv_qa, inv_qb, bias, relu, streaming, prefetch, acc):
         if ncols == nr:
             for i in range(m0, m1, mr):
                 tile_dot_store(tile, min(mr, m1 - i), a, i * a_stride, a_stride, b, b_off, k4,
                                out, i, j0, rowsum, colterm, zb, inv_qa, inv_qb, bias, relu,
-                               streaming)
+                               streaming, prefetch if i == m0 else 0)
         else:
             _panel_through_acc(tile, a, a_stride, k4, m0, m1, b, b_off, out, j0, ncols, rowsum,
-                               colterm, zb, inv_qa, inv_qb, bias, relu, streaming, acc)
+                               colterm, zb, inv_qa, inv_qb, bias, relu, streaming, prefetch, acc)
     return fused_when_whole
 
 
@@ -614,20 +635,24 @@ def call_compiled(kernel, key, *args):
 
 @njit(cache=True, nogil=True)
 def _block(tile, a, a_stride, k4, m0, m1, b, n, p0, p1, out, rowsum, colterm, zb, inv_qa,
-           inv_qb, bias, relu, streaming, acc):
+           inv_qb, bias, relu, streaming, prefetch_b, acc):
     """Rows m0:m1 x panels p0:p1. Panel-outer, so a panel of B (k4*nr*4 bytes, twice that for
-    int16 panels) stays in cache while every row tile of the block streams past it."""
+    int16 panels) stays in cache while every row tile of the block streams past it.
+    prefetch_b: bring each next panel (the block's or, after its last, the following one) into
+    L2 while this one is multiplied."""
     nr = tile_nr(tile)
     panel_bytes = tile_panel_bytes(tile, k4)
+    panels = (n + nr - 1) // nr
     for p in range(p0, p1):
         j0 = p * nr
+        ahead = panel_bytes if prefetch_b and p + 1 < panels else 0
         panel_to_c(tile, a, a_stride, k4, m0, m1, b, p * panel_bytes, out, j0, min(nr, n - j0),
-                   rowsum, colterm, zb, inv_qa, inv_qb, bias, relu, streaming, acc)
+                   rowsum, colterm, zb, inv_qa, inv_qb, bias, relu, streaming, ahead, acc)
 
 
 @njit(cache=True, nogil=True)
 def run_serial(tile, a, a_stride, k4, m, b, n, out, rowsum, colterm, zb, inv_qa, inv_qb, bias,
-               relu, streaming, m_block, pack):
+               relu, streaming, prefetch_b, m_block, pack):
     """Blocks of m_block rows, one after another, each over every panel; each block packs its own
     rows of A first, while they are about to be used (see run_parallel for `pack`)."""
     src, mode, scale, zero_point, shift, pack_in_blocks = pack
@@ -639,7 +664,7 @@ def run_serial(tile, a, a_stride, k4, m, b, n, out, rowsum, colterm, zb, inv_qa,
         if pack_in_blocks:
             finite &= pack_rows(src, mode, scale, zero_point, shift, m0, m1, a, a_stride, rowsum)
         _block(tile, a, a_stride, k4, m0, m1, b, n, 0, (n + nr - 1) // nr, out, rowsum, colterm,
-               zb, inv_qa, inv_qb, bias, relu, streaming, acc)
+               zb, inv_qa, inv_qb, bias, relu, streaming, prefetch_b, acc)
     if streaming:
         store_fence()
     return finite
@@ -647,7 +672,7 @@ def run_serial(tile, a, a_stride, k4, m, b, n, out, rowsum, colterm, zb, inv_qa,
 
 @njit(cache=True, nogil=True, parallel=True)
 def run_parallel(tile, a, a_stride, k4, m, b, n, out, rowsum, colterm, zb, inv_qa, inv_qb, bias,
-                 relu, streaming, m_block, p_block, threads, pack):
+                 relu, streaming, prefetch_b, m_block, p_block, threads, pack):
     """The blocks are dealt out as threads come free (a shared counter), not in fixed shares:
     on shared cores a thread that loses its core for a while would otherwise hold up the whole
     call while the others wait at the join (a 180 us call was seen taking 1300 us).
@@ -677,7 +702,7 @@ def run_parallel(tile, a, a_stride, k4, m, b, n, out, rowsum, colterm, zb, inv_q
                 finite[t] = False
             _block(tile, a, a_stride, k4, m0, m1, b, n, pb * p_block,
                    min(panels, (pb + 1) * p_block), out, rowsum, colterm, zb, inv_qa, inv_qb,
-                   bias, relu, streaming, acc)
+                   bias, relu, streaming, prefetch_b, acc)
             w = fetch_add(next_block, 1)
         if streaming:
             store_fence()

@@ -210,9 +210,13 @@ def _ov_tile_panel_bytes(tile, k4):
 # The micro-kernel.
 
 
-def _emit_rows(builder, ops: IsaOps, rows: int, nv: int, nr: int, a_base, a_stride, b_base, k4):
+def _emit_rows(builder, ops: IsaOps, rows: int, nv: int, nr: int, a_base, a_stride, b_base, k4,
+               prefetch=None):
     """Emit the k loop for exactly `rows` rows; accumulators are loop-carried SSA values.
-    Returns the final accumulators, [row][vector], for the code after the loop."""
+    Returns the final accumulators, [row][vector], for the code after the loop.
+
+    prefetch (intp, or None for no such code): where non-zero, each step also prefetches into
+    L2 the cache lines `prefetch` bytes past the B it reads (see tile_dot_store)."""
     acc_t = ops.acc_type
     intp = k4.type
     pre = builder.block
@@ -232,6 +236,14 @@ def _emit_rows(builder, ops: IsaOps, rows: int, nv: int, nr: int, a_base, a_stri
 
     b_k = builder.gep(b_base, [builder.mul(k, ir.Constant(intp, nr * ops.b_k4_bytes))])
     b_vecs = [ops.emit_load_b(builder, b_k, j, nr, intp) for j in range(nv)]
+    if prefetch is not None:
+        # The test is the same in every step; LLVM hoists it, making a loop with and one without.
+        with builder.if_then(builder.icmp_signed("!=", prefetch, ir.Constant(intp, 0))):
+            b_ahead = builder.gep(b_k, [prefetch])
+            for line in range(0, nr * ops.b_k4_bytes, CACHE_LINE):
+                call_intrinsic(builder, "llvm.prefetch.p0", ir.VoidType(), [
+                    builder.gep(b_ahead, [ir.Constant(intp, line)]), ir.Constant(I32, 0),
+                    ir.Constant(I32, PREFETCH_LOCALITY), ir.Constant(I32, 1)])
     k_bytes = builder.mul(k, ir.Constant(intp, ops.a_k4_bytes))
     new_accs = []
     for r in range(rows):
@@ -250,6 +262,12 @@ def _emit_rows(builder, ops: IsaOps, rows: int, nv: int, nr: int, a_base, a_stri
 
     builder.position_at_end(done)
     return new_accs
+
+
+# Bytes per cache line, and llvm.prefetch's locality for B ahead: 2, into L2 (prefetcht1). Into L1
+# (3) it was slower: the next panel evicted the one in use from L1 (32-48 KB).
+CACHE_LINE = 64
+PREFETCH_LOCALITY = 2
 
 
 def _store_vectors(builder, values, row_ptr, stride, lanes: int, intp, streaming=False):
@@ -368,10 +386,10 @@ def _emit_epilogue(builder, ops: IsaOps, accs: list, nv: int, e: _EpilogueArgs, 
             _store_vectors(builder, rows_of_c, e.out, e.out_stride, lanes, intp)
 
 
-def _emit_tile(context, builder, tile: TileType, sa, args, finish):
+def _emit_tile(context, builder, tile: TileType, sa, args, finish, prefetch=None):
     """The micro-kernel's body: a switch on `rows` (1..MR) to a k loop unrolled for that many
     rows, each followed by finish(accs) on its accumulators. `args` and their types `sa` begin
-    (tile, rows, a, a_off, a_stride, b, b_off, k4)."""
+    (tile, rows, a, a_off, a_stride, b, b_off, k4); prefetch: see _emit_rows."""
     ops = ISA_OPS[tile.isa]
     _, rows_v, a_arr, a_off_v, a_stride_v, b_arr, b_off_v, k4_v = args[:8]
     intp = context.get_value_type(types.intp)
@@ -397,7 +415,8 @@ def _emit_tile(context, builder, tile: TileType, sa, args, finish):
         bb = builder.append_basic_block(f"tile.r{r}")
         switch.add_case(ir.Constant(intp, r), bb)
         builder.position_at_end(bb)
-        finish(_emit_rows(builder, ops, r, tile.nv, tile.nr, a_base, stride, b_base, k4_i))
+        finish(_emit_rows(builder, ops, r, tile.nv, tile.nr, a_base, stride, b_base, k4_i,
+                          prefetch))
         builder.branch(end)
     builder.position_at_end(end)
 
@@ -428,13 +447,13 @@ def _tile_dot_simd(typingctx, tile, rows, a, a_off, a_stride, b, b_off, k4, acc)
 @intrinsic
 def _tile_dot_store_simd(typingctx, tile, rows, a, a_off, a_stride, b, b_off, k4, out, i0, j0,
                          rowsum, colterm, zb, has_zb, inv_qa, inv_qb, bias, has_bias, relu,
-                         streaming):
+                         streaming, prefetch):
     """SIMD tile with the epilogue fused: see tile_dot_store."""
     if not _simd_tile(tile):
         return None
     float_out = out.dtype == types.float32
     sig = types.void(tile, rows, a, a_off, a_stride, b, b_off, k4, out, i0, j0, rowsum, colterm,
-                     zb, has_zb, inv_qa, inv_qb, bias, has_bias, relu, streaming)
+                     zb, has_zb, inv_qa, inv_qb, bias, has_bias, relu, streaming, prefetch)
 
     def codegen(context, builder, signature, args):
         ops = ISA_OPS[tile.isa]
@@ -468,7 +487,8 @@ def _tile_dot_store_simd(typingctx, tile, rows, a, a_off, a_stride, b, b_off, k4
             epilogue.has_bias = args[18]
             epilogue.relu = args[19]
         _emit_tile(context, builder, tile, sa, args, lambda accs: _emit_epilogue(
-            builder, ops, accs, tile.nv, epilogue, intp))
+            builder, ops, accs, tile.nv, epilogue, intp),
+            prefetch=context.cast(builder, args[21], sa[21], types.intp))
         return context.get_dummy_value()
 
     return sig, codegen
@@ -512,7 +532,7 @@ def has_fused_store(tile_type) -> bool:
 
 
 def tile_dot_store(tile, rows, a, a_off, a_stride, b, b_off, k4, out, i0, j0, rowsum, colterm,
-                   zb, inv_qa, inv_qb, bias, relu, streaming):
+                   zb, inv_qa, inv_qb, bias, relu, streaming, prefetch):
     """tile_dot for a whole panel (NR columns of C from column j0), with the driver's epilogue
     (see gemm.cpu.driver.store_tile) applied to the accumulators in registers and the result
     stored straight into C[i0:i0+rows, j0:j0+NR]: no round trip through a tile buffer.
@@ -520,21 +540,25 @@ def tile_dot_store(tile, rows, a, a_off, a_stride, b, b_off, k4, out, i0, j0, ro
 
     streaming: store C with non-temporal stores, which write whole cache lines to memory
     without first reading them into the cache. The caller guarantees that C's start and row
-    stride are multiples of the vector size, and issues store_fence() before C is read."""
+    stride are multiples of the vector size, and issues store_fence() before C is read.
+
+    prefetch: 0, or a distance in bytes: each step then also asks for the B that far past the
+    B it reads to be brought into L2 (the driver gives the distance to the next panel, so that
+    panel arrives from memory while this one is multiplied)."""
     raise NotImplementedError("tile_dot_store runs only inside numba-jitted code")
 
 
 @overload(tile_dot_store, jit_options={"cache": True})
 def _ov_tile_dot_store(tile, rows, a, a_off, a_stride, b, b_off, k4, out, i0, j0, rowsum, colterm,
-                       zb, inv_qa, inv_qb, bias, relu, streaming):
+                       zb, inv_qa, inv_qb, bias, relu, streaming, prefetch):
     if not _simd_tile(tile):
         return None
 
     def impl(tile, rows, a, a_off, a_stride, b, b_off, k4, out, i0, j0, rowsum, colterm, zb,
-             inv_qa, inv_qb, bias, relu, streaming):
+             inv_qa, inv_qb, bias, relu, streaming, prefetch):
         _tile_dot_store_simd(tile, rows, a, a_off, a_stride, b, b_off, k4, out, i0, j0, rowsum,
                              colterm, zb, zb.shape[0] > 0, inv_qa, inv_qb, bias,
-                             bias.shape[0] > 0, relu, streaming)
+                             bias.shape[0] > 0, relu, streaming, prefetch)
     return impl
 
 
