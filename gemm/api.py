@@ -10,7 +10,6 @@ holding -128, which `prepare_b*` never produce from float weights.
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 
 import dispatch
@@ -225,7 +224,7 @@ def gemm_i8(a: np.ndarray, b, *, a_quant_mult=None, bias=None, relu: bool = Fals
     if params["threads"] == 1:
         finite &= driver.call_compiled(driver.run_serial, ("serial", *key), *args, m_block, pack)
     else:
-        numba.set_num_threads(params["threads"])
+        dispatch.cpu.use_threads(params["threads"])
         finite &= driver.call_compiled(driver.run_parallel, ("parallel", *key), *args, m_block,
                                        int(params["p_block"]), int(params["threads"]), pack)
     if not finite:

@@ -12,8 +12,9 @@ instead of picking 4-byte pieces out of every panel.
 
 from __future__ import annotations
 
-import numba
 import numpy as np
+
+import dispatch
 
 from .cpu.driver import (
     PARALLEL_PACK_COLUMNS,
@@ -150,7 +151,7 @@ def _pack(columns: np.ndarray, nr: int, ids: np.ndarray | None = None) -> np.nda
     out[-1, :, n - (panels - 1) * nr:] = 0
     threads = resolve_threads(None)
     if n >= PARALLEL_PACK_COLUMNS and threads > 1 and panels > 1:
-        numba.set_num_threads(min(threads, panels))
+        dispatch.cpu.use_threads(min(threads, panels))
         pack_b_panels_parallel(columns.view(np.uint32), ids, nr, out)
     else:
         pack_b_panels(columns.view(np.uint32), ids, nr, out)

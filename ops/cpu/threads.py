@@ -25,7 +25,6 @@ from dispatch.cpu import set_openmp_spin_default  # noqa: E402
 
 set_openmp_spin_default()
 
-import numba  # noqa: E402  (after the OpenMP setting)
 from numba import njit  # noqa: E402
 
 import dispatch  # noqa: E402
@@ -52,7 +51,7 @@ def threads_for(elements: int, rows: int, threads) -> int:
     if n == 1 or rows < 2 or elements < PARALLEL_MIN_ELEMENTS:
         n = 1
     n = min(n, rows) if rows > 0 else 1
-    numba.set_num_threads(n)
+    dispatch.cpu.use_threads(n)
     return n
 
 
