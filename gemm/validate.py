@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
+
+# np.float32(v) of a float v is positive and finite exactly when these bounds hold strictly:
+# below 2**-150 (half the smallest subnormal; the tie rounds to even, 0) it is 0, and from the
+# midpoint between float32's largest value and 2**128 (the tie rounds to even, infinity) it is inf.
+_F32_ROUNDS_TO_ZERO = 2.0 ** -150
+_F32_ROUNDS_TO_INF = 2.0 ** 128 - 2.0 ** 103
 
 
 def check_quant_mult(quant_mult, argument: str, n: int | None = None):
     """A positive finite scalar (returned as float), or, when n is given, also a 1-D array of n
     positive finite values (returned as float32 array)."""
-    if np.ndim(quant_mult) == 0:
+    # (The common case, a Python or numpy number, is told apart without np.ndim: 0.5 us a call.)
+    if isinstance(quant_mult, (float, int, np.floating, np.integer)) or np.ndim(quant_mult) == 0:
         try:
             value = float(quant_mult)
         except (TypeError, ValueError):
             raise TypeError(f"{argument}: expected a positive number, got {quant_mult!r}") from None
-        # It is used as float32: it must stay positive and finite there too.
-        if not math.isfinite(value) or value <= 0 or not 0 < np.float32(value) < np.inf:
+        # It is used as float32: it must stay positive and finite there too. One comparison with
+        # plain floats (numpy scalars cost ~1 us here, on every float call) that also rejects NaN.
+        if not _F32_ROUNDS_TO_ZERO < value < _F32_ROUNDS_TO_INF:
             raise ValueError(f"{argument}: expected a positive number within float32's range, "
                              f"got {value!r}")
         return value

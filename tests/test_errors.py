@@ -161,6 +161,26 @@ def test_prepare_b_not_finite(bad):
         gemm.prepare_b(w, np.linspace(1, 2, N, dtype=np.float32))
 
 
+def test_quant_mult_is_accepted_exactly_where_float32_keeps_it_positive_and_finite():
+    """A scalar quant_mult is used as float32: accepted where float32 holds it as a positive
+    finite value, refused (ValueError naming the argument) on both sides of each edge."""
+    import math
+
+    from gemm.validate import check_quant_mult
+    edges = (2.0 ** -150, 2.0 ** 128 - 2.0 ** 103)
+    for edge in edges:
+        for value in (math.nextafter(edge, 0.0), edge, math.nextafter(edge, math.inf)):
+            with np.errstate(over="ignore"):
+                as_f32 = np.float32(value)
+            if 0 < as_f32 < np.inf:
+                assert check_quant_mult(value, "quant_mult") == value
+            else:
+                with pytest.raises(ValueError, match="^quant_mult"):
+                    check_quant_mult(value, "quant_mult")
+    for value in (np.float32(3.0), 3, np.float64(1e-40), np.array(2.5, np.float32)):
+        assert check_quant_mult(value, "quant_mult") == float(value)
+
+
 @pytest.mark.parametrize("qm", [0, 0.0, -1.0, -1e-30, np.nan, np.inf, -np.inf],
                          ids=["0", "0.0", "-1", "tiny negative", "nan", "inf", "-inf"])
 def test_prepare_b_bad_scalar_quant_mult(qm):
