@@ -14,7 +14,7 @@ _F32_ROUNDS_TO_INF = 2.0 ** 128 - 2.0 ** 103
 def check_quant_mult(quant_mult, argument: str, n: int | None = None):
     """A positive finite scalar (returned as float), or, when n is given, also a 1-D array of n
     positive finite values (returned as float32 array)."""
-    # (The common case, a Python or numpy number, is told apart without np.ndim: 0.5 us a call.)
+    # (The common case, a Python or numpy number, is told apart without np.ndim: 0.3 us a call.)
     if isinstance(quant_mult, (float, int, np.floating, np.integer)) or np.ndim(quant_mult) == 0:
         try:
             value = float(quant_mult)
