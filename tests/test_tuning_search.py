@@ -111,6 +111,32 @@ def test_one_slow_sample_does_not_abandon_a_candidate():
     assert result.best == {"x": 2, "y": 2}
 
 
+def test_lucky_single_samples_do_not_keep_the_best_out_of_the_showdown():
+    # A search short of time leaves most candidates with one sample. On the H200, split-K
+    # candidates sampled once at 7.5-9.6 us (10-12 us afterwards) filled the showdown, and the
+    # best unsplit candidate (8.3 us in every sample) was not in it. Here five candidates are
+    # that lucky once (0.5, then 2.0); the best takes 0.8 every time; one sample each.
+    lucky = {(2, 2), (3, 1), (4, 4), (7, 2), (8, 1)}
+    seen = set()
+
+    def times(key):
+        if key in lucky:
+            first = key not in seen
+            seen.add(key)
+            return 0.5 if first else 2.0
+        return {(1, 1): 1.0, (6, 3): 0.8}.get(key, 1.5)
+
+    def run(**kw):
+        seen.clear()
+        return search(toy_space(), (1, 1, 1), {}, fake_bench(times), budget_s=math.inf,
+                      repeats=1, warmup=0, **kw)
+
+    assert run(polish=0).best == {"x": 1, "y": 1}    # three lucky ones lose the showdown
+    result = run()
+    assert result.best == {"x": 6, "y": 3}
+    assert result.best_time_s == pytest.approx(0.8)
+
+
 def test_neighbours_move_one_parameter_a_step():
     space = toy_space(xs=(1, 2, 4, 8), ys=("a", "b"))
     assert space.neighbours({"x": 2, "y": "a"}, {}) == [{"x": 1, "y": "a"}, {"x": 4, "y": "a"},
