@@ -32,8 +32,8 @@ config fails to build or gives a wrong answer, so the logic is tested with fake 
   `polish_share` of the time), so that the showdown's contenders are the best by a median, not
   by one lucky sample.
 - The budget is wall time (the injectable `clock`): `showdown_share` of it is kept for the
-  showdown, `polish_share` before it for the polish. A sample that has started is finished, and the showdown's first round always runs,
-  so a search may overrun by a few samples.
+  showdown, `polish_share` before it for the polish. A sample that has started is finished,
+  and the showdown's first round always runs, so a search may overrun by a few samples.
 """
 
 from __future__ import annotations
