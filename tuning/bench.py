@@ -119,8 +119,8 @@ class GemmBench:
             time.sleep(BLAS_IDLE_S)
             self._operands = (self.a, self.b)
             self._wait = lambda: None
-            # Aligned, as gemm_i8's own results are: the c_stores parameter streams only
-            # into aligned rows.
+            # Aligned, as gemm_i8's own results are where the call streams: the c_stores
+            # parameter streams only into aligned rows.
             self._fresh_out = lambda: _filled(gemm.aligned_empty((m, n), np.int32), -1)
             self._result = lambda out: out
         self.out = self._fresh_out()
