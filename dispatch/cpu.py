@@ -34,6 +34,21 @@ def set_openmp_spin_default() -> None:
     os.environ.setdefault("GOMP_SPINCOUNT", OPENMP_SPIN_COUNT)
 
 
+def prange_only():
+    """numba's `parallel=` option for this library's kernels: their prange loops run on the
+    thread pool, and nothing else does. With parallel=True numba also makes a parallel loop of
+    every array expression (np.zeros, np.ones, a.min(), whole-array arithmetic), and each is a
+    fork and join of the pool of its own: the block counter every kernel allocates with np.zeros
+    made each parallel call two of them (~2 us apiece here, a fifth of a small call).
+    An options object, not a dict: numba pops a dict's keys as it reads them, so a dict shared by
+    kernels, or by one kernel's signatures, would turn every option back on after its first use."""
+    from numba.core.cpu import ParallelOptions
+
+    return ParallelOptions({"prange": True, "comprehension": False, "reduction": False,
+                            "inplace_binop": False, "setitem": False, "numpy": False,
+                            "stencil": False, "fusion": False})
+
+
 class IsaLevel(enum.IntEnum):
     """CPU paths in order of preference: the highest one the machine has is chosen."""
 

@@ -27,7 +27,7 @@ import math
 
 # How long numba's OpenMP threads spin before they sleep: dispatch/cpu.py's OPENMP_SPIN_COUNT
 # says why. Set before OpenMP loads (it reads the setting once); a user's own setting wins.
-from dispatch.cpu import set_openmp_spin_default  # noqa: E402
+from dispatch.cpu import prange_only, set_openmp_spin_default  # noqa: E402
 
 set_openmp_spin_default()
 
@@ -405,7 +405,7 @@ def pack_b_panels(cols32, ids, nr, out32):
         _pack_panel(cols32, ids, nr, out32[p], p * nr)
 
 
-@njit(cache=True, nogil=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=prange_only())
 def pack_b_panels_parallel(cols32, ids, nr, out32):
     """pack_b_panels with the panels shared among numba's threads (for shortlists)."""
     for p in prange(out32.shape[0]):
@@ -670,7 +670,7 @@ def run_serial(tile, a, a_stride, k4, m, b, n, out, rowsum, colterm, zb, inv_qa,
     return finite
 
 
-@njit(cache=True, nogil=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=prange_only())
 def run_parallel(tile, a, a_stride, k4, m, b, n, out, rowsum, colterm, zb, inv_qa, inv_qb, bias,
                  relu, streaming, prefetch_b, m_block, p_block, threads, pack):
     """The blocks are dealt out as threads come free (a shared counter), not in fixed shares:

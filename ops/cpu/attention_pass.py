@@ -34,6 +34,8 @@ from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from dispatch.cpu import prange_only
+
 from .mathfuncs import fma, rows_min_max
 from .probabilities import softmax_steps_rows
 from .quantize import combine_ranges, count_bad
@@ -244,7 +246,7 @@ def _attention_units(q, kt, v, out, divisor, divide, lo, hi, scores, kt_rows, lo
             lohi[u, 0], lohi[u, 1], bads[u] = _unit_range(out, bi, h)
 
 
-@njit(error_model="numpy", cache=True, parallel=True)
+@njit(error_model="numpy", cache=True, parallel=prange_only())
 def _attention_parallel(q, kt, v, out, divisor, divide, workers, block, lohi, bads):
     units = q.shape[0] * q.shape[1]
     counter = np.zeros(1, np.int64)

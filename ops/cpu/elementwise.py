@@ -19,6 +19,8 @@ import numpy as np
 from numba import njit, prange
 from numba.cpython.unsafe.numbers import trailing_zeros
 
+from dispatch.cpu import prange_only
+
 from .mathfuncs import (
     EXACT_FLAGS,
     erf_f64,
@@ -240,7 +242,7 @@ def bias_add_rows(x, bias, residual, out, act):
 # as they come free (threads.py) ----------------------------------------------------------------
 
 
-@njit(error_model="numpy", cache=True, parallel=True)
+@njit(error_model="numpy", cache=True, parallel=prange_only())
 def unary_parallel(x, out, op, workers, block):
     n = x.shape[0]
     counter = np.zeros(1, np.int64)
@@ -268,7 +270,7 @@ def unary_ranged(x, out, op, block, lohi, bads):
         _unary_block_ranged(x, out, op, lo, min(lo + block, n), block, lohi, bads)
 
 
-@njit(error_model="numpy", cache=True, parallel=True)
+@njit(error_model="numpy", cache=True, parallel=prange_only())
 def unary_ranged_parallel(x, out, op, workers, block, lohi, bads):
     n = x.shape[0]
     counter = np.zeros(1, np.int64)
@@ -279,7 +281,7 @@ def unary_ranged_parallel(x, out, op, workers, block, lohi, bads):
             lo, hi = take_block(counter, block, n)
 
 
-@njit(error_model="numpy", cache=True, parallel=True)
+@njit(error_model="numpy", cache=True, parallel=prange_only())
 def binary_parallel(x, y, out, op, period, workers, block):
     """As binary(); blocks of `block` whole periods (of values, when y has x's length)."""
     n = x.shape[0]
@@ -297,7 +299,7 @@ def binary_parallel(x, y, out, op, period, workers, block):
             lo, hi = take_block(counter, block, units)
 
 
-@njit(error_model="numpy", cache=True, parallel=True)
+@njit(error_model="numpy", cache=True, parallel=prange_only())
 def bias_add_rows_parallel(x, bias, residual, out, act, workers, block):
     rows = x.shape[0]
     counter = np.zeros(1, np.int64)

@@ -46,6 +46,8 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from dispatch.cpu import prange_only
+
 from .elementwise import erf_chunks, flagged_positions
 from .mathfuncs import EXACT_FLAGS, fma
 from .quantize import EMPTY_RANGE, combine_ranges, min_max_bad_serial
@@ -297,7 +299,7 @@ def _scratch(block, flag_values=CHUNK):
             np.empty(block, np.float32), np.empty(block, np.float32))
 
 
-@njit(error_model="numpy", cache=True, parallel=True)
+@njit(error_model="numpy", cache=True, parallel=prange_only())
 def _range_pass(x, y, workers, block, lohi, bads):
     n = x.shape[0]
     counter = np.zeros(1, np.int64)
@@ -311,7 +313,7 @@ def _range_pass(x, y, workers, block, lohi, bads):
             lo, hi = take_block(counter, block, n)
 
 
-@njit(error_model="numpy", cache=True, parallel=True)
+@njit(error_model="numpy", cache=True, parallel=prange_only())
 def _x_range_pass(x, workers, block, xlohi, odd, near, lowest):
     n = x.shape[0]
     counter = np.zeros(1, np.int64)
@@ -325,7 +327,7 @@ def _x_range_pass(x, workers, block, xlohi, odd, near, lowest):
             lo, hi = take_block(counter, block, n)
 
 
-@njit(error_model="numpy", cache=True, parallel=True)
+@njit(error_model="numpy", cache=True, parallel=prange_only())
 def _rounding_pass(x, y, inv_scale, tol0, tol1, close, workers, block):
     n = x.shape[0]
     counter = np.zeros(1, np.int64)
@@ -392,7 +394,7 @@ def _quantizing_block(x, q, scale, inv_scale, zero_point, tol0, tol1, y, flags, 
         q[where[j]] = _saturate_u8(np.rint(ys[j] / scale) + zero_point)
 
 
-@njit(error_model="numpy", cache=True, parallel=True)
+@njit(error_model="numpy", cache=True, parallel=prange_only())
 def _quantizing_pass(x, q, scale, inv_scale, zero_point, tol0, tol1, workers, block):
     n = x.shape[0]
     counter = np.zeros(1, np.int64)

@@ -24,6 +24,8 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from dispatch.cpu import prange_only
+
 from .mathfuncs import REDUCE_FLAGS
 from .pairwise import ROWS_AT_ONCE, pairwise_sum, short_row_sums, sums_side_by_side
 from .quantize import EMPTY_RANGE, combine_ranges, min_max, min_max_bad_serial
@@ -136,7 +138,7 @@ def layer_norm_rows(x, res, w, b, epsilon, out, in_place):
             layer_norm_row(x[r], w, b, epsilon, out[r], in_place)
 
 
-@njit(error_model="numpy", cache=True, parallel=True)
+@njit(error_model="numpy", cache=True, parallel=prange_only())
 def layer_norm_rows_parallel(x, res, w, b, epsilon, out, in_place, workers, block):
     """Blocks of `block` rows, taken by `workers` threads as they come free (threads.py)."""
     rows = x.shape[0]
@@ -231,7 +233,7 @@ def layer_norm_rows_f32(x, res, w, b, epsilon, out, lohi, bads):
     _rows_f32(x, res, w, b, epsilon, out, 0, x.shape[0], d, sq, s, scratch, stack, lohi, bads)
 
 
-@njit(error_model="numpy", cache=True, parallel=True)
+@njit(error_model="numpy", cache=True, parallel=prange_only())
 def layer_norm_rows_f32_parallel(x, res, w, b, epsilon, out, workers, block, lohi, bads):
     rows = x.shape[0]
     counter = np.zeros(1, np.int64)

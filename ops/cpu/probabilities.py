@@ -30,6 +30,8 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from dispatch.cpu import prange_only
+
 from .mathfuncs import (
     EXACT_FLAGS,
     REDUCE_FLAGS,
@@ -187,7 +189,7 @@ def logsoftmax_rows(x, out, in_place):
         logsoftmax_row(x[r], out[r], in_place)
 
 
-@njit(error_model="numpy", cache=True, parallel=True)
+@njit(error_model="numpy", cache=True, parallel=prange_only())
 def logsoftmax_rows_parallel(x, out, in_place, workers, block):
     """Blocks of `block` rows, taken by `workers` threads as they come free (threads.py)."""
     rows = x.shape[0]
@@ -207,7 +209,7 @@ def softmax_rows(x, out, in_place):
         softmax_row(x[r], out[r], chunk_m, in_place)
 
 
-@njit(error_model="numpy", cache=True, parallel=True)
+@njit(error_model="numpy", cache=True, parallel=prange_only())
 def softmax_rows_parallel(x, out, in_place, workers, block):
     rows = x.shape[0]
     counter = np.zeros(1, np.int64)
@@ -262,7 +264,7 @@ def _softmax_slab(x, out, m, s, inv_s):
             out[i, j] = exp_f32(x[i, j] - m[j]) * inv_s[j]
 
 
-@njit(error_model="numpy", cache=True, parallel=True)
+@njit(error_model="numpy", cache=True, parallel=prange_only())
 def logsoftmax_strided(x, out, workers, block):
     """x, out: (outer, n, inner); normalise over n. Blocks of `block` slabs x[o]."""
     outer, inner = x.shape[0], x.shape[2]
@@ -278,7 +280,7 @@ def logsoftmax_strided(x, out, workers, block):
             lo, hi = take_block(counter, block, outer)
 
 
-@njit(error_model="numpy", cache=True, parallel=True)
+@njit(error_model="numpy", cache=True, parallel=prange_only())
 def softmax_strided(x, out, workers, block):
     outer, inner = x.shape[0], x.shape[2]
     counter = np.zeros(1, np.int64)
@@ -319,7 +321,7 @@ def _divide_by_row_sum(e, lo, hi):
             row[i] = row[i] / s
 
 
-@njit(error_model="numpy", cache=True, parallel=True)
+@njit(error_model="numpy", cache=True, parallel=prange_only())
 def _subtract_row_max_parallel(x, out, workers, block):
     rows = x.shape[0]
     counter = np.zeros(1, np.int64)
@@ -330,7 +332,7 @@ def _subtract_row_max_parallel(x, out, workers, block):
             lo, hi = take_block(counter, block, rows)
 
 
-@njit(error_model="numpy", cache=True, parallel=True)
+@njit(error_model="numpy", cache=True, parallel=prange_only())
 def _divide_by_row_sum_parallel(e, workers, block):
     rows = e.shape[0]
     counter = np.zeros(1, np.int64)
@@ -425,7 +427,7 @@ def _exp_steps(xr, o, divisor, reciprocal, divide, by_power_of_two, in_place):
             o[i] = numpy_exp_f32(xr[i] - m)
 
 
-@njit(error_model="numpy", cache=True, parallel=True)
+@njit(error_model="numpy", cache=True, parallel=prange_only())
 def softmax_steps_rows_parallel(x, out, divisor, divide, in_place, workers, block):
     rows = x.shape[0]
     counter = np.zeros(1, np.int64)

@@ -19,6 +19,8 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from dispatch.cpu import prange_only
+
 from .mathfuncs import vector_min_max
 from .threads import split, take_block, threads_for
 
@@ -66,7 +68,7 @@ def _quantize_slab(x, scale, zp, qmin, qmax, out):
     return nan
 
 
-@njit(error_model="numpy", cache=True, parallel=True)
+@njit(error_model="numpy", cache=True, parallel=prange_only())
 def quantize_3d(x, scale, zp, qmin, qmax, out, workers, block):
     """x, out: (outer, n, inner); scale, zp: n values; blocks of `block` slabs x[o], taken by
     `workers` threads as they come free (threads.py). Returns the NaN count."""
@@ -84,7 +86,7 @@ def quantize_3d(x, scale, zp, qmin, qmax, out, workers, block):
     return nan
 
 
-@njit(error_model="numpy", cache=True, parallel=True)
+@njit(error_model="numpy", cache=True, parallel=prange_only())
 def quantize_flat(x, scale, zp, qmin, qmax, out, workers, block):
     """Per-tensor: one scale and zero point for the flat arrays x, out."""
     n = x.shape[0]
@@ -111,7 +113,7 @@ def quantize_flat_serial(x, scale, zp, qmin, qmax, out, workers, block):
     return _quantize_run(x, scale, z, np.float32(qmin - z), np.float32(qmax - z), out)
 
 
-@njit(error_model="numpy", cache=True, parallel=True)
+@njit(error_model="numpy", cache=True, parallel=prange_only())
 def dequantize_3d(q, scale, zp, out, workers, block):
     outer, n = q.shape[0], q.shape[1]
     counter = np.zeros(1, np.int64)
@@ -130,7 +132,7 @@ def _dequantize_run(q, scale, z, out):
         out[i] = (np.float32(q[i]) - z) * scale
 
 
-@njit(error_model="numpy", cache=True, parallel=True)
+@njit(error_model="numpy", cache=True, parallel=prange_only())
 def dequantize_flat(q, scale, zp, out, workers, block):
     n = q.shape[0]
     z = np.float32(zp)
@@ -148,7 +150,7 @@ def _dequantize_row_per_channel(q, scale, zp, out):
         out[j] = (np.float32(q[j]) - np.float32(zp[j])) * scale[j]
 
 
-@njit(error_model="numpy", cache=True, parallel=True)
+@njit(error_model="numpy", cache=True, parallel=prange_only())
 def dequantize_last_axis(q, scale, zp, out, workers, block):
     """q, out: (rows, n); scale, zp: n values."""
     rows = q.shape[0]
@@ -191,7 +193,7 @@ def _min_max_bad(x):
     return lo, hi, 0
 
 
-@njit(error_model="numpy", cache=True, parallel=True)
+@njit(error_model="numpy", cache=True, parallel=prange_only())
 def min_max_bad(x, workers, block):
     """Each block's result is kept by block number and combined at the end, so the result does
     not depend on which thread took which block."""

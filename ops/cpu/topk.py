@@ -18,6 +18,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from dispatch.cpu import prange_only
+
 from .mathfuncs import fmax_f32
 from .probabilities import CHUNK, _rescale, chunk_max, chunk_sum_exp
 from .threads import split, take_block, threads_for
@@ -92,7 +94,7 @@ def topk_rows(x, k, out_vals, out_ids):
         topk_row(x[r], k, out_vals[r], out_ids[r], keep)
 
 
-@njit(error_model="numpy", cache=True, parallel=True)
+@njit(error_model="numpy", cache=True, parallel=prange_only())
 def topk_rows_parallel(x, k, out_vals, out_ids, workers, block):
     """Blocks of `block` rows, taken by `workers` threads as they come free (threads.py)."""
     rows = x.shape[0]
