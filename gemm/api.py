@@ -184,7 +184,8 @@ def gemm_i8(a: np.ndarray, b, *, a_quant_mult=None, bias=None, relu: bool = Fals
     # -- how A is packed -------------------------------------------------------------------------
     # The kernels read A from packed rows (padded to k4 * 4): int8/uint8 A is copied, float32 A
     # quantized on the way (driver.pack_rows). With blocks over every panel (the serial driver,
-    # row blocks) each block packs its own rows on its thread; otherwise A is packed here first.
+    # row blocks) each block packs its own rows on its thread; otherwise A is packed here first,
+    # or by each thread into a copy of its own (the a_packing parameter: driver.A_PACKINGS).
     k4 = b.k4
     a_stride = 4 * k4
     if a_scale is not None:
@@ -212,11 +213,14 @@ def gemm_i8(a: np.ndarray, b, *, a_quant_mult=None, bias=None, relu: bool = Fals
     packed_a = np.empty(m * a_stride, path.a_dtype)
     rowsum = np.empty(m, np.int32)
     m_block = int(params["m_block"])
-    in_blocks = params["threads"] == 1 or int(params["p_block"]) >= -(-n // tile.nr)
+    if driver.packs_a_in_blocks(params["threads"], int(params["p_block"]), -(-n // tile.nr)):
+        packer = driver.A_IN_BLOCKS
+    else:
+        packer = driver.A_PER_THREAD if params.get("a_per_thread") else driver.A_BY_CALLER
     finite = True
-    if not in_blocks:
+    if packer == driver.A_BY_CALLER:
         finite = driver.pack_rows(src, mode, mult, za, shift, 0, m, packed_a, a_stride, rowsum)
-    pack = (src, mode, mult, za, shift, in_blocks)
+    pack = (src, mode, mult, za, shift, packer)
     streaming = bool(params.get("streaming")) and driver.can_stream_into(out)
     args = (tile, packed_a, a_stride, k4, m, b_panels, n, out, rowsum, colterm, zb, inv_qa, inv_qb,
             bias, bool(relu), streaming, bool(params.get("prefetch_b")))

@@ -239,9 +239,10 @@ def test_every_cpu_path_declares_a_tuning_space():
     for impl in cpu_impls():
         space = impl.tuning_space
         assert set(space.params) == {"tile", "threads", "m_block", "p_block", "c_stores",
-                                     "b_prefetch"}, impl.path
+                                     "b_prefetch", "a_packing"}, impl.path
         tiles = [space.realize({"tile": name, "threads": 1, "m_block": "all", "p_block": "all",
-                                "c_stores": "cached", "b_prefetch": "none"})["tile"]
+                                "c_stores": "cached", "b_prefetch": "none",
+                                "a_packing": "shared"})["tile"]
                  for name in space.params["tile"]]
         assert len(tiles) >= 1
         assert all(isinstance(t, Tile) and t.isa == impl.path for t in tiles)
@@ -319,6 +320,28 @@ def test_b_prefetch_is_searched_where_it_is_emitted():
             assert searched == (wide and impl.path != "generic"), (impl.path, n)
             assert space.default(shape, limits)["b_prefetch"] == "none"
             assert space.realize(config)["prefetch_b"] is True
+
+
+def test_copies_of_a_per_thread_are_searched_where_every_thread_reads_all_of_a():
+    """Blocks of panels have every thread read the whole of A: there the tuner tries a packed
+    copy per thread against the one the caller packs. Row blocks and one thread pack their own
+    rows anyway, so there it is not searched; the heuristic shares A."""
+    for impl in cpu_impls():
+        space = impl.tuning_space
+        limits = space.limits(threads=2)
+        shape = (32, 512, 8 * impl.entry.default_tile.nr)
+        base = {**space.default(shape, limits), "tile": space.params["tile"][0]}
+        assert space.default(shape, limits)["a_packing"] == "shared"
+        cases = {"panel blocks": ({"threads": 2, "m_block": "all", "p_block": 2}, True),
+                 "row blocks": ({"threads": 2, "m_block": 16, "p_block": "all"}, False),
+                 "one thread": ({"threads": 1, "m_block": "all", "p_block": "all"}, False)}
+        for name, (blocks, shares_a) in cases.items():
+            config = {**base, **blocks, "a_packing": "per_thread"}
+            assert all(r(config, shape, limits) for r in space.restrictions), name
+            assert all(p(config, shape, limits) for p in space.prune) == shares_a, (impl.path, name)
+            assert space.realize(config)["a_per_thread"] is True
+        bad = {**base, "a_packing": "twice"}
+        assert not all(r(bad, shape, limits) for r in space.restrictions)
 
 
 def test_tile_widths():

@@ -287,6 +287,47 @@ def test_prefetching_the_next_panel_is_exact(cpu_path, threads, float_out):
         np.testing.assert_array_equal(got, plain, err_msg=str(blocks))
 
 
+@pytest.mark.parametrize("a_kind", ["int8", "uint8, zero points", "float32", "float32 a_scale"])
+def test_a_packed_per_thread_is_exact(cpu_path, a_kind):
+    """a_packing="per_thread": each thread packs (and quantizes) its own copy of A before its
+    first block of panels: the same bits as A packed once by the caller, for every kind of A
+    the packing converts, and a NaN in float32 A still refused. Two A alternate, so that no
+    buffer left over from the previous call holds what this one needs."""
+    rng = np.random.default_rng(15)
+    m, k, n = 23, 133, 389
+    b = rng.integers(b_low(cpu_path), 128, (k, n), dtype=np.int8)
+    kwargs = dict(backend=backend_of(cpu_path), threads=2)
+    if a_kind == "int8":
+        a_pair = [rng.integers(-128, 128, (m, k), dtype=np.int8) for _ in range(2)]
+        pb = gemm.prepare_b_quantized(b)
+    elif a_kind == "uint8, zero points":
+        a_pair = [rng.integers(0, 256, (m, k), dtype=np.uint8) for _ in range(2)]
+        pb = gemm.prepare_b_quantized(b)
+        kwargs.update(a_zero_point=131, b_zero_point=-3)   # the zero point of B reads rowsum
+    else:
+        a_pair = [(rng.standard_normal((m, k)) * 3).astype(np.float32) for _ in range(2)]
+        pb = gemm.prepare_b_quantized(b, quant_mult=40.0)
+        kwargs.update({"a_quant_mult": 30.0} if a_kind == "float32" else
+                      {"a_scale": np.float32(0.02), "a_zero_point": 128,
+                       "out_scale": np.float32(0.5)})
+    panel_blocks = {"threads": 2, "m_block": 1 << 30, "p_block": 2}
+    shared = [gemm.gemm_i8(a, pb, _params={**panel_blocks, "a_per_thread": False}, **kwargs)
+              for a in a_pair]
+    if a_kind == "int8":
+        for a, c in zip(a_pair, shared, strict=True):
+            np.testing.assert_array_equal(c, ref(a, b))
+    for p_block in (1, 2, 3):
+        for a, want in zip(a_pair, shared, strict=True):
+            got = gemm.gemm_i8(a, pb, _params={**panel_blocks, "p_block": p_block,
+                                               "a_per_thread": True}, **kwargs)
+            np.testing.assert_array_equal(got, want, err_msg=f"p_block={p_block}")
+    if a_kind.startswith("float32"):
+        a = a_pair[0]
+        a[m - 1, k // 2] = np.nan
+        with pytest.raises(ValueError, match="NaN"):
+            gemm.gemm_i8(a, pb, _params={**panel_blocks, "a_per_thread": True}, **kwargs)
+
+
 def test_aligned_empty():
     from gemm.cpu.driver import STREAMING_ALIGNMENT
     for shape, dtype in [((3, 5), np.float32), ((0, 7), np.int32), ((1000, 64), np.int32),

@@ -44,9 +44,10 @@ def entry(shape, config, *, threads=2, **override):
     return e
 
 
-def config(tile="8x3", threads=2, m_block=16, p_block=4, c_stores="cached", b_prefetch="none"):
+def config(tile="8x3", threads=2, m_block=16, p_block=4, c_stores="cached", b_prefetch="none",
+           a_packing="shared"):
     return {"tile": tile, "threads": threads, "m_block": m_block, "p_block": p_block,
-            "c_stores": c_stores, "b_prefetch": b_prefetch}
+            "c_stores": c_stores, "b_prefetch": b_prefetch, "a_packing": a_packing}
 
 
 def look(shape, threads=2, dtype=INT8):

@@ -140,12 +140,15 @@ resolve_threads = dispatch.cpu.resolve_threads
 #   b_prefetch  "none" (the hardware's prefetchers alone) or "next_panel": while the first tile
 #            of rows multiplies a panel, the micro-kernel prefetches the next panel into L2
 #            (SIMD paths; see B_PREFETCHES)
+#   a_packing   where threads that all read the whole of A (blocks of panels over every row) get
+#            their packed A: "shared" (the calling thread packs it once, before the threads
+#            start) or "per_thread" (each thread packs a copy of its own; see A_PACKINGS)
 # Blocks run on numba's threads; within a block the driver walks panels outer and rows inner,
 # so m_block x K bytes of A is what streams past each panel: m_block is the cache block over M.
 
 # Bump when a change to simd.py, an ISA step or the driver's blocking can change which
 # configuration wins: tuned entries of another version are never used.
-KERNEL_VERSION = "cpu-6"
+KERNEL_VERSION = "cpu-7"
 ALL = "all"
 _ALL_AS_INT = 1 << 30
 M_BLOCKS = (8, 16, 32, 64, 128, 256, ALL)
@@ -154,6 +157,13 @@ CACHED, STREAMING = "cached", "streaming"
 C_STORES = (CACHED, STREAMING)
 NO_PREFETCH, NEXT_PANEL = "none", "next_panel"
 B_PREFETCHES = (NO_PREFETCH, NEXT_PANEL)
+# A copy packed on one core reaches the other threads through the caches between cores: at
+# 32 x 512 x 512 on the Zen 4 guest (2 threads, blocks of panels), packing A on the calling
+# thread before the kernel added 9 us to a 33 us kernel, 1.6 us on one thread. A copy per thread
+# repeats the packing (M x K bytes each, ~0.07 ns a value) but keeps it in the core that reads it,
+# and the packing runs in parallel instead of before the threads start.
+SHARED_A, PER_THREAD_A = "shared", "per_thread"
+A_PACKINGS = (SHARED_A, PER_THREAD_A)
 
 
 def tile_name(tile: Tile) -> str:
@@ -197,8 +207,11 @@ def tuning_space(path: CpuPath) -> dispatch.TuningSpace:
         def known_b_prefetch(c, shape, limits):
             return c.get("b_prefetch") in B_PREFETCHES
 
+        def known_a_packing(c, shape, limits):
+            return c.get("a_packing") in A_PACKINGS
+
         return (known_tile, within_budget, whole_tiles_of_rows, positive_panels, known_c_stores,
-                known_b_prefetch)
+                known_b_prefetch, known_a_packing)
 
     def prune():
         # Only shrink the search: configurations ruled out here still run correctly.
@@ -219,19 +232,27 @@ def tuning_space(path: CpuPath) -> dispatch.TuningSpace:
             return c["b_prefetch"] == NO_PREFETCH or (
                 has_simd_tiles and shape[2] > path.tile_named(c["tile"]).nr)
 
+        def copies_of_a_where_threads_share_it(c, shape, limits):
+            # Only blocks of panels have every thread read all of A; row blocks pack their own rows.
+            return c["a_packing"] == SHARED_A or not packs_a_in_blocks(
+                c["threads"], _ALL_AS_INT if c["p_block"] == ALL else c["p_block"],
+                -(-shape[2] // path.tile_named(c["tile"]).nr))
+
         return (serial_runs_every_panel, one_spelling, no_idle_threads,
-                prefetch_where_it_is_emitted)
+                prefetch_where_it_is_emitted, copies_of_a_where_threads_share_it)
 
     def realize(config) -> dict:
         return {"tile": path.tile_named(config["tile"]), "threads": config["threads"],
                 "m_block": _ALL_AS_INT if config["m_block"] == ALL else config["m_block"],
                 "p_block": _ALL_AS_INT if config["p_block"] == ALL else config["p_block"],
                 "streaming": config["c_stores"] == STREAMING,
-                "prefetch_b": config["b_prefetch"] == NEXT_PANEL}
+                "prefetch_b": config["b_prefetch"] == NEXT_PANEL,
+                "a_per_thread": config["a_packing"] == PER_THREAD_A}
 
     return dispatch.TuningSpace(
         params={"tile": names, "threads": _thread_counts, "m_block": M_BLOCKS,
-                "p_block": P_BLOCKS, "c_stores": C_STORES, "b_prefetch": B_PREFETCHES},
+                "p_block": P_BLOCKS, "c_stores": C_STORES, "b_prefetch": B_PREFETCHES,
+                "a_packing": A_PACKINGS},
         default=lambda shape, limits: heuristic_config(path, shape, limits["threads"]),
         restrictions=restrictions(),
         prune=prune(),
@@ -255,7 +276,8 @@ def heuristic_config(path: CpuPath, shape, threads: int) -> dict:
     m, k, n = shape
     stream = m * n * 4 >= STREAMING_C_BYTES and streams_large_results()
     return {**_heuristic_blocking(path, shape, threads, stream),
-            "c_stores": STREAMING if stream else CACHED, "b_prefetch": NO_PREFETCH}
+            "c_stores": STREAMING if stream else CACHED, "b_prefetch": NO_PREFETCH,
+            "a_packing": SHARED_A}
 
 
 def _heuristic_blocking(path: CpuPath, shape, threads: int, streaming: bool) -> dict:
@@ -422,6 +444,16 @@ PACK_COPY = 0       # int8/uint8 A: a + shift
 PACK_SYMMETRIC = 1  # float32 A: clamp(rint(a * scale), -127, 127) + shift      (a_quant_mult)
 PACK_LINEAR = 2     # float32 A: clamp(rint(a / scale) + zero_point, 0, 255) + shift
                     # (ONNX QuantizeLinear to uint8: a float32 division, then the zero point)
+
+# Who packs A: the last member of run_serial's and run_parallel's `pack`.
+A_BY_CALLER = 0     # the caller, once, before the kernel runs (blocks of panels, A_PACKINGS shared)
+A_IN_BLOCKS = 1     # each block its own rows, on its thread (blocks over every panel)
+A_PER_THREAD = 2    # each thread all of A into a copy of its own (blocks of panels, per_thread)
+
+
+def packs_a_in_blocks(threads: int, p_block: int, panels: int) -> bool:
+    """Whether the blocks each cover every panel, so that each row of A is read by one block."""
+    return threads == 1 or p_block >= panels
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -655,13 +687,13 @@ def run_serial(tile, a, a_stride, k4, m, b, n, out, rowsum, colterm, zb, inv_qa,
                relu, streaming, prefetch_b, m_block, pack):
     """Blocks of m_block rows, one after another, each over every panel; each block packs its own
     rows of A first, while they are about to be used (see run_parallel for `pack`)."""
-    src, mode, scale, zero_point, shift, pack_in_blocks = pack
+    src, mode, scale, zero_point, shift, packer = pack
     nr = tile_nr(tile)
     acc = np.empty(tile_mr(tile) * nr, np.int32)
     finite = True
     for m0 in range(0, m, m_block):
         m1 = min(m, m0 + m_block)
-        if pack_in_blocks:
+        if packer == A_IN_BLOCKS:
             finite &= pack_rows(src, mode, scale, zero_point, shift, m0, m1, a, a_stride, rowsum)
         _block(tile, a, a_stride, k4, m0, m1, b, n, 0, (n + nr - 1) // nr, out, rowsum, colterm,
                zb, inv_qa, inv_qb, bias, relu, streaming, prefetch_b, acc)
@@ -677,10 +709,11 @@ def run_parallel(tile, a, a_stride, k4, m, b, n, out, rowsum, colterm, zb, inv_q
     on shared cores a thread that loses its core for a while would otherwise hold up the whole
     call while the others wait at the join (a 180 us call was seen taking 1300 us).
 
-    pack = (src, mode, scale, zero_point, shift, pack_in_blocks): with pack_in_blocks (blocks
-    over every panel, so each row is in one block) a block packs its own rows of A (pack_rows)
-    on its thread; otherwise the caller has packed A. Returns pack_rows' verdict."""
-    src, mode, scale, zero_point, shift, pack_in_blocks = pack
+    pack = (src, mode, scale, zero_point, shift, packer): with A_IN_BLOCKS (blocks over every
+    panel, so each row is in one block) a block packs its own rows of A (pack_rows) on its
+    thread; with A_PER_THREAD each thread packs all of A into a copy of its own before its first
+    block; with A_BY_CALLER the caller has packed A. Returns pack_rows' verdict."""
+    src, mode, scale, zero_point, shift, packer = pack
     nr = tile_nr(tile)
     panels = (n + nr - 1) // nr
     m_blocks = (m + m_block - 1) // m_block
@@ -691,17 +724,23 @@ def run_parallel(tile, a, a_stride, k4, m, b, n, out, rowsum, colterm, zb, inv_q
     finite = np.ones(workers, np.bool_)
     for t in prange(workers):
         acc = np.empty(tile_mr(tile) * nr, np.int32)
+        own_a, own_rowsum = a, rowsum
+        if packer == A_PER_THREAD:
+            own_a, own_rowsum = np.empty_like(a), np.empty_like(rowsum)
+            if not pack_rows(src, mode, scale, zero_point, shift, 0, m, own_a, a_stride,
+                             own_rowsum):
+                finite[t] = False
         w = fetch_add(next_block, 1)
         while w < blocks:
             mb = w // p_blocks
             pb = w - mb * p_blocks
             m0 = mb * m_block
             m1 = min(m, m0 + m_block)
-            if pack_in_blocks and not pack_rows(src, mode, scale, zero_point, shift, m0, m1, a,
-                                                a_stride, rowsum):
+            if packer == A_IN_BLOCKS and not pack_rows(src, mode, scale, zero_point, shift, m0,
+                                                       m1, a, a_stride, rowsum):
                 finite[t] = False
-            _block(tile, a, a_stride, k4, m0, m1, b, n, pb * p_block,
-                   min(panels, (pb + 1) * p_block), out, rowsum, colterm, zb, inv_qa, inv_qb,
+            _block(tile, own_a, a_stride, k4, m0, m1, b, n, pb * p_block,
+                   min(panels, (pb + 1) * p_block), out, own_rowsum, colterm, zb, inv_qa, inv_qb,
                    bias, relu, streaming, prefetch_b, acc)
             w = fetch_add(next_block, 1)
         if streaming:
