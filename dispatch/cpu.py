@@ -164,11 +164,30 @@ def resolve_threads(threads) -> int:
 
 def use_threads(n: int) -> None:
     """numba.set_num_threads(n) for this thread's next parallel kernels, skipped when already so:
-    setting it costs ~2 us, asking ~0.7 us, and a small parallel GEMM takes 10-20 us."""
-    import numba
+    setting it costs ~2 us, and a small parallel GEMM takes 10-20 us."""
+    if _num_threads_now() != n:
+        import numba
 
-    if numba.get_num_threads() != n:
         numba.set_num_threads(n)
+
+
+_THREADS_GETTER = []
+
+
+def _num_threads_now() -> int:
+    """numba.get_num_threads(), asked of numba's threading layer directly once its threads run:
+    numba's own function first takes its start-up locks, ~0.7 us a call here, against ~0.1 us.
+    (A numba without that getter is asked the public way.)"""
+    if _THREADS_GETTER:
+        return _THREADS_GETTER[0]()
+    import numba
+    from numba.np.ufunc import parallel
+
+    now = numba.get_num_threads()   # starts the threads, which defines the getter
+    getter = getattr(parallel, "_get_num_threads", None)
+    if getter is not None:
+        _THREADS_GETTER.append(getter)
+    return now
 
 
 def best_level() -> IsaLevel:

@@ -203,6 +203,12 @@ _AUTOTUNER: Callable[..., dict | None] | None = None
 _AUTOTUNING = False
 
 
+def autotuning() -> bool:
+    """Whether the autotuner is running: select()'s decisions meanwhile are provisional, and
+    nothing built on them may be kept (gemm/cpu/plan.py)."""
+    return _AUTOTUNING
+
+
 def autotune_enabled() -> bool:
     return cpu.setting("I8GEMM_AUTOTUNE").lower() in ("1", "true", "yes", "on")
 

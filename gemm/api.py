@@ -15,6 +15,7 @@ import numpy as np
 import dispatch
 
 from .cpu import driver
+from .cpu import plan as cpu_plan
 from .prepared import PreparedB, prepare_b_quantized
 from .validate import (
     b_zero_points,
@@ -111,6 +112,17 @@ def gemm_i8(a: np.ndarray, b, *, a_quant_mult=None, bias=None, relu: bool = Fals
                 a_quant_mult=a_quant_mult, bias=bias, relu=relu, out=out,
                 a_zero_point=a_zero_point, b_zero_point=b_zero_point, out_scale=out_scale),
                 threads, _params)
+        plan_key = None
+    else:
+        # A call like an earlier one with this B runs that call's plan (gemm/cpu/plan.py).
+        plan_key = cpu_plan.repeat_key(a, out, bias, relu, a_quant_mult, a_zero_point,
+                                       b_zero_point, out_scale, a_scale, backend, threads,
+                                       _params)
+        if plan_key is not None:
+            plan = cpu_plan.kept(b, plan_key)
+            if plan is not None:
+                return plan.run(a, out, _EMPTY_F32 if bias is None else bias, _option_values(
+                    plan, b, a_quant_mult, a_zero_point, b_zero_point, out_scale, a_scale))
 
     # -- A ---------------------------------------------------------------------------------
     if not isinstance(a, np.ndarray):
@@ -135,27 +147,13 @@ def gemm_i8(a: np.ndarray, b, *, a_quant_mult=None, bias=None, relu: bool = Fals
             raise TypeError(f"a_scale: quantizes float32 A, but A has dtype {a.dtype}")
         if a_quant_mult is not None:
             raise ValueError("a_scale: give either a_scale or a_quant_mult, not both")
-        linear_scale = np.float32(a_scale)
-        if not (np.isfinite(linear_scale) and linear_scale > 0):
-            raise ValueError(f"a_scale: expected a finite float32 value > 0, got {a_scale!r}")
-    out_dtype, qa = output_kind(np.dtype(np.uint8) if a_scale is not None else a.dtype,
-                                a_quant_mult, out_scale, bias, relu, b.quant_mult)
-    float_out = out_dtype == np.float32
-    if out_scale is not None:
-        inv_qa, inv_qb = _ONE_F32, out_scale_vector(out_scale, n)
-    elif float_out:
-        inv_qa, inv_qb = np.float32(1.0) / qa, b.inv_quant_mult
-    else:
-        inv_qa, inv_qb = _ONE_F32, _EMPTY_F32
-
-    if bias is None:
-        bias = _EMPTY_F32
-    else:
+    out_dtype, _ = output_kind(np.dtype(np.uint8) if a_scale is not None else a.dtype,
+                               a_quant_mult, out_scale, bias, relu, b.quant_mult)
+    if bias is not None:
         if not isinstance(bias, np.ndarray) or bias.dtype != np.float32:
             raise TypeError(f"bias: expected a float32 array of {n} values")
         if bias.shape != (n,):
             raise ValueError(f"bias: expected shape ({n},), got {bias.shape}")
-        bias = np.ascontiguousarray(bias)
 
     if out is not None:
         if not isinstance(out, np.ndarray) or out.dtype != out_dtype:
@@ -174,67 +172,72 @@ def gemm_i8(a: np.ndarray, b, *, a_quant_mult=None, bias=None, relu: bool = Fals
     if _params is not None:
         params = {**params, **_params}
     tile = params["tile"]
-    b_panels = b.packed(path, tile.nr)
-    if out is None:
-        # Aligned only where C may be streamed: finding an array's address costs ~1 us, a tenth
-        # of a small call.
-        out = (driver.aligned_empty((m, n), out_dtype) if params.get("streaming")
-               else np.empty((m, n), out_dtype))
 
     # -- how A is packed -------------------------------------------------------------------------
     # The kernels read A from packed rows (padded to k4 * 4): int8/uint8 A is copied, float32 A
     # quantized on the way (driver.pack_rows). With blocks over every panel (the serial driver,
     # row blocks) each block packs its own rows on its thread; otherwise A is packed here first,
     # or by each thread into a copy of its own (the a_packing parameter: driver.A_PACKINGS).
-    k4 = b.k4
-    a_stride = 4 * k4
     if a_scale is not None:
-        mode, mult, a_type = driver.PACK_LINEAR, linear_scale, np.uint8
+        mode, a_type = driver.PACK_LINEAR, np.dtype(np.uint8)
     elif a.dtype == np.float32:
-        mode, mult, a_type = driver.PACK_SYMMETRIC, qa, np.int8
+        mode, a_type = driver.PACK_SYMMETRIC, np.dtype(np.int8)
     else:
-        mode, mult, a_type = driver.PACK_COPY, _ZERO_F32, a.dtype
-
-    # -- zero points ---------------------------------------------------------------------------
-    za = 0
-    if a_zero_point is not None and not (isinstance(a_zero_point, int) and a_zero_point == 0):
-        lo, hi = (0, 255) if a_type == np.uint8 else (-128, 127)
-        za = check_int(a_zero_point, "a_zero_point", lo, hi)
-    shift = path.a_shift(a_type)
-    zb = b_zero_points(b_zero_point, n)
-    colterm = b.colterm(shift + za)
-    if zb.size:
-        colterm = (colterm.astype(np.int64) + k * za * zb.astype(np.int64)).astype(np.int32)
-
-    # -- run -----------------------------------------------------------------------------------
-    # Every array below is C-contiguous and 1-D or 2-D as listed, so (kernel, tile, A's packed
-    # dtype, C's dtype, A's dtype) fixes the compiled signature.
-    src = np.ascontiguousarray(a)
-    packed_a = np.empty(m * a_stride, path.a_dtype)
-    rowsum = np.empty(m, np.int32)
-    m_block = int(params["m_block"])
+        mode, a_type = driver.PACK_COPY, a.dtype
     if driver.packs_a_in_blocks(params["threads"], int(params["p_block"]), -(-n // tile.nr)):
         packer = driver.A_IN_BLOCKS
     else:
         packer = driver.A_PER_THREAD if params.get("a_per_thread") else driver.A_BY_CALLER
-    finite = True
-    if packer == driver.A_BY_CALLER:
-        finite = driver.pack_rows(src, mode, mult, za, shift, 0, m, packed_a, a_stride, rowsum)
-    pack = (src, mode, mult, za, shift, packer)
-    streaming = bool(params.get("streaming")) and driver.can_stream_into(out)
-    args = (tile, packed_a, a_stride, k4, m, b_panels, n, out, rowsum, colterm, zb, inv_qa, inv_qb,
-            bias, bool(relu), streaming, bool(params.get("prefetch_b")))
-    key = (tile, path.a_encoding, out_dtype, src.dtype)
-    if params["threads"] == 1:
-        finite &= driver.call_compiled(driver.run_serial, ("serial", *key), *args, m_block, pack)
+
+    # -- run -----------------------------------------------------------------------------------
+    # Every array the kernels get is C-contiguous and 1-D or 2-D, so (tile, A's packed dtype, C's
+    # dtype, A's dtype) fixes the compiled signature (driver.call_compiled).
+    plan = cpu_plan.CpuPlan(
+        m=m, n=n, k=k, k4=b.k4, tile=tile, packed_dtype=np.dtype(path.a_dtype),
+        out_dtype=out_dtype, b_panels=b.packed(path, tile.nr), relu=bool(relu),
+        streaming=bool(params.get("streaming")), prefetch_b=bool(params.get("prefetch_b")),
+        m_block=int(params["m_block"]), p_block=int(params["p_block"]),
+        threads=int(params["threads"]), pack_mode=mode, a_unsigned=a_type == np.uint8,
+        a_shift=path.a_shift(a_type), packer=packer,
+        key=(tile, path.a_encoding, out_dtype, a.dtype),
+        nan_message="A: contains NaN" if a_scale is not None else "A: contains NaN or infinity")
+    result = plan.run(a, out, _EMPTY_F32 if bias is None else bias, _option_values(
+        plan, b, a_quant_mult, a_zero_point, b_zero_point, out_scale, a_scale))
+    if plan_key is not None and cpu_plan.may_keep(_params):
+        cpu_plan.keep(b, plan_key, plan)
+    return result
+
+
+def _option_values(plan, b, a_quant_mult, a_zero_point, b_zero_point, out_scale, a_scale):
+    """cpu_plan.OptionValues of a call: its scalar and per-column options, checked, as the
+    packing of A and the epilogue use them. Made for every call, kept plan or not: a decoder
+    quantizes each step's A with a multiplier of its own, and a dynamically quantized A comes
+    with a scale and zero point of its own, so these values change from call to call while the
+    plan (which depends only on whether each option is given) stays."""
+    n = plan.n
+    if a_scale is not None:
+        mult = np.float32(a_scale)
+        if not (np.isfinite(mult) and mult > 0):
+            raise ValueError(f"a_scale: expected a finite float32 value > 0, got {a_scale!r}")
+    elif a_quant_mult is not None:
+        mult = np.float32(check_quant_mult(a_quant_mult, "a_quant_mult"))
     else:
-        dispatch.cpu.use_threads(params["threads"])
-        finite &= driver.call_compiled(driver.run_parallel, ("parallel", *key), *args, m_block,
-                                       int(params["p_block"]), int(params["threads"]), pack)
-    if not finite:
-        raise ValueError("A: contains NaN" if a_scale is not None else
-                         "A: contains NaN or infinity")
-    return out
+        mult = _ZERO_F32
+    za = 0
+    if a_zero_point is not None and not (isinstance(a_zero_point, int) and a_zero_point == 0):
+        lo, hi = (0, 255) if plan.a_unsigned else (-128, 127)
+        za = check_int(a_zero_point, "a_zero_point", lo, hi)
+    zb = b_zero_points(b_zero_point, n)
+    colterm = b.colterm(plan.a_shift + za)
+    if zb.size:
+        colterm = (colterm.astype(np.int64) + plan.k * za * zb.astype(np.int64)).astype(np.int32)
+    if out_scale is not None:
+        inv_qa, inv_qb = _ONE_F32, out_scale_vector(out_scale, n)
+    elif a_quant_mult is not None:
+        inv_qa, inv_qb = _ONE_F32 / mult, b.inv_quant_mult
+    else:
+        inv_qa, inv_qb = _ONE_F32, _EMPTY_F32
+    return cpu_plan.OptionValues(mult, za, colterm, zb, inv_qa, inv_qb)
 
 
 def _route(a, b, out, backend):

@@ -31,7 +31,7 @@ class PreparedB:
     """B (K x N) quantized to int8 and ready for `gemm_i8`. Build it with the prepare_* functions."""
 
     __slots__ = ("k", "n", "_cols", "_gather", "_kp", "col_sums", "quant_mult",
-                 "inv_quant_mult", "has_min", "_packed", "_colterm", "_gpu")
+                 "inv_quant_mult", "has_min", "_packed", "_colterm", "_gpu", "_cpu_plans")
 
     def __init__(self, columns: np.ndarray | None, k: int, quant_mult: np.ndarray | None,
                  col_sums: np.ndarray | None = None, has_min: bool | None = None,
@@ -53,6 +53,7 @@ class PreparedB:
         self._packed: dict[tuple[str, int], np.ndarray] = {}   # (layout, nr) -> panels
         self._colterm: dict[int, np.ndarray] = {}
         self._gpu = None  # the GPU copy (gemm.wgsl.prepared.GpuPreparedB), made by to_gpu()
+        self._cpu_plans = None  # calls made with this B, kept to run again (gemm/cpu/plan.py)
 
     @property
     def _columns(self) -> np.ndarray:
