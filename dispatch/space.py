@@ -148,3 +148,14 @@ def steps(config: Mapping[str, Any], candidates: Mapping[str, tuple]) -> list[di
 def config_text(config: Mapping[str, Any]) -> str:
     """A config as one short line: 'tile=4x4 threads=2 m_block=all'."""
     return " ".join(f"{k}={v}" for k, v in config.items())
+
+
+def hashable_config(config: Mapping[str, Any]) -> tuple | None:
+    """A (realized) config as a hashable key -- its sorted items -- or None when a value is
+    unhashable: what a kept plan of a call with the autotuner's `_params` is keyed by."""
+    items = tuple(sorted(config.items()))
+    try:
+        hash(items)
+    except TypeError:
+        return None
+    return items

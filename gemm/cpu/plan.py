@@ -29,6 +29,7 @@ from typing import NamedTuple
 import numpy as np
 
 import dispatch
+from dispatch.space import hashable_config
 
 from . import driver
 
@@ -57,10 +58,8 @@ def repeat_key(a, out, bias, relu, a_quant_mult, a_zero_point, b_zero_point, out
                                            getattr(bias, "dtype", None))
     params = None
     if _params is not None:
-        params = tuple(sorted(_params.items()))
-        try:
-            hash(params)
-        except TypeError:
+        params = hashable_config(_params)
+        if params is None:
             return None
     return (a.shape, a.dtype.char, c, bias_kind, relu, a_quant_mult is None, out_scale is None,
             a_scale is None, backend, threads, params, dispatch.registry.epoch())

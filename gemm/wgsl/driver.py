@@ -32,6 +32,7 @@ import numpy as np
 import dispatch
 from dispatch import gpu, hostcopy
 from dispatch.gpu_array import GpuArray
+from dispatch.space import hashable_config
 
 from ..cpu import driver as cpu_driver
 from ..prepared import PreparedB, prepare_b_quantized
@@ -137,10 +138,8 @@ def repeat_key(a, a_quant_mult, bias, relu, out, a_zero_point, b_zero_point, out
     else:
         return None
     if _params is not None:
-        items = tuple(sorted(_params.items()))
-        try:
-            hash(items)
-        except TypeError:
+        items = hashable_config(_params)
+        if items is None:
             return None
         parts.append(items)
     for value in (bias, out_scale, a_zero_point, b_zero_point, a_quant_mult):
