@@ -115,9 +115,8 @@ def gemm_i8(a: np.ndarray, b, *, a_quant_mult=None, bias=None, relu: bool = Fals
         plan_key = None
     else:
         # A call like an earlier one with this B runs that call's plan (gemm/cpu/plan.py).
-        plan_key = cpu_plan.repeat_key(a, out, bias, relu, a_quant_mult, a_zero_point,
-                                       b_zero_point, out_scale, a_scale, backend, threads,
-                                       _params)
+        plan_key = cpu_plan.repeat_key(a, out, bias, relu, a_quant_mult, out_scale, a_scale,
+                                       backend, threads, _params)
         if plan_key is not None:
             plan = cpu_plan.kept(b, plan_key)
             if plan is not None:

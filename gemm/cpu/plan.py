@@ -39,13 +39,13 @@ from . import driver
 PLANS_PER_WEIGHT = 16
 
 
-def repeat_key(a, out, bias, relu, a_quant_mult, a_zero_point, b_zero_point, out_scale, a_scale,
-               backend, threads, _params) -> tuple | None:
+def repeat_key(a, out, bias, relu, a_quant_mult, out_scale, a_scale, backend, threads,
+               _params) -> tuple | None:
     """The key under which a call's plan is kept, or None for a call that is not kept (an
     `out` that is not C-contiguous and writable, a `relu` that is not a bool). The caller has
     checked that A is a numpy array and B a PreparedB. Of the options with values, the key holds
     whether a_quant_mult, out_scale and a_scale are given (they decide the output's dtype and
-    how A is packed); the zero points enter the plan only through their values."""
+    how A is packed); the zero points are the call's values alone (OptionValues)."""
     if (threads is not None and type(threads) is not int) or type(relu) is not bool:
         return None
     if out is None:
