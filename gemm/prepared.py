@@ -63,6 +63,21 @@ class PreparedB:
             self._gather = None
         return self._cols
 
+    # -- pickling ------------------------------------------------------------------------------
+
+    def __getstate__(self) -> dict:
+        """The weight without what belongs to this process: the kept plans of its calls (the
+        decisions of this machine and tuning store: another process, perhaps on another CPU,
+        makes its own) and the GPU copy (uploaded again by to_gpu())."""
+        state = {name: getattr(self, name) for name in self.__slots__}
+        state["_cpu_plans"] = None
+        state["_gpu"] = None
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        for name, value in state.items():
+            setattr(self, name, value)
+
     # -- what users look at ------------------------------------------------------------------
 
     @property

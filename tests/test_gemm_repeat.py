@@ -228,3 +228,19 @@ def test_the_plans_kept_per_weight_are_bounded():
         a = rng.integers(-128, 128, (m, K), dtype=np.int8)
         np.testing.assert_array_equal(gemm.gemm_i8(a, b, threads=1), ref(a, bq))
     assert len(b._cpu_plans) == cpu_plan.PLANS_PER_WEIGHT
+
+
+def test_a_pickled_weight_leaves_its_plans_behind():
+    """A plan holds this machine's decisions (a path for this CPU, tiles of this tuning store);
+    a weight pickled and loaded elsewhere must decide again there."""
+    import pickle
+
+    bq, _ = weights()
+    b = gemm.prepare_b_quantized(bq)
+    a = np.random.default_rng(5).integers(-128, 128, (3, K), dtype=np.int8)
+    gemm.gemm_i8(a, b, threads=1)
+    assert b._cpu_plans
+    loaded = pickle.loads(pickle.dumps(b))
+    assert loaded._cpu_plans is None
+    np.testing.assert_array_equal(gemm.gemm_i8(a, loaded, threads=1), ref(a, bq))
+    assert loaded.shape == b.shape and loaded.quant_mult is None
