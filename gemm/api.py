@@ -215,9 +215,7 @@ def _option_values(plan, b, a_quant_mult, a_zero_point, b_zero_point, out_scale,
     plan (which depends only on whether each option is given) stays."""
     n = plan.n
     if a_scale is not None:
-        mult = np.float32(a_scale)
-        if not (np.isfinite(mult) and mult > 0):
-            raise ValueError(f"a_scale: expected a finite float32 value > 0, got {a_scale!r}")
+        mult = np.float32(check_quant_mult(a_scale, "a_scale"))
     elif a_quant_mult is not None:
         mult = np.float32(check_quant_mult(a_quant_mult, "a_quant_mult"))
     else:
