@@ -268,6 +268,41 @@ def test_many_rows_take_the_paths_tall_tile():
                 assert many["m_block"] % many["tile"].mr == 0
 
 
+def test_few_rows_over_a_streamed_b_take_the_tall_tile():
+    """A decoder's output layer (few rows, B of megabytes read from beyond the caches) takes the
+    path's tall tile from STREAMED_B_TALL_ROWS to STREAMED_B_MAX_ROWS rows; fewer rows, more
+    rows (below MANY_ROWS) or a B that stays in a core's L2 keep the default tile. The tall tile
+    packs B in panels as wide as the default's, so a weight whose calls cross 8 rows (a beam
+    whose hypotheses finish) keeps one packed copy."""
+    from gemm.cpu import driver
+    vocab_k, vocab_n = 512, 32000
+    tall = [impl for impl in cpu_impls() if impl.entry.many_rows_tile is not None]
+    for impl in tall:
+        default, many = impl.entry.default_tile, impl.entry.many_rows_tile
+        assert many.nr == default.nr
+        assert driver.packed_b_bytes(default, vocab_k, vocab_n) >= driver.STREAMED_B_BYTES
+        # N such that packed B is just under the threshold: one panel fewer than enough.
+        panel_bytes = driver.packed_b_bytes(default, vocab_k, default.nr)
+        small_n = (driver.STREAMED_B_BYTES // panel_bytes - 1) * default.nr
+        for threads in (1, 2):
+            def tile(m, n=vocab_n, impl=impl, threads=threads):
+                params = impl.default_params((m, vocab_k, n), threads=threads)
+                if params["m_block"] < m:
+                    assert params["m_block"] % params["tile"].mr == 0
+                return params["tile"]
+
+            assert tile(driver.STREAMED_B_TALL_ROWS - 1) == default
+            assert tile(driver.STREAMED_B_TALL_ROWS) == many
+            assert tile(driver.STREAMED_B_MAX_ROWS) == many
+            assert tile(driver.STREAMED_B_MAX_ROWS + 1) == default
+            assert tile(16, n=small_n) == default
+            assert tile(16, n=small_n + default.nr) == many
+    for impl in cpu_impls():
+        if impl.entry.many_rows_tile is None:
+            assert impl.default_params((16, 512, 32000), threads=2)["tile"] == \
+                impl.entry.default_tile
+
+
 @pytest.mark.parametrize("microarchitecture", ["znver4", "sapphirerapids"])
 def test_heuristic_streams_only_large_results(monkeypatch, microarchitecture):
     """Where streaming pays (Zen), C of STREAMING_C_BYTES or more is stored non-temporally (it

@@ -270,23 +270,56 @@ def tuning_space(path: CpuPath) -> dispatch.TuningSpace:
 MANY_ROWS = 1024
 
 
+# B is "streamed" when its packed panels take at least this many bytes (more than a core's
+# L2: 1 MB on Zen 4, 2 MB on the device's Xeon) and at most STREAMED_B_MAX_ROWS rows of A reuse
+# each panel: the call reads B from L3 or memory, panel after panel. That is a decoder's output
+# layer over the vocabulary (K = 256 to 2048, N = 32 000: 8-64 MB of B) at batch x beam rows.
+# From STREAMED_B_TALL_ROWS rows on the heuristic then takes the path's taller tile
+# (many_rows_tile), which multiplies each B vector it loads into more rows. Side by side with
+# the default tile over 13 such shapes (8-128 rows; K 256-2048; N 2048-32000: the README's
+# Tuning section), the geometric mean gain was 1.04 (2 threads) and 1.05 (1) on the Zen 4
+# guest, 1.07, 1.08 and 1.06 (2, 1, 8 threads) on the device's Xeon; no shape lost more than
+# 4%. Below 8 rows the taller tile would run mostly empty. Prefetching the next panel as well
+# added nothing measurable on either machine, and with 1-2 rows it lost 5-9% on Zen 4: it is
+# left to the tuner.
+STREAMED_B_BYTES = 2 << 20
+STREAMED_B_MAX_ROWS = 128
+STREAMED_B_TALL_ROWS = 8
+
+
+def packed_b_bytes(tile: Tile, k: int, n: int) -> int:
+    """Bytes of B packed in `tile`'s panels, for K x N."""
+    return -(-k // 4) * -(-n // tile.nr) * tile.nr * tile.b_k4_bytes
+
+
+def streams_b(path: CpuPath, shape) -> bool:
+    """Whether an (M, K, N) call reads B from beyond the core's caches with few rows to hide it
+    (see STREAMED_B_BYTES)."""
+    m, k, n = shape
+    return (m <= STREAMED_B_MAX_ROWS
+            and packed_b_bytes(path.default_tile, k, n) >= STREAMED_B_BYTES)
+
+
 def heuristic_config(path: CpuPath, shape, threads: int) -> dict:
     """The heuristic choice of tile, blocking and C stores for an (M, K, N) call with `threads`
     threads."""
     m, k, n = shape
     stream = m * n * 4 >= STREAMING_C_BYTES and streams_large_results()
-    return {**_heuristic_blocking(path, shape, threads, stream),
+    tile = path.default_tile
+    if path.many_rows_tile and (m >= MANY_ROWS
+                                or (m >= STREAMED_B_TALL_ROWS and streams_b(path, shape))):
+        tile = path.many_rows_tile
+    return {**_heuristic_blocking(tile, shape, threads, stream),
             "c_stores": STREAMING if stream else CACHED, "b_prefetch": NO_PREFETCH,
             "a_packing": SHARED_A}
 
 
-def _heuristic_blocking(path: CpuPath, shape, threads: int, streaming: bool) -> dict:
+def _heuristic_blocking(tile: Tile, shape, threads: int, streaming: bool) -> dict:
     m, k, n = shape
-    tile = path.many_rows_tile if path.many_rows_tile and m >= MANY_ROWS else path.default_tile
     name = tile_name(tile)
     panels = -(-n // tile.nr)
     threads = 1 if m * k * n < SERIAL_WORK else threads
-    rows = _row_block(tile, k, n, panels)
+    rows = _row_block(tile, k, n)
     long_row_blocks = streaming and rows < _ALL_AS_INT
     if long_row_blocks:
         # Streaming stores do not read C's lines, so the order C is written in no longer costs:
@@ -364,7 +397,7 @@ ROW_BLOCK_MAX_B_BYTES = 512 << 10
 ROW_BLOCK_C_BYTES = 64 << 10
 
 
-def _row_block(tile: Tile, k: int, n: int, panels: int) -> int:
+def _row_block(tile: Tile, k: int, n: int) -> int:
     """Rows per block when B is small enough to be read once per block of rows, else "all" (as
     _ALL_AS_INT).
 
@@ -373,8 +406,7 @@ def _row_block(tile: Tile, k: int, n: int, panels: int) -> int:
     panel write C in whole rows instead. Zen 4, one thread, K = 256: M = 2048, N = 1024 ran
     1.21-1.29x faster in blocks of 8-16 rows; N = 256 (rows of 1 KB) gained nothing. With B
     larger than the cache (N = 32000, K = 512) blocks of 8-16 rows ran 0.83-0.88x as fast."""
-    b_bytes = -(-k // 4) * panels * tile.nr * tile.b_k4_bytes
-    if b_bytes > ROW_BLOCK_MAX_B_BYTES:
+    if packed_b_bytes(tile, k, n) > ROW_BLOCK_MAX_B_BYTES:
         return _ALL_AS_INT
     rows = ROW_BLOCK_C_BYTES // (4 * n) // tile.mr * tile.mr
     return max(tile.mr, rows)
