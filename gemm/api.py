@@ -193,7 +193,8 @@ def gemm_i8(a: np.ndarray, b, *, a_quant_mult=None, bias=None, relu: bool = Fals
     # dtype, A's dtype) fixes the compiled signature (driver.call_compiled).
     plan = cpu_plan.CpuPlan(
         m=m, n=n, k=k, k4=b.k4, tile=tile, packed_dtype=np.dtype(path.a_dtype),
-        out_dtype=out_dtype, b_panels=b.packed(path, tile.nr), relu=bool(relu),
+        out_dtype=out_dtype, b_panels=b.packed(path, tile.nr), col_sums=b.col_sums,
+        relu=bool(relu),
         streaming=bool(params.get("streaming")), prefetch_b=bool(params.get("prefetch_b")),
         m_block=int(params["m_block"]), p_block=int(params["p_block"]),
         threads=int(params["threads"]), pack_mode=mode, a_unsigned=a_type == np.uint8,
@@ -225,16 +226,13 @@ def _option_values(plan, b, a_quant_mult, a_zero_point, b_zero_point, out_scale,
         lo, hi = (0, 255) if plan.a_unsigned else (-128, 127)
         za = check_int(a_zero_point, "a_zero_point", lo, hi)
     zb = b_zero_points(b_zero_point, n)
-    colterm = b.colterm(plan.a_shift + za)
-    if zb.size:
-        colterm = (colterm.astype(np.int64) + plan.k * za * zb.astype(np.int64)).astype(np.int32)
     if out_scale is not None:
         inv_qa, inv_qb = _ONE_F32, out_scale_vector(out_scale, n)
     elif a_quant_mult is not None:
         inv_qa, inv_qb = _ONE_F32 / mult, b.inv_quant_mult
     else:
         inv_qa, inv_qb = _ONE_F32, _EMPTY_F32
-    return cpu_plan.OptionValues(mult, za, colterm, zb, inv_qa, inv_qb)
+    return cpu_plan.OptionValues(mult, za, zb, inv_qa, inv_qb)
 
 
 def _route(a, b, out, backend):

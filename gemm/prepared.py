@@ -31,7 +31,7 @@ class PreparedB:
     """B (K x N) quantized to int8 and ready for `gemm_i8`. Build it with the prepare_* functions."""
 
     __slots__ = ("k", "n", "_cols", "_gather", "_kp", "col_sums", "quant_mult",
-                 "inv_quant_mult", "has_min", "_packed", "_colterm", "_gpu", "_cpu_plans")
+                 "inv_quant_mult", "has_min", "_packed", "_gpu", "_cpu_plans")
 
     def __init__(self, columns: np.ndarray | None, k: int, quant_mult: np.ndarray | None,
                  col_sums: np.ndarray | None = None, has_min: bool | None = None,
@@ -51,7 +51,6 @@ class PreparedB:
                                else (np.float32(1.0) / quant_mult).astype(np.float32))
         self.has_min = bool((self._columns == -128).any()) if has_min is None else has_min
         self._packed: dict[tuple[str, int], np.ndarray] = {}   # (layout, nr) -> panels
-        self._colterm: dict[int, np.ndarray] = {}
         self._gpu = None  # the GPU copy (gemm.wgsl.prepared.GpuPreparedB), made by to_gpu()
         self._cpu_plans = None  # calls made with this B, kept to run again (gemm/cpu/plan.py)
 
@@ -76,7 +75,10 @@ class PreparedB:
 
     def __setstate__(self, state: dict) -> None:
         for name, value in state.items():
-            setattr(self, name, value)
+            # Names of earlier versions' caches (their "_colterm", vectors per A zero point
+            # that the kernels no longer take) are left behind.
+            if name in self.__slots__:
+                setattr(self, name, value)
 
     # -- what users look at ------------------------------------------------------------------
 
@@ -147,12 +149,6 @@ class PreparedB:
             panels = self._packed[key] = _PACKERS[path.b_layout](self._columns, nr)
         return panels
 
-    def colterm(self, shift: int) -> np.ndarray:
-        """-shift * colsum as int32: the correction for A stored with `shift` added."""
-        term = self._colterm.get(shift)
-        if term is None:
-            term = self._colterm[shift] = (-shift * self.col_sums.astype(np.int64)).astype(np.int32)
-        return term
 
 
 def _pack(columns: np.ndarray, nr: int, ids: np.ndarray | None = None) -> np.ndarray:

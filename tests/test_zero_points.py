@@ -118,3 +118,30 @@ def test_zero_points_with_float_output(cpu_path, a_kind):
     expected = acc / 17.0 / qb.astype(np.float64) + bias
     np.testing.assert_allclose(c, expected, rtol=1e-5,
                                atol=1e-5 * float(np.abs(expected).max()))
+
+
+def test_a_zero_point_of_every_call_keeps_no_memory():
+    """A dynamically quantized A brings a zero point of its own to each call (0-255 for uint8).
+    The weight keeps nothing per zero point: memory does not grow with the zero points seen,
+    and every call is exact."""
+    import tracemalloc
+
+    rng = np.random.default_rng(11)
+    m, k, n = 2, 64, 4096
+    b_ref = rng.integers(-127, 128, (k, n), dtype=np.int8)
+    b = gemm.prepare_b_quantized(b_ref)
+    a = rng.integers(0, 256, (m, k), dtype=np.uint8)
+    out = np.empty((m, n), np.int32)
+    gemm.gemm_i8(a, b, out=out, a_zero_point=0)          # compile and plan first
+    tracemalloc.start()
+    try:
+        before, _ = tracemalloc.get_traced_memory()
+        for za in range(256):
+            gemm.gemm_i8(a, b, out=out, a_zero_point=za)
+            if za % 51 == 0:
+                np.testing.assert_array_equal(out, zp_ref(a, b_ref, za, 0))
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    # A vector per zero point would be 256 x 16 KB = 4 MB.
+    assert grown < 256 << 10, f"{grown} bytes kept after 256 zero points"

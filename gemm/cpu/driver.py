@@ -8,9 +8,12 @@ Contract of a CPU path (`CpuPath`, one per ISA module):
   - B is packed once (prepare time) into panels of NR columns, in the path's `b_layout`:
     "i8" ([k4][NR][4 int8], every path but one) or "i16" ([k4][2][NR][2 int16], avx2_i16.py);
     see simd.py and gemm/prepared.py.
-  - The epilogue applies, per output element, in int32:
-        acc - (d + a_zero_point) * colsum_j + K * a_zero_point * zb_j - zb_j * rowsum(A)_i
-    which is exactly (A - za)(B - zb) for int8/uint8 A, then for float output
+  - The epilogue applies, per output element, in int32 (wrapping):
+        acc - (d + a_zero_point) * colsum_j - zb_j * (rowsum(A)_i - K * a_zero_point)
+    which is exactly (A - za)(B - zb) for int8/uint8 A. The kernels take B's column sums and
+    the two per-call scalars as `cols = (colsum, col_mult, kza)` with col_mult = -(d + za) and
+    kza = K * za: a per-call zero point of A (dynamic quantization) costs no vector of its own.
+    Then for float output
         float32(that) * (1 / a_quant_mult) * (1 / b_quant_mult_j) + bias_j, optionally relu.
     It writes C once, straight from the micro-kernel's tile: no M x N temporary. For a whole
     panel it runs inside the micro-kernel, on the accumulators in registers (simd.tile_dot_store).
@@ -560,40 +563,42 @@ def quantize_into(a, row_mults, out):
 # The epilogue: one tile of int32 accumulators -> C, fused corrections, scale, bias, relu.
 
 
-def store_tile(out, acc, i0, rows, j0, ncols, nr, rowsum, colterm, zb, inv_qa, inv_qb, bias,
+def store_tile(out, acc, i0, rows, j0, ncols, nr, rowsum, cols, zb, inv_qa, inv_qb, bias,
                relu):
     raise NotImplementedError("store_tile runs only inside numba-jitted code")
 
 
 @overload(store_tile, jit_options={"cache": True})
-def _ov_store_tile(out, acc, i0, rows, j0, ncols, nr, rowsum, colterm, zb, inv_qa, inv_qb, bias,
+def _ov_store_tile(out, acc, i0, rows, j0, ncols, nr, rowsum, cols, zb, inv_qa, inv_qb, bias,
                    relu):
     # Each loop below indexes 1-D views from 0, never `j0 + c`: numba wraps negative indices,
     # and with an offset it cannot prove the index positive, so LLVM falls back to gathers.
     if out.dtype == numba.types.int32:
-        def store_int32(out, acc, i0, rows, j0, ncols, nr, rowsum, colterm, zb, inv_qa, inv_qb,
+        def store_int32(out, acc, i0, rows, j0, ncols, nr, rowsum, cols, zb, inv_qa, inv_qb,
                         bias, relu):
-            ct = colterm[j0:j0 + ncols]
+            colsum, col_mult, kza = cols
+            cs = colsum[j0:j0 + ncols]
             has_zb = zb.shape[0] > 0
             z = zb[j0:j0 + ncols] if has_zb else zb
             for r in range(rows):
                 o = out[i0 + r, j0:j0 + ncols]
                 t = acc[r * nr:r * nr + ncols]
                 if has_zb:
-                    rs = rowsum[i0 + r]
+                    rs = rowsum[i0 + r] - kza
                     for c in range(ncols):
-                        o[c] = t[c] + ct[c] - z[c] * rs
+                        o[c] = t[c] + col_mult * cs[c] - z[c] * rs
                 else:
                     for c in range(ncols):
-                        o[c] = t[c] + ct[c]
+                        o[c] = t[c] + col_mult * cs[c]
         return store_int32
 
     if out.dtype == numba.types.float32:
-        def store_float32(out, acc, i0, rows, j0, ncols, nr, rowsum, colterm, zb, inv_qa, inv_qb,
+        def store_float32(out, acc, i0, rows, j0, ncols, nr, rowsum, cols, zb, inv_qa, inv_qb,
                           bias, relu):
             # Branches on the options sit outside the column loops, so each loop is straight
             # arithmetic that LLVM vectorises.
-            ct = colterm[j0:j0 + ncols]
+            colsum, col_mult, kza = cols
+            cs = colsum[j0:j0 + ncols]
             qb = inv_qb[j0:j0 + ncols]
             has_zb = zb.shape[0] > 0
             z = zb[j0:j0 + ncols] if has_zb else zb
@@ -606,12 +611,12 @@ def _ov_store_tile(out, acc, i0, rows, j0, ncols, nr, rowsum, colterm, zb, inv_q
                 # Corrections in int32, stored back into the int32 tile: with A stored as
                 # a + 128 the accumulator may wrap for long K, and only the wrapped sum is exact.
                 if has_zb:
-                    rs = rowsum[i0 + r]
+                    rs = rowsum[i0 + r] - kza
                     for c in range(ncols):
-                        t[c] = t[c] + ct[c] - z[c] * rs
+                        t[c] = t[c] + col_mult * cs[c] - z[c] * rs
                 else:
                     for c in range(ncols):
-                        t[c] = t[c] + ct[c]
+                        t[c] = t[c] + col_mult * cs[c]
                 if has_bias:
                     for c in range(ncols):
                         o[c] = np.float32(t[c]) * (inv_qa * qb[c]) + bs[c]
@@ -625,7 +630,7 @@ def _ov_store_tile(out, acc, i0, rows, j0, ncols, nr, rowsum, colterm, zb, inv_q
     return None
 
 
-def panel_to_c(tile, a, a_stride, k4, m0, m1, b, b_off, out, j0, ncols, rowsum, colterm, zb,
+def panel_to_c(tile, a, a_stride, k4, m0, m1, b, b_off, out, j0, ncols, rowsum, cols, zb,
                inv_qa, inv_qb, bias, relu, streaming, prefetch, acc):
     """C[m0:m1, j0:j0+ncols] from the packed panel at b[b_off:]: micro-kernel and epilogue, one
     register tile of rows after another. streaming: whole panels store C non-temporally
@@ -635,7 +640,7 @@ def panel_to_c(tile, a, a_stride, k4, m0, m1, b, b_off, out, j0, ncols, rowsum, 
 
 
 @njit(cache=True, nogil=True)
-def _panel_through_acc(tile, a, a_stride, k4, m0, m1, b, b_off, out, j0, ncols, rowsum, colterm,
+def _panel_through_acc(tile, a, a_stride, k4, m0, m1, b, b_off, out, j0, ncols, rowsum, cols,
                        zb, inv_qa, inv_qb, bias, relu, streaming, prefetch, acc):
     """panel_to_c through the tile buffer `acc`, of which store_tile reads ncols columns (with
     ordinary stores, whatever `streaming`, and no prefetching)."""
@@ -644,12 +649,12 @@ def _panel_through_acc(tile, a, a_stride, k4, m0, m1, b, b_off, out, j0, ncols, 
     for i in range(m0, m1, mr):
         rows = min(mr, m1 - i)
         tile_dot(tile, rows, a, i * a_stride, a_stride, b, b_off, k4, acc)
-        store_tile(out, acc, i, rows, j0, ncols, nr, rowsum, colterm, zb, inv_qa, inv_qb, bias,
+        store_tile(out, acc, i, rows, j0, ncols, nr, rowsum, cols, zb, inv_qa, inv_qb, bias,
                    relu)
 
 
 @overload(panel_to_c, jit_options={"cache": True})
-def _ov_panel_to_c(tile, a, a_stride, k4, m0, m1, b, b_off, out, j0, ncols, rowsum, colterm, zb,
+def _ov_panel_to_c(tile, a, a_stride, k4, m0, m1, b, b_off, out, j0, ncols, rowsum, cols, zb,
                    inv_qa, inv_qb, bias, relu, streaming, prefetch, acc):
     if not has_fused_store(tile):
         return _panel_through_acc.py_func
@@ -663,15 +668,15 @@ def _ov_panel_to_c(tile, a, a_stride, k4, m0, m1, b, b_off, out, j0, ncols, rows
     # The next panel is prefetched while the first tile of rows reads this one, which is then in
     # the cache for the other rows: their steps would issue the same prefetches again.
     def fused_when_whole(tile, a, a_stride, k4, m0, m1, b, b_off, out, j0, ncols, rowsum,
-                         colterm, zb, inv_qa, inv_qb, bias, relu, streaming, prefetch, acc):
+                         cols, zb, inv_qa, inv_qb, bias, relu, streaming, prefetch, acc):
         if ncols == nr:
             for i in range(m0, m1, mr):
                 tile_dot_store(tile, min(mr, m1 - i), a, i * a_stride, a_stride, b, b_off, k4,
-                               out, i, j0, rowsum, colterm, zb, inv_qa, inv_qb, bias, relu,
+                               out, i, j0, rowsum, cols, zb, inv_qa, inv_qb, bias, relu,
                                streaming, prefetch if i == m0 else 0)
         else:
             _panel_through_acc(tile, a, a_stride, k4, m0, m1, b, b_off, out, j0, ncols, rowsum,
-                               colterm, zb, inv_qa, inv_qb, bias, relu, streaming, prefetch, acc)
+                               cols, zb, inv_qa, inv_qb, bias, relu, streaming, prefetch, acc)
     return fused_when_whole
 
 
@@ -698,7 +703,7 @@ def call_compiled(kernel, key, *args):
 
 
 @njit(cache=True, nogil=True)
-def _block(tile, a, a_stride, k4, m0, m1, b, n, p0, p1, out, rowsum, colterm, zb, inv_qa,
+def _block(tile, a, a_stride, k4, m0, m1, b, n, p0, p1, out, rowsum, cols, zb, inv_qa,
            inv_qb, bias, relu, streaming, prefetch_b, acc):
     """Rows m0:m1 x panels p0:p1. Panel-outer, so a panel of B (k4*nr*4 bytes, twice that for
     int16 panels) stays in cache while every row tile of the block streams past it.
@@ -711,11 +716,11 @@ def _block(tile, a, a_stride, k4, m0, m1, b, n, p0, p1, out, rowsum, colterm, zb
         j0 = p * nr
         ahead = panel_bytes if prefetch_b and p + 1 < panels else 0
         panel_to_c(tile, a, a_stride, k4, m0, m1, b, p * panel_bytes, out, j0, min(nr, n - j0),
-                   rowsum, colterm, zb, inv_qa, inv_qb, bias, relu, streaming, ahead, acc)
+                   rowsum, cols, zb, inv_qa, inv_qb, bias, relu, streaming, ahead, acc)
 
 
 @njit(cache=True, nogil=True)
-def run_serial(tile, a, a_stride, k4, m, b, n, out, rowsum, colterm, zb, inv_qa, inv_qb, bias,
+def run_serial(tile, a, a_stride, k4, m, b, n, out, rowsum, cols, zb, inv_qa, inv_qb, bias,
                relu, streaming, prefetch_b, m_block, pack):
     """Blocks of m_block rows, one after another, each over every panel; each block packs its own
     rows of A first, while they are about to be used (see run_parallel for `pack`)."""
@@ -727,7 +732,7 @@ def run_serial(tile, a, a_stride, k4, m, b, n, out, rowsum, colterm, zb, inv_qa,
         m1 = min(m, m0 + m_block)
         if packer == A_IN_BLOCKS:
             finite &= pack_rows(src, mode, scale, zero_point, shift, m0, m1, a, a_stride, rowsum)
-        _block(tile, a, a_stride, k4, m0, m1, b, n, 0, (n + nr - 1) // nr, out, rowsum, colterm,
+        _block(tile, a, a_stride, k4, m0, m1, b, n, 0, (n + nr - 1) // nr, out, rowsum, cols,
                zb, inv_qa, inv_qb, bias, relu, streaming, prefetch_b, acc)
     if streaming:
         store_fence()
@@ -735,7 +740,7 @@ def run_serial(tile, a, a_stride, k4, m, b, n, out, rowsum, colterm, zb, inv_qa,
 
 
 @njit(cache=True, nogil=True, parallel=prange_only())
-def run_parallel(tile, a, a_stride, k4, m, b, n, out, rowsum, colterm, zb, inv_qa, inv_qb, bias,
+def run_parallel(tile, a, a_stride, k4, m, b, n, out, rowsum, cols, zb, inv_qa, inv_qb, bias,
                  relu, streaming, prefetch_b, m_block, p_block, threads, pack):
     """The blocks are dealt out as threads come free (a shared counter), not in fixed shares:
     on shared cores a thread that loses its core for a while would otherwise hold up the whole
@@ -772,7 +777,7 @@ def run_parallel(tile, a, a_stride, k4, m, b, n, out, rowsum, colterm, zb, inv_q
                                                        m1, a, a_stride, rowsum):
                 finite[t] = False
             _block(tile, own_a, a_stride, k4, m0, m1, b, n, pb * p_block,
-                   min(panels, (pb + 1) * p_block), out, own_rowsum, colterm, zb, inv_qa, inv_qb,
+                   min(panels, (pb + 1) * p_block), out, own_rowsum, cols, zb, inv_qa, inv_qb,
                    bias, relu, streaming, prefetch_b, acc)
             w = fetch_add(next_block, 1)
         if streaming:

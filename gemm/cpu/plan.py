@@ -70,7 +70,6 @@ class OptionValues(NamedTuple):
 
     pack_mult: np.float32        # a_scale or a_quant_mult (0 for int8/uint8 A)
     a_zero_point: int
-    colterm: np.ndarray          # int32 N: the shift, zero point and B zero point corrections
     zb: np.ndarray               # int32 N B zero points, or none
     inv_qa: np.float32
     inv_qb: np.ndarray           # float32 N output scales, or none
@@ -108,6 +107,7 @@ class CpuPlan:
     packed_dtype: np.dtype       # the path's A encoding
     out_dtype: np.dtype
     b_panels: np.ndarray
+    col_sums: np.ndarray         # int32 N: B's column sums (the epilogue's A-shift correction)
     relu: bool
     streaming: bool              # wanted: done where C is aligned for it (can_stream_into)
     prefetch_b: bool
@@ -123,12 +123,14 @@ class CpuPlan:
     # The kernel's arguments that are the same on every run, as it takes them: a small call's
     # host work is mostly Python, and each attribute read costs.
     _b_args: tuple = dataclasses.field(init=False)
+    _cols_without_za: tuple = dataclasses.field(init=False)   # `cols` where A has no zero point
     _blocking_args: tuple = dataclasses.field(init=False)
     _kernel: tuple = dataclasses.field(init=False)
 
     def __post_init__(self):
         fixed = {
             "_b_args": (4 * self.k4, self.k4, self.m, self.b_panels, self.n),
+            "_cols_without_za": (self.col_sums, np.int32(-self.a_shift), np.int32(0)),
             "_blocking_args": ((self.m_block,) if self.threads == 1
                                else (self.m_block, self.p_block, self.threads)),
             "_kernel": ((driver.run_serial, ("serial", *self.key)) if self.threads == 1
@@ -148,7 +150,10 @@ class CpuPlan:
         src = np.ascontiguousarray(a)
         packed_a = np.empty(m * a_stride, self.packed_dtype)
         rowsum = np.empty(m, np.int32)
-        pack_mult, za, colterm, zb, inv_qa, inv_qb = values
+        pack_mult, za, zb, inv_qa, inv_qb = values
+        # driver's `cols`: -(shift + za) times B's column sums; K * za where B has zero points
+        cols = (self._cols_without_za if za == 0 else
+                (self.col_sums, np.int32(-(self.a_shift + za)), np.int32(self.k * za)))
         finite = True
         if self.packer == driver.A_BY_CALLER:
             finite = driver.call_compiled(
@@ -159,7 +164,7 @@ class CpuPlan:
         if self.threads > 1:
             dispatch.cpu.use_threads(self.threads)
         finite &= driver.call_compiled(
-            kernel, key, self.tile, packed_a, *self._b_args, out, rowsum, colterm, zb, inv_qa,
+            kernel, key, self.tile, packed_a, *self._b_args, out, rowsum, cols, zb, inv_qa,
             inv_qb, np.ascontiguousarray(bias), self.relu,
             self.streaming and driver.can_stream_into(out), self.prefetch_b,
             *self._blocking_args, pack)

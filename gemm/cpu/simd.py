@@ -330,7 +330,9 @@ class _EpilogueArgs:
     out: ir.Value          # i32* or float*, C[i0, j0]
     out_stride: ir.Value   # elements between rows of C
     rowsum: ir.Value       # i32*, rowsum[i0]
-    colterm: ir.Value      # i32*, colterm[j0]
+    colsum: ir.Value       # i32*, colsum[j0]
+    col_mult: ir.Value     # i32: -(shift + A's zero point)
+    kza: ir.Value          # i32: K x A's zero point
     zb: ir.Value           # i32*, zb[j0] (read only where has_zb)
     has_zb: ir.Value       # i1
     inv_qa: ir.Value | None = None    # float
@@ -343,13 +345,15 @@ class _EpilogueArgs:
 
 def _emit_epilogue(builder, ops: IsaOps, accs: list, nv: int, e: _EpilogueArgs, intp):
     """The driver's store_tile, on the accumulators still in registers, for whole panels:
-        t = acc + colterm_j - zb_j * rowsum_i   (int32, wrapping)
+        t = acc + col_mult * colsum_j - zb_j * (rowsum_i - kza)   (int32, wrapping)
     then int32 C = t, or float32 C = float32(t) * (inv_qa * inv_qb_j) [+ bias_j] [max 0], with
     the same operations in the same order (no fused multiply-add), so every bit agrees."""
     acc_t = ops.acc_type
     lanes = ops.i32_lanes
     rows = len(accs)
-    colterm = _load_vectors(builder, e.colterm, acc_t, nv, intp)
+    col_mult = _splat(builder, e.col_mult, acc_t)
+    colsum = _load_vectors(builder, e.colsum, acc_t, nv, intp)
+    colterm = [builder.mul(cs, col_mult) for cs in colsum]
     flat = [builder.add(accs[r][j], colterm[j]) for r in range(rows) for j in range(nv)]
 
     def minus_zb_rowsum(values):
@@ -357,7 +361,7 @@ def _emit_epilogue(builder, ops: IsaOps, accs: list, nv: int, e: _EpilogueArgs, 
         out = []
         for r in range(rows):
             rs = builder.load(builder.gep(e.rowsum, [ir.Constant(intp, r)]))
-            rs = _splat(builder, rs, acc_t)
+            rs = _splat(builder, builder.sub(rs, e.kza), acc_t)
             out += [builder.sub(values[r * nv + j], builder.mul(zb[j], rs)) for j in range(nv)]
         return out
 
@@ -447,14 +451,15 @@ def _tile_dot_simd(typingctx, tile, rows, a, a_off, a_stride, b, b_off, k4, acc)
 
 @intrinsic
 def _tile_dot_store_simd(typingctx, tile, rows, a, a_off, a_stride, b, b_off, k4, out, i0, j0,
-                         rowsum, colterm, zb, has_zb, inv_qa, inv_qb, bias, has_bias, relu,
-                         streaming, prefetch):
+                         rowsum, colsum, col_mult, kza, zb, has_zb, inv_qa, inv_qb, bias,
+                         has_bias, relu, streaming, prefetch):
     """SIMD tile with the epilogue fused: see tile_dot_store."""
     if not _simd_tile(tile):
         return None
     float_out = out.dtype == types.float32
-    sig = types.void(tile, rows, a, a_off, a_stride, b, b_off, k4, out, i0, j0, rowsum, colterm,
-                     zb, has_zb, inv_qa, inv_qb, bias, has_bias, relu, streaming, prefetch)
+    sig = types.void(tile, rows, a, a_off, a_stride, b, b_off, k4, out, i0, j0, rowsum, colsum,
+                     col_mult, kza, zb, has_zb, inv_qa, inv_qb, bias, has_bias, relu, streaming,
+                     prefetch)
 
     def codegen(context, builder, signature, args):
         ops = ISA_OPS[tile.isa]
@@ -477,19 +482,21 @@ def _tile_dot_store_simd(typingctx, tile, rows, a, a_off, a_stride, b, b_off, k4
             out=builder.gep(builder.bitcast(out_arr.data, out_elem.as_pointer()), [out_first]),
             out_stride=out_stride,
             rowsum=data(11, I32, i0_v),
-            colterm=data(12, I32, j0_v),
-            zb=data(13, I32, j0_v),
-            has_zb=args[14],
-            streaming=args[20])
+            colsum=data(12, I32, j0_v),
+            col_mult=context.cast(builder, args[13], sa[13], types.int32),
+            kza=context.cast(builder, args[14], sa[14], types.int32),
+            zb=data(15, I32, j0_v),
+            has_zb=args[16],
+            streaming=args[22])
         if float_out:
-            epilogue.inv_qa = context.cast(builder, args[15], sa[15], types.float32)
-            epilogue.inv_qb = data(16, ir.FloatType(), j0_v)
-            epilogue.bias = data(17, ir.FloatType(), j0_v)
-            epilogue.has_bias = args[18]
-            epilogue.relu = args[19]
+            epilogue.inv_qa = context.cast(builder, args[17], sa[17], types.float32)
+            epilogue.inv_qb = data(18, ir.FloatType(), j0_v)
+            epilogue.bias = data(19, ir.FloatType(), j0_v)
+            epilogue.has_bias = args[20]
+            epilogue.relu = args[21]
         _emit_tile(context, builder, tile, sa, args, lambda accs: _emit_epilogue(
             builder, ops, accs, tile.nv, epilogue, intp),
-            prefetch=context.cast(builder, args[21], sa[21], types.intp))
+            prefetch=context.cast(builder, args[23], sa[23], types.intp))
         return context.get_dummy_value()
 
     return sig, codegen
@@ -532,12 +539,13 @@ def has_fused_store(tile_type) -> bool:
     return _simd_tile(tile_type)
 
 
-def tile_dot_store(tile, rows, a, a_off, a_stride, b, b_off, k4, out, i0, j0, rowsum, colterm,
+def tile_dot_store(tile, rows, a, a_off, a_stride, b, b_off, k4, out, i0, j0, rowsum, cols,
                    zb, inv_qa, inv_qb, bias, relu, streaming, prefetch):
     """tile_dot for a whole panel (NR columns of C from column j0), with the driver's epilogue
     (see gemm.cpu.driver.store_tile) applied to the accumulators in registers and the result
     stored straight into C[i0:i0+rows, j0:j0+NR]: no round trip through a tile buffer.
-    SIMD tiles only (has_fused_store).
+    SIMD tiles only (has_fused_store). cols = (colsum, col_mult, kza): see the driver's
+    docstring.
 
     streaming: store C with non-temporal stores, which write whole cache lines to memory
     without first reading them into the cache. The caller guarantees that C's start and row
@@ -550,15 +558,16 @@ def tile_dot_store(tile, rows, a, a_off, a_stride, b, b_off, k4, out, i0, j0, ro
 
 
 @overload(tile_dot_store, jit_options={"cache": True})
-def _ov_tile_dot_store(tile, rows, a, a_off, a_stride, b, b_off, k4, out, i0, j0, rowsum, colterm,
+def _ov_tile_dot_store(tile, rows, a, a_off, a_stride, b, b_off, k4, out, i0, j0, rowsum, cols,
                        zb, inv_qa, inv_qb, bias, relu, streaming, prefetch):
     if not _simd_tile(tile):
         return None
 
-    def impl(tile, rows, a, a_off, a_stride, b, b_off, k4, out, i0, j0, rowsum, colterm, zb,
+    def impl(tile, rows, a, a_off, a_stride, b, b_off, k4, out, i0, j0, rowsum, cols, zb,
              inv_qa, inv_qb, bias, relu, streaming, prefetch):
+        colsum, col_mult, kza = cols
         _tile_dot_store_simd(tile, rows, a, a_off, a_stride, b, b_off, k4, out, i0, j0, rowsum,
-                             colterm, zb, zb.shape[0] > 0, inv_qa, inv_qb, bias,
+                             colsum, col_mult, kza, zb, zb.shape[0] > 0, inv_qa, inv_qb, bias,
                              bias.shape[0] > 0, relu, streaming, prefetch)
     return impl
 
