@@ -54,3 +54,30 @@ def test_out_scale_errors():
         gemm.gemm_i8(a.astype(np.float32), b, out_scale=1.0)
     with pytest.raises(TypeError, match="out_scale"):
         gemm.gemm_i8(a, b, out_scale="x")
+
+
+@pytest.mark.parametrize("scale", [2, np.float64(0.1), np.array(0.25, np.float32), 1e-40, 3e38,
+                                   -7.5e-3, 0.0], ids=repr)
+def test_a_scalar_out_scale_gives_the_bits_of_its_vector(cpu_path, scale):
+    """A scalar out_scale (a dynamically quantized GEMM's x_scale * w_scale) gives exactly the
+    bits of the N-vector of its float32 value, also where the product overflows or is
+    subnormal."""
+    rng = np.random.default_rng(5)
+    a = rng.integers(0, 256, (5, 70)).astype(np.uint8)
+    b = gemm.prepare_b_quantized(rng.integers(-127, 128, (70, 37)).astype(np.int8))
+    bias = rng.standard_normal(37).astype(np.float32)
+    kwargs = dict(a_zero_point=3, bias=bias, backend=backend_of(cpu_path))
+    vector = np.full(37, np.asarray(scale, np.float64), np.float32)
+    with np.errstate(over="ignore"):
+        expected = gemm.gemm_i8(a, b, out_scale=vector, **kwargs)
+        got = gemm.gemm_i8(a, b, out_scale=scale, **kwargs)
+    np.testing.assert_array_equal(got.view(np.int32), expected.view(np.int32))
+
+
+@pytest.mark.parametrize("scale", [float("inf"), -np.inf, np.float32(np.nan), 1e300],
+                         ids=repr)
+def test_a_scalar_out_scale_must_be_finite_in_float32(scale):
+    a = np.zeros((2, 3), np.int8)
+    b = np.zeros((3, 4), np.int8)
+    with np.errstate(over="ignore"), pytest.raises(ValueError, match="out_scale"):
+        gemm.gemm_i8(a, b, out_scale=scale)
