@@ -10,9 +10,6 @@ holding -128, which `prepare_b*` never produce from float weights.
 
 from __future__ import annotations
 
-import functools
-import math
-
 import numpy as np
 
 import dispatch
@@ -25,7 +22,7 @@ from .validate import (
     check_a_matrix,
     check_int,
     check_quant_mult,
-    out_scale_vector,
+    out_scale_factors,
     output_kind,
 )
 from .wgsl import driver as gpu_driver
@@ -230,33 +227,12 @@ def _option_values(plan, b, a_quant_mult, a_zero_point, b_zero_point, out_scale,
         za = check_int(a_zero_point, "a_zero_point", lo, hi)
     zb = b_zero_points(b_zero_point, n)
     if out_scale is not None:
-        inv_qa, inv_qb = _out_scales(out_scale, n)
+        inv_qa, inv_qb = out_scale_factors(out_scale, n)
     elif a_quant_mult is not None:
         inv_qa, inv_qb = _ONE_F32 / mult, b.inv_quant_mult
     else:
         inv_qa, inv_qb = _ONE_F32, _EMPTY_F32
     return cpu_plan.OptionValues(mult, za, zb, inv_qa, inv_qb)
-
-
-def _out_scales(out_scale, n: int) -> tuple[np.float32, np.ndarray]:
-    """(inv_qa, inv_qb) for the epilogue's float32(t) * (inv_qa * inv_qb_j) from `out_scale`.
-    A scalar s is (s, ones): s * 1 is s exactly, as 1 * s was, so the bits are those of the
-    vector of N copies of s that it replaces, and a call no longer builds and checks that vector
-    (2-3 us at N = 1024: a dynamically quantized GEMM's scale is a new scalar every call)."""
-    arr = np.asarray(out_scale)
-    if arr.ndim == 0 and arr.dtype.kind in "fiu":
-        scale = arr.astype(np.float32)[()]
-        if not math.isfinite(scale):
-            raise ValueError("out_scale: every value must be finite")
-        return scale, _ones_f32(n)
-    return _ONE_F32, out_scale_vector(out_scale, n)
-
-
-@functools.lru_cache(maxsize=64)
-def _ones_f32(n: int) -> np.ndarray:
-    ones = np.ones(n, np.float32)
-    ones.flags.writeable = False
-    return ones
 
 
 def _route(a, b, out, backend):

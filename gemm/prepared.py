@@ -150,7 +150,6 @@ class PreparedB:
         return panels
 
 
-
 def _pack(columns: np.ndarray, nr: int, ids: np.ndarray | None = None) -> np.ndarray:
     """int8 panels [panel][k4][nr][4 int8] of the columns `ids` (default: all)."""
     if ids is None:

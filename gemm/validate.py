@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+import math
+
 import numpy as np
 
 # np.float32(v) of a float v is positive and finite exactly when these bounds hold strictly:
@@ -80,6 +83,30 @@ def out_scale_vector(out_scale, n: int) -> np.ndarray:
     if not np.isfinite(arr).all():
         raise ValueError("out_scale: every value must be finite")
     return arr
+
+
+def out_scale_factors(out_scale, n: int) -> tuple[np.float32, np.ndarray]:
+    """(inv_qa, inv_qb) for the CPU epilogue's float32(t) * (inv_qa * inv_qb_j) from `out_scale`.
+    A scalar s is (s, ones): s * 1 is s exactly, as 1 * s was, so the bits are those of the
+    vector of N copies of s that it replaces, and a call no longer builds and checks that vector
+    (2-3 us at N = 1024: a dynamically quantized GEMM's scale is a new scalar every call)."""
+    arr = np.asarray(out_scale)
+    if arr.ndim == 0 and arr.dtype.kind in "fiu":
+        scale = arr.astype(np.float32)[()]
+        if not math.isfinite(scale):
+            raise ValueError("out_scale: every value must be finite")
+        return scale, _ones_f32(n)
+    return _ONE_F32, out_scale_vector(out_scale, n)
+
+
+_ONE_F32 = np.float32(1.0)
+
+
+@functools.lru_cache(maxsize=64)
+def _ones_f32(n: int) -> np.ndarray:
+    ones = np.ones(n, np.float32)
+    ones.flags.writeable = False
+    return ones
 
 
 A_DTYPES = (np.dtype(np.int8), np.dtype(np.uint8), np.dtype(np.float32))

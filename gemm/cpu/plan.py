@@ -10,7 +10,7 @@ exactly those (`repeat_key`), and a later call with the same key runs the plan a
 The options' values are not in the key: a decoder quantizes each step's A with a multiplier of
 its own, and a dynamically quantized A comes with a scale and zero point of its own. Each call's
 values (`OptionValues`: a_quant_mult or a_scale, the zero points, the output scales) are checked
-and turned into the epilogue's vectors on every call, kept plan or not (gemm/api.py's
+and turned into the epilogue's values on every call, kept plan or not (gemm/api.py's
 _option_values). A, `out` (its shape and dtype are in the key; its alignment for streaming
 stores is checked per call) and `bias` (shape and dtype in the key) are the call's own.
 
