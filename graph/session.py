@@ -151,6 +151,9 @@ class Session:
         if backend == "cpu":
             self._steps = _reuse_shape_results(self._steps, set(constants), graph_outputs)
         self._constants = constants
+        # What a result must not be a view of (_owned): the weights, and (per run, below) the
+        # kept results of the shape steps.
+        self._constant_roots = frozenset(id(_root(c)) for c in constants.values())
         self._gpu_constants: dict = {}
         if backend == "gpu":
             self._place_on_gpu()
@@ -159,7 +162,8 @@ class Session:
         # inputs have the last full run's shapes; their results are kept from it (_execute).
         self._shape_steps_skipped = [s for s in self._steps
                                      if not isinstance(s.fn, _SameInputsSameResult)]
-        self._shape_results: tuple | None = None   # (input shapes, {name: value})
+        # (input shapes, {name: value}, the ids of what a result must not be a view of)
+        self._shape_results: tuple | None = None
 
     def gpu_plan(self) -> gpu_plan.GpuPlan:
         """Where each step would run with backend="gpu", and the transfers (a pure plan: nothing
@@ -295,7 +299,8 @@ class Session:
         feeds = self._check_feeds(feeds)
         with blas_single_threaded():
             values = self._execute(feeds, None, timings)
-        return [_owned(_host(values[name]), self._constants, feeds) for name in names]
+        kept = self._kept_roots()
+        return [_owned(_host(values[name]), kept, feeds) for name in names]
 
     def run_until(self, tensor_name: str, feeds: dict) -> np.ndarray:
         """The tensor `tensor_name` (any tensor the plan computes, an input or a constant),
@@ -313,7 +318,7 @@ class Session:
         feeds = self._check_feeds(feeds)
         with blas_single_threaded():
             values = self._execute(feeds, producer, None, exact_last=True)
-        return _owned(_host(values[tensor_name]), self._constants, feeds)
+        return _owned(_host(values[tensor_name]), self._kept_roots(), feeds)
 
     def prepared_weight(self, name: str) -> gemm.PreparedB:
         """The PreparedB of a quantized weight, by its initializer's name or by the name of a node
@@ -378,8 +383,15 @@ class Session:
                 for name in step.release:
                     del values[name]
         if record is not None:
-            self._shape_results = (shapes, record)
+            # The next runs read these again: a caller's result that is one of them (an
+            # Identity of a Shape) must be a copy, or writing to it would change those runs.
+            self._shape_results = (shapes, record, self._constant_roots | {
+                id(_root(v)) for v in record.values() if isinstance(v, np.ndarray)})
         return values
+
+    def _kept_roots(self) -> frozenset:
+        recorded = self._shape_results
+        return self._constant_roots if recorded is None else recorded[2]
 
     def _check_feeds(self, feeds: dict) -> dict:
         if not isinstance(feeds, dict):
@@ -863,12 +875,13 @@ def _host(value):
     return value.numpy() if type(value).__name__ == "GpuArray" else value
 
 
-def _owned(value, constants, feeds):
-    """What the caller gets: a fresh array, never a view of a weight or of its own feed."""
+def _owned(value, kept_roots: frozenset, feeds):
+    """What the caller gets: a fresh array, never a view of a weight, of a result the session
+    keeps for later runs (`kept_roots`: the ids of their base arrays) or of the caller's feed."""
     if not isinstance(value, np.ndarray):
         return np.asarray(value)
     root = _root(value)
-    if not value.flags.writeable or any(root is _root(c) for c in constants.values()) or \
+    if not value.flags.writeable or id(root) in kept_roots or \
             any(root is _root(f) for f in feeds.values()):
         return np.array(value)
     return value

@@ -92,6 +92,42 @@ def test_outputs_never_alias_feeds_or_weights():
     np.testing.assert_array_equal(session.run(None, {"x": x})[1], w)
 
 
+def test_outputs_never_alias_what_later_runs_reuse():
+    # Shape(x) depends on x's shape alone, so the session keeps its result for the next run
+    # with that shape; the caller's copy of it must not be that kept array.
+    model = _model([helper.make_node("Shape", ["x"], ["s"], name="shape"),
+                    helper.make_node("Identity", ["s"], ["y"], name="id")],
+                   [_vi("x", shape=("n", 4))], [_vi("y", TensorProto.INT64, shape=(2,))], [])
+    session = graph.Session(model)
+    x = np.zeros((3, 4), np.float32)
+    for _ in range(2):
+        (y,) = session.run(None, {"x": x})
+        np.testing.assert_array_equal(y, [3, 4])
+        y[:] = 99
+    np.testing.assert_array_equal(session.run_until("y", {"x": x}), [3, 4])
+
+
+def test_a_run_holds_blas_to_one_thread_and_gives_its_count_back():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    from graph import float_matmul
+
+    # numpy's BLAS is loaded with numpy, before the session first looks for BLAS libraries.
+    held = {lib.filepath for lib in float_matmul._blas_libraries()}
+    if not held:
+        pytest.skip("numpy's BLAS exposes no thread pool here")
+    blas = threadpoolctl.ThreadpoolController().select(user_api="blas")
+
+    def counts():
+        return {lib["num_threads"] for lib in blas.info() if lib["filepath"] in held}
+
+    with blas.limit(limits=2):
+        if counts() != {2}:
+            pytest.skip("numpy's BLAS here cannot run on 2 threads")
+        with float_matmul.blas_single_threaded():
+            assert counts() == {1}
+        assert counts() == {2}
+
+
 def test_feed_errors_name_the_input():
     session = graph.Session(_matmul_integer_model()[0])
     x = np.zeros((2, 4), np.float32)
