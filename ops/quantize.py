@@ -21,6 +21,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .backends import backend_for
+from .cpu.quantize import scale_and_zero_point as _scale_and_zero_point
 from .validate import check_axis, check_float32, check_threads, output
 
 _QUANT_TYPES = (np.dtype(np.uint8), np.dtype(np.int8))
@@ -201,16 +202,15 @@ def _params_of_range(lo, hi, bad):
 
 
 def dynamic_scale_and_zero_point(lo, hi):
-    """DynamicQuantizeLinear's (scale np.float32, zero_point np.uint8) from min(x) and max(x), in
-    the reference evaluator's float32 steps."""
-    f32 = np.float32
-    maxx = f32(max(f32(0.0), hi))
-    minx = f32(min(f32(0.0), lo))
-    scale = f32(f32(1.0) if maxx == minx else f32(maxx - minx)) / f32(255.0)
-    if scale == 0:
-        # max - min underflowed: the reference's 0 - min / 0 is +inf or NaN, and its clamp,
-        # Python's min(255, that), gives 255 for both
-        return f32(0.0), np.uint8(255)
-    initial_zero_point = f32(0.0) - minx / scale
-    zero_point = np.rint(f32(max(f32(0.0), min(f32(255.0), initial_zero_point))))
-    return f32(scale), np.uint8(zero_point)
+    """DynamicQuantizeLinear's (scale np.float32, zero_point np.uint8) from min(x) and max(x) of
+    a float32 x (finite), in the reference evaluator's float32 steps:
+
+        maxx, minx = max(0, hi), min(0, lo)
+        scale = (maxx - minx, or 1 where they are equal) / 255
+        zero_point = rint(clamp(0 - minx / scale, 0, 255))
+
+    each step rounded to float32 (ops/cpu/quantize.py's scale_and_zero_point runs them). Where
+    max - min underflows to a zero scale, the reference's 0 - min / 0 is +inf or NaN, and its
+    clamp, Python's min(255, that), gives 255 for both."""
+    scale, zero_point = _scale_and_zero_point(np.float32(lo), np.float32(hi))
+    return np.float32(scale), np.uint8(zero_point)
