@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import ops
+from ops.quantize import dynamic_scale_and_zero_point
 
 onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper  # noqa: E402
@@ -109,6 +110,26 @@ def test_dynamic_quantize_linear_where_the_range_underflows(values):
             opset=11)
     y, scale, zp = ops.dynamic_quantize_linear(x)
     np.testing.assert_array_equal(y, y_ref)
+    assert scale.tobytes() == np.asarray(scale_ref, np.float32).tobytes()
+    assert zp == zp_ref
+
+
+FINITE_F32 = st.floats(width=32, allow_nan=False, allow_infinity=False)
+
+
+@settings(max_examples=200, deadline=None)
+@given(FINITE_F32, FINITE_F32)
+def test_scale_and_zero_point_of_any_finite_range_match_the_reference(a, b):
+    """Ranges of every magnitude, subnormal to where max - min overflows: the scale and zero
+    point that dynamic_quantize_params and the fused steps take (compiled float32 steps) are
+    the reference's."""
+    x = np.array([a, b], np.float32)
+    with np.errstate(all="ignore"):
+        _, scale_ref, zp_ref = onnx_run(
+            "DynamicQuantizeLinear", [x], [TensorProto.UINT8, TensorProto.FLOAT, TensorProto.UINT8],
+            opset=11)
+    scale, zp = dynamic_scale_and_zero_point(x.min(), x.max())
+    assert type(scale) is np.float32 and type(zp) is np.uint8
     assert scale.tobytes() == np.asarray(scale_ref, np.float32).tobytes()
     assert zp == zp_ref
 
