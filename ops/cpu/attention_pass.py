@@ -240,7 +240,7 @@ def _attention_units(q, kt, v, out, divisor, divide, lo, hi, scores, kt_rows, lo
         h = u - bi * heads
         _copy_kt(kt[bi, h], kt_rows)
         matmul_fma_chain(q[bi, h], kt_rows, scores)
-        softmax_steps_rows(scores, scores, 0, scores.shape[0], divisor, divide, True)
+        softmax_steps_rows(scores, scores, 0, scores.shape[0], divisor, divide)
         matmul_fma_chain(scores, v[bi, h], out[bi, :, h, :])
         if bads.shape[0]:
             lohi[u, 0], lohi[u, 1], bads[u] = _unit_range(out, bi, h)

@@ -183,15 +183,25 @@ def softmax_row(x, out, chunk_m, in_place):
         _scale_chunk(out[lo:min(lo + CHUNK, n)], f)
 
 
+@njit(inline="always")
+def _same_start(x, out):
+    """Whether out is x (the callers refuse partial overlaps): asked in the kernel, since numpy's
+    __array_interface__ or .ctypes took ~1 us per array of a small call."""
+    return x.ctypes.data == out.ctypes.data
+
+
 @njit(error_model="numpy", cache=True)
-def logsoftmax_rows(x, out, in_place):
+def logsoftmax_rows(x, out):
+    """out: x itself or apart from it (partial overlaps are refused earlier)."""
+    in_place = _same_start(x, out)
     for r in range(x.shape[0]):
         logsoftmax_row(x[r], out[r], in_place)
 
 
 @njit(error_model="numpy", cache=True, parallel=prange_only())
-def logsoftmax_rows_parallel(x, out, in_place, workers, block):
+def logsoftmax_rows_parallel(x, out, workers, block):
     """Blocks of `block` rows, taken by `workers` threads as they come free (threads.py)."""
+    in_place = _same_start(x, out)
     rows = x.shape[0]
     counter = np.zeros(1, np.int64)
     for _ in prange(workers):
@@ -203,14 +213,16 @@ def logsoftmax_rows_parallel(x, out, in_place, workers, block):
 
 
 @njit(error_model="numpy", cache=True)
-def softmax_rows(x, out, in_place):
+def softmax_rows(x, out):
+    in_place = _same_start(x, out)
     chunk_m = np.empty(x.shape[1] // CHUNK + 1, np.float32)
     for r in range(x.shape[0]):
         softmax_row(x[r], out[r], chunk_m, in_place)
 
 
 @njit(error_model="numpy", cache=True, parallel=prange_only())
-def softmax_rows_parallel(x, out, in_place, workers, block):
+def softmax_rows_parallel(x, out, workers, block):
+    in_place = _same_start(x, out)
     rows = x.shape[0]
     counter = np.zeros(1, np.int64)
     for _ in prange(workers):
@@ -357,14 +369,15 @@ def power_of_two_reciprocal(d):
 
 
 @njit(error_model="numpy", cache=True, nogil=True)
-def softmax_steps_rows(x, out, lo, hi, divisor, divide, in_place):
+def softmax_steps_rows(x, out, lo, hi, divisor, divide):
     """Rows lo:hi (out C-contiguous), a few at a time while they sit in L1: [t = x / divisor,]
     m = max, e = exp(t - m) with numpy_exp_f32 (numpy's exp, bit for bit), s = pairwise_sum(e),
     e / s. Compiled without
     fast-math flags: each float32 operation rounds as numpy's does. (Each loop reads one array and
     writes another, or works in place on one: a loop reading `t` and writing `o` that may be the
     same row fails LLVM's overlap check at run time and falls back to scalar code, 10x slower:
-    in_place says x is out.)"""
+    so the row loops ask whether x is out, once a call.)"""
+    in_place = _same_start(x, out)   # out: x itself or apart from it
     scratch = np.empty(64, np.float32)
     stack = np.empty((64, 3), np.int64)
     sums = np.empty(2 * ROWS_AT_ONCE, np.float32)
@@ -428,13 +441,13 @@ def _exp_steps(xr, o, divisor, reciprocal, divide, by_power_of_two, in_place):
 
 
 @njit(error_model="numpy", cache=True, parallel=prange_only())
-def softmax_steps_rows_parallel(x, out, divisor, divide, in_place, workers, block):
+def softmax_steps_rows_parallel(x, out, divisor, divide, workers, block):
     rows = x.shape[0]
     counter = np.zeros(1, np.int64)
     for _ in prange(workers):
         lo, hi = take_block(counter, block, rows)
         while lo < hi:
-            softmax_steps_rows(x, out, lo, hi, divisor, divide, in_place)
+            softmax_steps_rows(x, out, lo, hi, divisor, divide)
             lo, hi = take_block(counter, block, rows)
 
 
@@ -450,11 +463,10 @@ def softmax_float32_steps(x: np.ndarray, out: np.ndarray, threads, divide_by=Non
     divisor = np.float32(1.0 if divide_by is None else divide_by)
     divide = divide_by is not None
     if matches_numpy():
-        in_place = x2.ctypes.data == out2.ctypes.data   # (partial overlaps are refused earlier)
         if workers == 1:
-            softmax_steps_rows(x2, out2, 0, x2.shape[0], divisor, divide, in_place)
+            softmax_steps_rows(x2, out2, 0, x2.shape[0], divisor, divide)
         else:
-            softmax_steps_rows_parallel(x2, out2, divisor, divide, in_place, workers, block)
+            softmax_steps_rows_parallel(x2, out2, divisor, divide, workers, block)
         return out
     # numpy computes exp another way here: three passes, numpy's exp in the middle.
     if divide:
@@ -495,11 +507,10 @@ def _run(x, axis, out, threads, rows_serial, rows_parallel, strided) -> None:
     workers, block = split(outer, n * inner, threads_for(x.size, outer, threads))
     if inner == 1:
         x2, out2 = x.reshape(outer, n), out.reshape(outer, n)
-        in_place = x2.__array_interface__["data"][0] == out2.__array_interface__["data"][0]
         if workers == 1:
-            rows_serial(x2, out2, in_place)
+            rows_serial(x2, out2)
         else:
-            rows_parallel(x2, out2, in_place, workers, block)
+            rows_parallel(x2, out2, workers, block)
         return
     # One worker: prange runs the slabs in turn on the calling thread.
     strided(x.reshape(outer, n, inner), out.reshape(outer, n, inner), workers, block)
