@@ -146,7 +146,7 @@ def max_threads() -> int:
 def resolve_threads(threads) -> int:
     """The thread count a CPU kernel call uses (GEMM and ops alike): `threads` if given, else
     I8GEMM_NUM_THREADS, else all of numba's threads; checked, and capped at numba's pool size."""
-    if type(threads) is int and threads >= 1:   # most calls: a count, checked in one test
+    if type(threads) is int and threads >= 1:   # most calls: one type test, not the checks below
         return min(threads, max_threads())
     if threads is None:
         env = setting("I8GEMM_NUM_THREADS")
