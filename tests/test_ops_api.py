@@ -22,6 +22,16 @@ def test_public_api():
         assert callable(getattr(ops, name)), name
 
 
+def test_importing_ops_leaves_the_backends_for_their_first_call():
+    # The backends (and numba, which the CPU one imports) load when a call needs them: importing
+    # numba would triple `import ops`'s time.
+    import subprocess
+
+    code = "import sys, ops; print(sorted(m for m in ('numba', 'ops.cpu', 'ops.wgsl') if m in sys.modules))"
+    found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert found.stdout.strip() == "[]"
+
+
 @pytest.mark.parametrize("bad", [[1.0, 2.0], np.ma.masked_array(np.zeros(2, np.float32)),
                                  np.matrix(np.zeros((1, 2), np.float32))],
                          ids=["list", "masked", "matrix"])
