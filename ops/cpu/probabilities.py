@@ -32,6 +32,7 @@ from numba import njit, prange
 
 from dispatch.cpu import prange_only
 
+from .arrays import out_is_x
 from .mathfuncs import (
     EXACT_FLAGS,
     REDUCE_FLAGS,
@@ -183,17 +184,10 @@ def softmax_row(x, out, chunk_m, in_place):
         _scale_chunk(out[lo:min(lo + CHUNK, n)], f)
 
 
-@njit(inline="always")
-def _same_start(x, out):
-    """Whether out is x (the callers refuse partial overlaps): asked in the kernel, since numpy's
-    __array_interface__ or .ctypes took ~1 us per array of a small call."""
-    return x.ctypes.data == out.ctypes.data
-
-
 @njit(error_model="numpy", cache=True)
 def logsoftmax_rows(x, out):
     """out: x itself or apart from it (partial overlaps are refused earlier)."""
-    in_place = _same_start(x, out)
+    in_place = out_is_x(x, out)
     for r in range(x.shape[0]):
         logsoftmax_row(x[r], out[r], in_place)
 
@@ -201,7 +195,7 @@ def logsoftmax_rows(x, out):
 @njit(error_model="numpy", cache=True, parallel=prange_only())
 def logsoftmax_rows_parallel(x, out, workers, block):
     """Blocks of `block` rows, taken by `workers` threads as they come free (threads.py)."""
-    in_place = _same_start(x, out)
+    in_place = out_is_x(x, out)
     rows = x.shape[0]
     counter = np.zeros(1, np.int64)
     for _ in prange(workers):
@@ -214,7 +208,7 @@ def logsoftmax_rows_parallel(x, out, workers, block):
 
 @njit(error_model="numpy", cache=True)
 def softmax_rows(x, out):
-    in_place = _same_start(x, out)
+    in_place = out_is_x(x, out)
     chunk_m = np.empty(x.shape[1] // CHUNK + 1, np.float32)
     for r in range(x.shape[0]):
         softmax_row(x[r], out[r], chunk_m, in_place)
@@ -222,7 +216,7 @@ def softmax_rows(x, out):
 
 @njit(error_model="numpy", cache=True, parallel=prange_only())
 def softmax_rows_parallel(x, out, workers, block):
-    in_place = _same_start(x, out)
+    in_place = out_is_x(x, out)
     rows = x.shape[0]
     counter = np.zeros(1, np.int64)
     for _ in prange(workers):
@@ -377,7 +371,7 @@ def softmax_steps_rows(x, out, lo, hi, divisor, divide):
     writes another, or works in place on one: a loop reading `t` and writing `o` that may be the
     same row fails LLVM's overlap check at run time and falls back to scalar code, 10x slower:
     so the row loops ask whether x is out, once a call.)"""
-    in_place = _same_start(x, out)   # out: x itself or apart from it
+    in_place = out_is_x(x, out)   # out: x itself or apart from it
     scratch = np.empty(64, np.float32)
     stack = np.empty((64, 3), np.int64)
     sums = np.empty(2 * ROWS_AT_ONCE, np.float32)
