@@ -249,7 +249,7 @@ def test_every_cpu_path_declares_a_tuning_space():
         assert tiles == list(impl.entry.tiles)
         assert tiles[0] == impl.entry.default_tile
         assert len(set(tiles)) == len(tiles)
-        assert impl.default_params((64, 256, 1024), threads=1)["tile"] == tiles[0]
+        assert impl.default_params((4, 256, 1024), threads=1)["tile"] == tiles[0]   # few rows
 
 
 def test_many_rows_take_the_paths_tall_tile():
@@ -270,13 +270,14 @@ def test_many_rows_take_the_paths_tall_tile():
 
 def test_few_rows_over_a_streamed_b_take_the_tall_tile():
     """A decoder's output layer (few rows, B of megabytes read from beyond the caches) takes the
-    path's tall tile from STREAMED_B_TALL_ROWS to STREAMED_B_MAX_ROWS rows; fewer rows, more
-    rows (below MANY_ROWS) or a B that stays in a core's L2 keep the default tile. The tall tile
-    packs B in panels as wide as the default's, so a weight whose calls cross 8 rows (a beam
-    whose hypotheses finish) keeps one packed copy."""
+    path's tall tile from STREAMED_B_TALL_ROWS rows on, below MANY_ROWS; as few rows over a B
+    that stays in a core's L2 keep the default tile. The tall tile packs B in panels as wide as
+    the default's, so a weight whose calls cross 8 rows (a beam whose hypotheses finish) keeps
+    one packed copy."""
     from gemm.cpu import driver
     vocab_k, vocab_n = 512, 32000
     tall = [impl for impl in cpu_impls() if impl.entry.many_rows_tile is not None]
+    assert driver.STREAMED_B_TALL_ROWS < driver.MANY_ROWS
     for impl in tall:
         default, many = impl.entry.default_tile, impl.entry.many_rows_tile
         assert many.nr == default.nr
@@ -293,10 +294,10 @@ def test_few_rows_over_a_streamed_b_take_the_tall_tile():
 
             assert tile(driver.STREAMED_B_TALL_ROWS - 1) == default
             assert tile(driver.STREAMED_B_TALL_ROWS) == many
-            assert tile(driver.STREAMED_B_MAX_ROWS) == many
-            assert tile(driver.STREAMED_B_MAX_ROWS + 1) == default
-            assert tile(16, n=small_n) == default
-            assert tile(16, n=small_n + default.nr) == many
+            assert tile(driver.MANY_ROWS - 1) == many
+            assert tile(driver.MANY_ROWS - 1, n=small_n) == default
+            assert tile(driver.MANY_ROWS - 1, n=small_n + default.nr) == many
+            assert tile(driver.MANY_ROWS, n=small_n) == many
     for impl in cpu_impls():
         if impl.entry.many_rows_tile is None:
             assert impl.default_params((16, 512, 32000), threads=2)["tile"] == \

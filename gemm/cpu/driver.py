@@ -269,24 +269,35 @@ def tuning_space(path: CpuPath) -> dispatch.TuningSpace:
     )
 
 
-# From this many rows of A on, the heuristic takes a path's many_rows_tile.
-MANY_ROWS = 1024
+# From this many rows of A on, the heuristic takes a path's many_rows_tile. The taller tile
+# multiplies each B vector it loads into more rows (6 x 4: 24 vpdpbusd per 4 loads of B, against
+# 16 for 4 x 4), and its panels are as wide as the default's, so one packed copy of B serves both.
+# Side by side with 4 x 4, each with its heuristic blocking (`GemmBench` samples, interleaved,
+# 9-11 rounds; K x N of 512 x 512, 512 x 2048, 1024 x 1024, 2048 x 2048, 512 x 8000), geometric
+# means per row count:
+#   rows                       8     12    16    24    32    48    64
+#   Zen 4 guest, 2 threads    0.96  1.03  1.03  1.02  1.05  1.01  1.02
+#   Xeon (device), 2 threads  1.02  1.14  1.07  1.11  1.10  1.09  1.14
+#   Xeon, 8 threads           0.88  1.03  1.02  1.01  1.01  1.01  (noise)
+# and on the Zen 4 guest with 1 thread 0.99 at 12-16 rows, 1.01-1.14 at 32-256. Over 15
+# transformer shapes of 32-2048 rows 6 x 4 ran 1.02x (Zen 4, 2 threads) and 1.08, 1.03, 1.06x
+# (Xeon, 2, 8, 16 threads) as fast as the heuristic's earlier choice (4 x 4 below 1024 rows).
+# Fewer rows leave the taller tile's rows empty (8 rows fill 8 of 12).
+MANY_ROWS = 16
 
 
 # B is "streamed" when its packed panels take at least this many bytes (more than a core's
-# L2: 1 MB on Zen 4, 2 MB on the device's Xeon) and at most STREAMED_B_MAX_ROWS rows of A reuse
-# each panel: the call reads B from L3 or memory, panel after panel. That is a decoder's output
-# layer over the vocabulary (K = 256 to 2048, N = 32 000: 8-64 MB of B) at batch x beam rows.
-# From STREAMED_B_TALL_ROWS rows on the heuristic then takes the path's taller tile
-# (many_rows_tile), which multiplies each B vector it loads into more rows. Side by side with
-# the default tile over 13 such shapes (8-128 rows; K 256-2048; N 2048-32000: the README's
-# Tuning section), the geometric mean gain was 1.04 (2 threads) and 1.05 (1) on the Zen 4
-# guest, 1.07, 1.08 and 1.06 (2, 1, 8 threads) on the device's Xeon; no shape lost more than
-# 4%. Below 8 rows the taller tile would run mostly empty. Prefetching the next panel as well
-# added nothing measurable on either machine, and with 1-2 rows it lost 5-9% on Zen 4: it is
-# left to the tuner.
+# L2: 1 MB on Zen 4, 2 MB on the device's Xeon): the call reads B from L3 or memory, panel after
+# panel. That is a decoder's output layer over the vocabulary (K = 256 to 2048, N = 32 000:
+# 8-64 MB of B) at batch x beam rows. From STREAMED_B_TALL_ROWS rows on (below MANY_ROWS) the
+# heuristic then takes the path's taller tile as well: with B streamed, what each loaded B vector
+# is multiplied into counts for more than the empty rows. Side by side with the default tile over
+# 13 such shapes (8-128 rows; K 256-2048; N 2048-32000: the README's Tuning section), the
+# geometric mean gain was 1.04 (2 threads) and 1.05 (1) on the Zen 4 guest, 1.07, 1.08 and 1.06
+# (2, 1, 8 threads) on the device's Xeon; no shape lost more than 4%. Below 8 rows the taller
+# tile would run mostly empty. Prefetching the next panel as well added nothing measurable on
+# either machine, and with 1-2 rows it lost 5-9% on Zen 4: it is left to the tuner.
 STREAMED_B_BYTES = 2 << 20
-STREAMED_B_MAX_ROWS = 128
 STREAMED_B_TALL_ROWS = 8
 
 
@@ -295,24 +306,28 @@ def packed_b_bytes(tile: Tile, k: int, n: int) -> int:
     return -(-k // 4) * -(-n // tile.nr) * tile.nr * tile.b_k4_bytes
 
 
-def streams_b(path: CpuPath, shape) -> bool:
-    """Whether an (M, K, N) call reads B from beyond the core's caches with few rows to hide it
-    (see STREAMED_B_BYTES)."""
+def streams_b(path: CpuPath, k: int, n: int) -> bool:
+    """Whether a K x N B is read from beyond the core's caches (see STREAMED_B_BYTES)."""
+    return packed_b_bytes(path.default_tile, k, n) >= STREAMED_B_BYTES
+
+
+def heuristic_tile(path: CpuPath, shape) -> Tile:
+    """The heuristic's register tile for an (M, K, N) call: the path's taller tile where there
+    are rows to fill it (MANY_ROWS, or STREAMED_B_TALL_ROWS over a streamed B), else its
+    default."""
     m, k, n = shape
-    return (m <= STREAMED_B_MAX_ROWS
-            and packed_b_bytes(path.default_tile, k, n) >= STREAMED_B_BYTES)
+    if path.many_rows_tile is not None and (
+            m >= MANY_ROWS or (m >= STREAMED_B_TALL_ROWS and streams_b(path, k, n))):
+        return path.many_rows_tile
+    return path.default_tile
 
 
 def heuristic_config(path: CpuPath, shape, threads: int) -> dict:
     """The heuristic choice of tile, blocking and C stores for an (M, K, N) call with `threads`
     threads."""
-    m, k, n = shape
+    m, _, n = shape
     stream = m * n * 4 >= STREAMING_C_BYTES and streams_large_results()
-    tile = path.default_tile
-    if path.many_rows_tile and (m >= MANY_ROWS
-                                or (m >= STREAMED_B_TALL_ROWS and streams_b(path, shape))):
-        tile = path.many_rows_tile
-    return {**_heuristic_blocking(tile, shape, threads, stream),
+    return {**_heuristic_blocking(heuristic_tile(path, shape), shape, threads, stream),
             "c_stores": STREAMING if stream else CACHED, "b_prefetch": NO_PREFETCH,
             "a_packing": SHARED_A}
 
