@@ -279,7 +279,9 @@ def tuning_space(path: CpuPath) -> dispatch.TuningSpace:
 #   Zen 4 guest, 2 threads    0.96  1.03  1.03  1.02  1.05  1.01  1.02
 #   Xeon (device), 2 threads  1.02  1.14  1.07  1.11  1.10  1.09  1.14
 #   Xeon, 8 threads           0.88  1.03  1.02  1.01  1.01  1.01  (noise)
-# and on the Zen 4 guest with 1 thread 0.99 at 12-16 rows, 1.01-1.14 at 32-256. Over 15
+# and on the Zen 4 guest with 1 thread 0.99 at 12-16 rows, 1.01-1.14 at 32-256. With the
+# encoder's K = 256 products as well (21 rounds), the Zen 4 guest gave 1.01, 1.03, 1.03, 1.02 at
+# 16, 24, 32, 48 rows (2 threads) and 1.00, 1.05, 1.02, 1.05 (1 thread). Over 15
 # transformer shapes of 32-2048 rows 6 x 4 ran 1.02x (Zen 4, 2 threads) and 1.08, 1.03, 1.06x
 # (Xeon, 2, 8, 16 threads) as fast as the heuristic's earlier choice (4 x 4 below 1024 rows).
 # Fewer rows leave the taller tile's rows empty (8 rows fill 8 of 12).
