@@ -318,8 +318,9 @@ def Shape(data, start=0, end=None):
 
 
 def Reshape(data, shape, allowzero=0):
-    target = [int(s) for s in shape]
-    if not allowzero:
+    # tolist: one call for the whole shape tensor (int() per element took ~2 us of a ~3 us step)
+    target = shape.tolist() if isinstance(shape, np.ndarray) else [int(s) for s in shape]
+    if not allowzero and 0 in target:
         target = [data.shape[i] if s == 0 else s for i, s in enumerate(target)]
     return data.reshape(target)
 
