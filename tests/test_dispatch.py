@@ -270,8 +270,9 @@ def test_many_rows_take_the_paths_tall_tile():
 
 def test_few_rows_over_a_streamed_b_take_the_tall_tile():
     """A decoder's output layer (few rows, B of megabytes read from beyond the caches) takes the
-    path's tall tile from STREAMED_B_TALL_ROWS rows on, below MANY_ROWS; as few rows over a B
-    that stays in a core's L2 keep the default tile. The tall tile packs B in panels as wide as
+    path's tall tile from STREAMED_B_TALL_ROWS rows on, below MANY_ROWS, and prefetches the next
+    panel of B up to STREAMED_B_PREFETCH_ROWS rows; as few rows over a B that stays in a core's
+    L2 keep the default tile and the hardware's prefetchers. The tall tile packs B in panels as wide as
     the default's, so a weight whose calls cross 8 rows (a beam whose hypotheses finish) keeps
     one packed copy."""
     from gemm.cpu import driver
@@ -298,10 +299,20 @@ def test_few_rows_over_a_streamed_b_take_the_tall_tile():
             assert tile(driver.MANY_ROWS - 1, n=small_n) == default
             assert tile(driver.MANY_ROWS - 1, n=small_n + default.nr) == many
             assert tile(driver.MANY_ROWS, n=small_n) == many
+
+            def prefetches(m, n=vocab_n, impl=impl, threads=threads):
+                return impl.default_params((m, vocab_k, n), threads=threads)["prefetch_b"]
+
+            assert not prefetches(driver.STREAMED_B_TALL_ROWS - 1)
+            assert prefetches(driver.STREAMED_B_TALL_ROWS)
+            assert prefetches(driver.STREAMED_B_PREFETCH_ROWS)
+            assert not prefetches(driver.STREAMED_B_PREFETCH_ROWS + 1)
+            assert not prefetches(driver.MANY_ROWS, n=small_n)
     for impl in cpu_impls():
         if impl.entry.many_rows_tile is None:
-            assert impl.default_params((16, 512, 32000), threads=2)["tile"] == \
-                impl.entry.default_tile
+            params = impl.default_params((16, 512, 32000), threads=2)
+            assert params["tile"] == impl.entry.default_tile
+            assert not params["prefetch_b"]
 
 
 @pytest.mark.parametrize("microarchitecture", ["znver4", "sapphirerapids"])
@@ -342,8 +353,9 @@ def test_streamed_results_take_long_row_blocks(monkeypatch):
 
 def test_b_prefetch_is_searched_where_it_is_emitted():
     """The tuner tries prefetching the next panel only on the SIMD paths (the portable path's
-    loops have no prefetch) and only where B has a next panel; the heuristic leaves it to the
-    hardware."""
+    loops have no prefetch) and only where B has a next panel; the heuristic takes it only for
+    a streamed B (test_few_rows_over_a_streamed_b_take_the_tall_tile)."""
+    from gemm.cpu import driver
     for impl in cpu_impls():
         space = impl.tuning_space
         limits = space.limits(threads=2)
@@ -354,7 +366,10 @@ def test_b_prefetch_is_searched_where_it_is_emitted():
             assert all(r(config, shape, limits) for r in space.restrictions)
             searched = all(p(config, shape, limits) for p in space.prune)
             assert searched == (wide and impl.path != "generic"), (impl.path, n)
-            assert space.default(shape, limits)["b_prefetch"] == "none"
+            streamed = impl.entry.many_rows_tile is not None and driver.streams_b(
+                impl.entry, 512, n)
+            assert space.default(shape, limits)["b_prefetch"] == (
+                "next_panel" if streamed else "none")
             assert space.realize(config)["prefetch_b"] is True
 
 

@@ -297,10 +297,18 @@ MANY_ROWS = 16
 # 13 such shapes (8-128 rows; K 256-2048; N 2048-32000: the README's Tuning section), the
 # geometric mean gain was 1.04 (2 threads) and 1.05 (1) on the Zen 4 guest, 1.07, 1.08 and 1.06
 # (2, 1, 8 threads) on the device's Xeon; no shape lost more than 4%. Below 8 rows the taller
-# tile would run mostly empty. Prefetching the next panel as well added nothing measurable on
-# either machine, and with 1-2 rows it lost 5-9% on Zen 4: it is left to the tuner.
+# tile would run mostly empty. With as many rows the next panel is prefetched as well (below).
 STREAMED_B_BYTES = 2 << 20
 STREAMED_B_TALL_ROWS = 8
+# Up to this many rows over a streamed B (from STREAMED_B_TALL_ROWS on), the heuristic also has
+# the micro-kernel prefetch the next panel of B into L2 while the first tile of rows multiplies
+# the current one (b_prefetch="next_panel"). Side by side with the default without it (9 shapes:
+# 8-128 x 512 x 32000, 16 x 256/1024/2048 x 32000, 32 x 2048 x 8000; 11 rounds), geometric means
+# 1.07 and 1.08 (1 and 2 threads) on the Zen 4 guest, 1.05, 1.03, 1.02 (1, 2, 8 threads) on the
+# device's Xeon; per shape 0.94-1.35. With 1-4 rows it lost (0.79-1.02): one tile of rows leaves
+# the prefetches no multiply-adds to hide behind. (An earlier session's paired runs had found no
+# gain on top of the 6 x 4 tile, 0.95-1.07.)
+STREAMED_B_PREFETCH_ROWS = 128
 
 
 def packed_b_bytes(tile: Tile, k: int, n: int) -> int:
@@ -327,11 +335,13 @@ def heuristic_tile(path: CpuPath, shape) -> Tile:
 def heuristic_config(path: CpuPath, shape, threads: int) -> dict:
     """The heuristic choice of tile, blocking and C stores for an (M, K, N) call with `threads`
     threads."""
-    m, _, n = shape
+    m, k, n = shape
     stream = m * n * 4 >= STREAMING_C_BYTES and streams_large_results()
+    prefetch = (path.many_rows_tile is not None
+                and STREAMED_B_TALL_ROWS <= m <= STREAMED_B_PREFETCH_ROWS and streams_b(path, k, n))
     return {**_heuristic_blocking(heuristic_tile(path, shape), shape, threads, stream),
-            "c_stores": STREAMING if stream else CACHED, "b_prefetch": NO_PREFETCH,
-            "a_packing": SHARED_A}
+            "c_stores": STREAMING if stream else CACHED,
+            "b_prefetch": NEXT_PANEL if prefetch else NO_PREFETCH, "a_packing": SHARED_A}
 
 
 def _heuristic_blocking(tile: Tile, shape, threads: int, streaming: bool) -> dict:
