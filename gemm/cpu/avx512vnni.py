@@ -47,6 +47,7 @@ PATH = register_path(CpuPath(
     # A transformer's GEMMs over 2048 tokens, Zen 4, 2 threads, the heuristic's blocking, 6x4
     # against 4x4 (medians of interleaved calls): 1.14x at 2048 x 256 x 1024, 1.12x at x 768,
     # 1.00-1.02x at K = 1024 or N = 256; on the ten standard shapes 0.97-1.08x (M = 1 and 8:
-    # 0.99 and 0.97, hence only for many rows).
+    # 0.99 and 0.97). The heuristic takes it from driver.MANY_ROWS rows on (measured there on
+    # both CPUs), and from 8 rows over a B of megabytes (driver.STREAMED_B_TALL_ROWS).
     many_rows_tile=Tile(NAME, 6, 4),
 ))
